@@ -1,0 +1,102 @@
+// The kernel contract. Every kernel works on contiguous row-major float32 (or int32 ids)
+// buffers that the caller allocates; kernels never allocate their outputs. The autograd
+// layer (src/tensor/ops) composes these into forward and backward passes, so a backend
+// only has to be fast, not clever. `reference` is the oracle; `cpu` overrides what it
+// accelerates and inherits the rest.
+
+export type F32 = Float32Array;
+export type I32 = Int32Array;
+
+export type UnaryOp =
+  | 'neg' | 'exp' | 'log' | 'sqrt' | 'rsqrt' | 'tanh' | 'relu' | 'sigmoid'
+  | 'silu' | 'gelu' | 'gelu_tanh' | 'abs' | 'square' | 'recip';
+export type BinaryOp = 'add' | 'sub' | 'mul' | 'div' | 'max' | 'min' | 'pow';
+
+export interface Backend {
+  readonly name: string;
+
+  /**
+   * Batched GEMM: for each b in [0,batch): C_b = alpha * op(A_b) @ op(B_b) + beta * C_b.
+   * op(A_b) is [m,k], op(B_b) is [k,n]. A_b starts at a[b*strideA] (strideA 0 broadcasts).
+   * transA: A_b is stored [k,m]. transB: B_b is stored [n,k].
+   */
+  matmul(a: F32, b: F32, c: F32, batch: number, m: number, n: number, k: number,
+    transA: boolean, transB: boolean, strideA: number, strideB: number,
+    alpha: number, beta: number): void;
+
+  /** out[i] = f(x[i]) */
+  unary(op: UnaryOp, x: F32, out: F32): void;
+  /** gx[i] = gy[i] * f'(x[i]) (accumulate=false overwrites). */
+  unaryBackward(op: UnaryOp, x: F32, gy: F32, gx: F32): void;
+
+  /**
+   * Broadcasting binary op. outShape is the broadcast shape; aStrides/bStrides are strides
+   * into a and b per output dim (0 where that operand is broadcast).
+   */
+  binary(op: BinaryOp, a: F32, aStrides: number[], b: F32, bStrides: number[], out: F32,
+    outShape: number[]): void;
+  /** out[i] = x[i] * s + t */
+  affine(x: F32, s: number, t: number, out: F32): void;
+  /** y[i] += alpha * x[i] */
+  axpy(alpha: number, x: F32, y: F32): void;
+
+  /** View x as [outer, mid, inner]; out[o, i] = sum over mid. */
+  sumMid(x: F32, outer: number, mid: number, inner: number, out: F32): void;
+  /** View x as [outer, mid, inner]; out[o, i] = max over mid. */
+  maxMid(x: F32, outer: number, mid: number, inner: number, out: F32): void;
+
+  /** Copy x (shape) into out permuted by perm: out.shape[i] = shape[perm[i]]. */
+  permute(x: F32, shape: number[], perm: number[], out: F32): void;
+  /** Strided copy: out (outShape, contiguous) = x[offset + sum(idx_i*strides_i)]. Also reverse (scatter add) with add=true. */
+  stridedCopy(x: F32, offset: number, strides: number[], outShape: number[], out: F32): void;
+  stridedAdd(gOut: F32, outShape: number[], gx: F32, offset: number, strides: number[]): void;
+
+  /** Row softmax over the last dim of [rows, cols]. */
+  softmax(x: F32, rows: number, cols: number, out: F32): void;
+  softmaxBackward(y: F32, gy: F32, rows: number, cols: number, gx: F32): void;
+  logSoftmax(x: F32, rows: number, cols: number, out: F32): void;
+  logSoftmaxBackward(y: F32, gy: F32, rows: number, cols: number, gx: F32): void;
+
+  /**
+   * Fused softmax cross-entropy per row. loss[r] = logsumexp(x_r) - x_r[t_r], 0 where
+   * t_r == ignoreIndex. lse[r] saved for backward. Returns the count of non-ignored rows.
+   */
+  crossEntropy(x: F32, targets: I32, rows: number, cols: number, ignoreIndex: number,
+    loss: F32, lse: F32): number;
+  /** gx[r] = (softmax(x_r) - onehot(t_r)) * gLoss[r]; zero for ignored rows. */
+  crossEntropyBackward(x: F32, targets: I32, lse: F32, gLoss: F32, rows: number, cols: number,
+    ignoreIndex: number, gx: F32): void;
+
+  /** LayerNorm over last dim; w/b may be null. mean/rstd saved per row. */
+  layerNorm(x: F32, w: F32 | null, b: F32 | null, rows: number, cols: number, eps: number,
+    out: F32, mean: F32, rstd: F32): void;
+  /** gw/gb are accumulated (+=) when given. */
+  layerNormBackward(x: F32, w: F32 | null, mean: F32, rstd: F32, gy: F32, rows: number,
+    cols: number, gx: F32, gw: F32 | null, gb: F32 | null): void;
+  /** RMSNorm: out = x * rstd * w (w may be null); rstd saved per row. */
+  rmsNorm(x: F32, w: F32 | null, rows: number, cols: number, eps: number, out: F32, rstd: F32): void;
+  rmsNormBackward(x: F32, w: F32 | null, rstd: F32, gy: F32, rows: number, cols: number,
+    gx: F32, gw: F32 | null): void;
+
+  /** out[i, :] = table[ids[i], :]; throws on id out of range. */
+  embedding(table: F32, ids: I32, dim: number, out: F32): void;
+  /** gTable[ids[i], :] += gy[i, :] */
+  embeddingBackward(gy: F32, ids: I32, dim: number, gTable: F32): void;
+
+  /**
+   * Rotary embedding, HF "rotate_half" layout, on x [B, H, T, D] (in place allowed):
+   * out[..t, i] = x[i]*cos[pos_t,i] - x[i+D/2]*sin[pos_t,i] (first half), and
+   * x[i+D/2]*cos + x[i]*sin (second half). cos/sin are [maxPos, D/2]; pos is [B*T] or [T].
+   * inverse=true rotates by -angle (the backward pass).
+   */
+  rope(x: F32, cos: F32, sin: F32, pos: I32, b: number, h: number, t: number, d: number,
+    inverse: boolean, out: F32): void;
+
+  /** AdamW step in place (decoupled weight decay, bias correction with step t >= 1). */
+  adamw(p: F32, g: F32, m: F32, v: F32, lr: number, beta1: number, beta2: number, eps: number,
+    weightDecay: number, step: number): void;
+
+  /** bf16 bits (Uint16) -> f32 and back (round to nearest even). */
+  bf16ToF32(x: Uint16Array, out: F32): void;
+  f32ToBf16(x: F32, out: Uint16Array): void;
+}

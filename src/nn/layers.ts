@@ -1,0 +1,92 @@
+// Basic layers with torch's parameter names and initialisations.
+import { Tensor } from '../tensor/tensor.js';
+import { Rng, defaultRng } from '../tensor/random.js';
+import { add, rand, zeros, ones, gelu, relu, silu, tanh } from '../tensor/ops/basic.js';
+import { dropout, embedding, layerNorm, linear, matmul, rmsNorm } from '../tensor/ops/nn.js';
+import { Module } from './module.js';
+
+function param(t: Tensor): Tensor { return t.setRequiresGrad(true); }
+
+/** Any module that maps x -> y with a [out, in] weight: what LoRA can wrap. */
+export interface LinearLike extends Module {
+  inFeatures: number;
+  outFeatures: number;
+  forward(x: Tensor): Tensor;
+}
+
+/** torch.nn.Linear: y = x W^T + b, W [out, in], kaiming-uniform(a=sqrt(5)) init. */
+export class Linear extends Module implements LinearLike {
+  constructor(readonly inFeatures: number, readonly outFeatures: number, bias = true, rng: Rng = defaultRng()) {
+    super();
+    const bound = 1 / Math.sqrt(inFeatures);
+    this.registerParameter('weight', param(rand([outFeatures, inFeatures], -bound, bound, rng)));
+    this.registerParameter('bias', bias ? param(rand([outFeatures], -bound, bound, rng)) : null);
+  }
+  get weight(): Tensor { return this.getParameter('weight')!; }
+  get bias(): Tensor | null { return this.getParameter('bias'); }
+  forward(x: Tensor): Tensor { return linear(x, this.weight, this.bias); }
+}
+
+/** GPT-2's Conv1D: y = x W + b with W stored [in, out] (peft's fan_in_fan_out case). */
+export class Conv1D extends Module implements LinearLike {
+  constructor(readonly inFeatures: number, readonly outFeatures: number, rng: Rng = defaultRng(), std = 0.02) {
+    super();
+    const w = rand([inFeatures, outFeatures], 0, 1, rng);
+    for (let i = 0; i < w.data.length; i++) w.data[i] = rng.normal() * std;
+    this.registerParameter('weight', param(w));
+    this.registerParameter('bias', param(zeros([outFeatures])));
+  }
+  get weight(): Tensor { return this.getParameter('weight')!; }
+  get bias(): Tensor | null { return this.getParameter('bias'); }
+  forward(x: Tensor): Tensor {
+    const y = matmul(x, this.weight);
+    return this.bias ? add(y, this.bias) : y;
+  }
+}
+
+export class Embedding extends Module {
+  constructor(readonly numEmbeddings: number, readonly embeddingDim: number, rng: Rng = defaultRng(), std = 1) {
+    super();
+    const w = zeros([numEmbeddings, embeddingDim]);
+    for (let i = 0; i < w.data.length; i++) w.data[i] = rng.normal() * std;
+    this.registerParameter('weight', param(w));
+  }
+  get weight(): Tensor { return this.getParameter('weight')!; }
+  forward(ids: Tensor): Tensor { return embedding(this.weight, ids); }
+}
+
+export class LayerNorm extends Module {
+  constructor(readonly dim: number, readonly eps = 1e-5, affine = true) {
+    super();
+    this.registerParameter('weight', affine ? param(ones([dim])) : null);
+    this.registerParameter('bias', affine ? param(zeros([dim])) : null);
+  }
+  forward(x: Tensor): Tensor { return layerNorm(x, this.getParameter('weight'), this.getParameter('bias'), this.eps); }
+}
+
+export class RMSNorm extends Module {
+  constructor(readonly dim: number, readonly eps = 1e-6) {
+    super();
+    this.registerParameter('weight', param(ones([dim])));
+  }
+  forward(x: Tensor): Tensor { return rmsNorm(x, this.getParameter('weight'), this.eps); }
+}
+
+export class Dropout extends Module {
+  constructor(readonly p: number, private readonly rng: Rng = defaultRng()) { super(); }
+  forward(x: Tensor): Tensor { return dropout(x, this.p, this.training, this.rng); }
+}
+
+export type Activation = 'gelu' | 'gelu_new' | 'gelu_pytorch_tanh' | 'relu' | 'silu' | 'swish' | 'tanh';
+
+/** Hugging Face ACT2FN names. */
+export function activation(name: string): (x: Tensor) => Tensor {
+  switch (name) {
+    case 'gelu': return (x) => gelu(x);
+    case 'gelu_new': case 'gelu_pytorch_tanh': case 'gelu_fast': return (x) => gelu(x, 'tanh');
+    case 'relu': return relu;
+    case 'silu': case 'swish': return silu;
+    case 'tanh': return tanh;
+    default: throw new Error(`unsupported activation '${name}'`);
+  }
+}

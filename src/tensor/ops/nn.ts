@@ -1,0 +1,308 @@
+// Neural-network ops: matmul, linear, normalisation, softmax, losses, embedding, rotary
+// embedding, dropout and attention. Forward and backward side by side.
+import { getBackend } from '../registry.js';
+import { Tensor, empty, result } from '../tensor.js';
+import { numel, shapeStr } from '../shape.js';
+import { Rng, defaultRng } from '../random.js';
+import { add, affine, expandTo, full, mul, reshape, sub, sum, sumToShape, zeros } from './basic.js';
+
+const B = () => getBackend();
+
+// ---------- matmul ----------
+
+function gemm(a: Float32Array, b: Float32Array, c: Float32Array, batch: number, m: number, n: number, k: number,
+  tA: boolean, tB: boolean, sA: number, sB: number, beta = 0): void {
+  B().matmul(a, b, c, batch, m, n, k, tA, tB, sA, sB, 1, beta);
+}
+
+/**
+ * Batched matmul of [..., m, k] @ [..., k, n] (transA/transB read the last two dims of
+ * a or b transposed). Batch dims broadcast; a 2-D b is shared by every batch.
+ */
+export function matmul(a: Tensor, b: Tensor, transA = false, transB = false): Tensor {
+  if (a.ndim < 2 || b.ndim < 2) throw new Error(`matmul needs 2+ dims, got ${shapeStr(a.shape)} and ${shapeStr(b.shape)}`);
+  const [am, ak] = transA ? [a.shape[a.ndim - 1], a.shape[a.ndim - 2]] : [a.shape[a.ndim - 2], a.shape[a.ndim - 1]];
+  const [bk, bn] = transB ? [b.shape[b.ndim - 1], b.shape[b.ndim - 2]] : [b.shape[b.ndim - 2], b.shape[b.ndim - 1]];
+  if (ak !== bk) throw new Error(`matmul: inner dims differ, ${shapeStr(a.shape)}${transA ? 'ᵀ' : ''} @ ${shapeStr(b.shape)}${transB ? 'ᵀ' : ''}`);
+  // Shared 2-D right operand: fold the batch into m for one large GEMM.
+  if (b.ndim === 2 && !transA && a.ndim > 2) {
+    const lead = a.shape.slice(0, -1);
+    const a2 = reshape(a, [numel(lead), ak]);
+    const y = matmul(a2, b, false, transB);
+    return reshape(y, [...lead, bn]);
+  }
+  const ba = a.shape.slice(0, -2), bb = b.shape.slice(0, -2);
+  const nb = Math.max(ba.length, bb.length);
+  const batchShape: number[] = [];
+  for (let i = 0; i < nb; i++) {
+    const x = ba[ba.length - nb + i] ?? 1, y = bb[bb.length - nb + i] ?? 1;
+    if (x !== y && x !== 1 && y !== 1) throw new Error(`matmul: batch dims ${shapeStr(ba)} and ${shapeStr(bb)} do not broadcast`);
+    batchShape.push(Math.max(x, y));
+  }
+  const batch = numel(batchShape);
+  // Operands whose batch differs from the full one are broadcast: stride 0 when they have
+  // no batch at all, else materialised.
+  const prep = (t: Tensor, own: number[]): [Tensor, number] => {
+    const n = numel(own);
+    if (n === batch && own.length === batchShape.length) return [t, t.shape[t.ndim - 1] * t.shape[t.ndim - 2]];
+    if (n === 1) return [t, 0];
+    return [expandTo(t, [...batchShape, ...t.shape.slice(-2)]), t.shape[t.ndim - 1] * t.shape[t.ndim - 2]];
+  };
+  const [ae, sA] = prep(a, ba);
+  const [be, sB] = prep(b, bb);
+  const out = empty([...batchShape, am, bn], 'float32', false);
+  gemm(ae.data, be.data, out.data, batch, am, bn, ak, transA, transB, sA, sB);
+  return result(out, 'matmul', [ae, be], (g) => {
+    let ga: Tensor | null = null, gb: Tensor | null = null;
+    if (ae.requiresGrad) {
+      // d op(A) = g @ op(B)^T ; when transA, A = (d op(A))^T = op(B) @ g^T
+      ga = empty(sA === 0 ? ae.shape : [...batchShape, ...ae.shape.slice(-2)], 'float32', false);
+      const per = ae.shape[ae.ndim - 1] * ae.shape[ae.ndim - 2];
+      if (sA === 0) {
+        // shared A: sum over batch of per-batch grads
+        ga.data.fill(0);
+        for (let i = 0; i < batch; i++) {
+          const gi = g.data.subarray(i * am * bn, (i + 1) * am * bn), bi = be.data.subarray(i * sB, i * sB + bk * bn);
+          if (!transA) gemm(gi, bi, ga.data, 1, am, ak, bn, false, !transB, 0, 0, 1);
+          else gemm(bi, gi, ga.data, 1, ak, am, bn, transB, true, 0, 0, 1);
+        }
+      } else if (!transA) gemm(g.data, be.data, ga.data, batch, am, ak, bn, false, !transB, am * bn, sB);
+      else gemm(be.data, g.data, ga.data, batch, ak, am, bn, transB, true, sB, am * bn);
+      void per;
+    }
+    if (be.requiresGrad) {
+      // d op(B) = op(A)^T @ g ; when transB, B = g^T @ op(A)
+      gb = empty(sB === 0 ? be.shape : [...batchShape, ...be.shape.slice(-2)], 'float32', false);
+      if (sB === 0) {
+        gb.data.fill(0);
+        for (let i = 0; i < batch; i++) {
+          const gi = g.data.subarray(i * am * bn, (i + 1) * am * bn), ai = ae.data.subarray(i * sA, i * sA + am * ak);
+          if (!transB) gemm(ai, gi, gb.data, 1, ak, bn, am, !transA, false, 0, 0, 1);
+          else gemm(gi, ai, gb.data, 1, bn, ak, am, true, transA, 0, 0, 1);
+        }
+      } else if (!transB) gemm(ae.data, g.data, gb.data, batch, ak, bn, am, !transA, false, sA, am * bn);
+      else gemm(g.data, ae.data, gb.data, batch, bn, ak, am, true, transA, am * bn, sA);
+    }
+    return [ga, gb];
+  });
+}
+
+/** y = x @ W^T + b, W stored [out, in] as in torch.nn.Linear. */
+export function linear(x: Tensor, w: Tensor, b: Tensor | null = null): Tensor {
+  const y = matmul(x, w, false, true);
+  return b ? add(y, b) : y;
+}
+
+// ---------- softmax family ----------
+
+function rowsCols(x: Tensor): [number, number] {
+  const cols = x.shape[x.ndim - 1];
+  return [x.size / cols, cols];
+}
+
+/** Softmax over the last axis. */
+export function softmax(x: Tensor): Tensor {
+  const [rows, cols] = rowsCols(x);
+  const out = empty(x.shape, 'float32', false);
+  B().softmax(x.data, rows, cols, out.data);
+  return result(out, 'softmax', [x], (g) => {
+    const gx = empty(x.shape, 'float32', false);
+    B().softmaxBackward(out.data, g.data, rows, cols, gx.data);
+    return [gx];
+  });
+}
+
+export function logSoftmax(x: Tensor): Tensor {
+  const [rows, cols] = rowsCols(x);
+  const out = empty(x.shape, 'float32', false);
+  B().logSoftmax(x.data, rows, cols, out.data);
+  return result(out, 'logSoftmax', [x], (g) => {
+    const gx = empty(x.shape, 'float32', false);
+    B().logSoftmaxBackward(out.data, g.data, rows, cols, gx.data);
+    return [gx];
+  });
+}
+
+/**
+ * Cross-entropy of logits [..., V] against int32 targets [...]; rows whose target equals
+ * ignoreIndex (-100, as in torch) are skipped. 'mean' divides by the non-ignored count.
+ */
+export function crossEntropy(logits: Tensor, targets: Tensor, opts: { ignoreIndex?: number; reduction?: 'mean' | 'sum' | 'none' } = {}): Tensor {
+  const ignoreIndex = opts.ignoreIndex ?? -100, reduction = opts.reduction ?? 'mean';
+  const [rows, cols] = rowsCols(logits);
+  if (targets.size !== rows) throw new Error(`crossEntropy: ${rows} rows of logits but ${targets.size} targets`);
+  const loss = empty([rows], 'float32', false);
+  const lse = empty([rows], 'float32', false);
+  const count = B().crossEntropy(logits.data, targets.ints, rows, cols, ignoreIndex, loss.data, lse.data);
+  const back = (gRow: Float32Array): Tensor[] => {
+    const gx = empty(logits.shape, 'float32', false);
+    B().crossEntropyBackward(logits.data, targets.ints, lse.data, gRow, rows, cols, ignoreIndex, gx.data);
+    return [gx];
+  };
+  if (reduction === 'none') return result(loss.shareAs(targets.shape), 'crossEntropy', [logits], (g) => back(g.data));
+  let s = 0;
+  const ld = loss.data;
+  for (let i = 0; i < rows; i++) s += ld[i];
+  const denom = reduction === 'mean' ? count : 1;
+  // All rows ignored: torch gives nan for 'mean'; we do the same so it cannot pass silently.
+  const out = full([], reduction === 'mean' ? (count === 0 ? NaN : s / denom) : s);
+  return result(out, 'crossEntropy', [logits], (g) => {
+    const gRow = new Float32Array(rows).fill(count === 0 ? 0 : g.data[0] / denom);
+    return back(gRow);
+  });
+}
+
+// ---------- normalisation ----------
+
+export function layerNorm(x: Tensor, w: Tensor | null, b: Tensor | null, eps = 1e-5): Tensor {
+  const [rows, cols] = rowsCols(x);
+  const out = empty(x.shape, 'float32', false);
+  const meanT = empty([rows], 'float32', false), rstdT = empty([rows], 'float32', false);
+  B().layerNorm(x.data, w ? w.data : null, b ? b.data : null, rows, cols, eps, out.data, meanT.data, rstdT.data);
+  return result(out, 'layerNorm', [x, w, b], (g) => {
+    const gx = empty(x.shape, 'float32', false);
+    const gw = w && w.requiresGrad ? zeros(w.shape) : null;
+    const gb = b && b.requiresGrad ? zeros(b.shape) : null;
+    B().layerNormBackward(x.data, w ? w.data : null, meanT.data, rstdT.data, g.data, rows, cols, gx.data, gw ? gw.data : null, gb ? gb.data : null);
+    return [gx, gw, gb];
+  });
+}
+
+export function rmsNorm(x: Tensor, w: Tensor | null, eps = 1e-6): Tensor {
+  const [rows, cols] = rowsCols(x);
+  const out = empty(x.shape, 'float32', false);
+  const rstdT = empty([rows], 'float32', false);
+  B().rmsNorm(x.data, w ? w.data : null, rows, cols, eps, out.data, rstdT.data);
+  return result(out, 'rmsNorm', [x, w], (g) => {
+    const gx = empty(x.shape, 'float32', false);
+    const gw = w && w.requiresGrad ? zeros(w.shape) : null;
+    B().rmsNormBackward(x.data, w ? w.data : null, rstdT.data, g.data, rows, cols, gx.data, gw ? gw.data : null);
+    return [gx, gw];
+  });
+}
+
+// ---------- embedding ----------
+
+/** Rows of table [V, D] picked by int32 ids of any shape -> [...ids.shape, D]. */
+export function embedding(table: Tensor, ids: Tensor): Tensor {
+  const dim = table.shape[1];
+  const out = empty([...ids.shape, dim], 'float32', false);
+  B().embedding(table.data, ids.ints, dim, out.data);
+  return result(out, 'embedding', [table], (g) => {
+    const gt = zeros(table.shape);
+    B().embeddingBackward(g.data, ids.ints, dim, gt.data);
+    return [gt];
+  });
+}
+
+/** x[ids] along axis 0 (ids int32 1-D): index_select. */
+export function indexSelect(x: Tensor, ids: Tensor): Tensor {
+  const inner = x.size / x.shape[0];
+  const t2 = reshape(x, [x.shape[0], inner]);
+  const y = embedding(t2, ids);
+  return reshape(y, [ids.size, ...x.shape.slice(1)]);
+}
+
+// ---------- dropout ----------
+
+/** Inverted dropout: zero with probability p, scale the rest by 1/(1-p). */
+export function dropout(x: Tensor, p: number, training: boolean, rng: Rng = defaultRng()): Tensor {
+  if (!training || p === 0) return x;
+  if (p < 0 || p >= 1) throw new RangeError(`dropout p must be in [0, 1), got ${p}`);
+  const mask = empty(x.shape, 'float32', false);
+  const m = mask.data, scale = 1 / (1 - p);
+  for (let i = 0; i < m.length; i++) m[i] = rng.next() >= p ? scale : 0;
+  return mul(x, mask);
+}
+
+// ---------- rotary embedding ----------
+
+/** cos/sin tables [maxPos, dim/2] for RoPE with the given inverse frequencies. */
+export function ropeTables(invFreq: Float64Array | number[], maxPos: number, attentionScaling = 1): { cos: Tensor; sin: Tensor } {
+  const half = invFreq.length;
+  const cos = empty([maxPos, half], 'float32', false), sin = empty([maxPos, half], 'float32', false);
+  for (let p = 0; p < maxPos; p++) {
+    for (let i = 0; i < half; i++) {
+      // HF computes the angle in float32: (inv_freq.float() @ position.float())
+      const ang = Math.fround(Math.fround(invFreq[i]) * p);
+      cos.data[p * half + i] = Math.cos(ang) * attentionScaling;
+      sin.data[p * half + i] = Math.sin(ang) * attentionScaling;
+    }
+  }
+  return { cos, sin };
+}
+
+/** Applies RoPE to x [B, H, T, D] at positions pos (int32, [T] or [B*T]). */
+export function rope(x: Tensor, cos: Tensor, sin: Tensor, pos: Tensor): Tensor {
+  const [b, h, t, d] = x.shape;
+  if (x.ndim !== 4 || d !== cos.shape[1] * 2) throw new Error(`rope: x ${shapeStr(x.shape)} does not match tables ${shapeStr(cos.shape)}`);
+  const out = empty(x.shape, 'float32', false);
+  B().rope(x.data, cos.data, sin.data, pos.ints, b, h, t, d, false, out.data);
+  return result(out, 'rope', [x], (g) => {
+    const gx = empty(x.shape, 'float32', false);
+    B().rope(g.data, cos.data, sin.data, pos.ints, b, h, t, d, true, gx.data);
+    return [gx];
+  });
+}
+
+// ---------- masks and attention ----------
+
+export const NEG_INF = -Infinity;
+
+/** Additive causal mask [1, 1, T, S]: query i (at position offset+i) sees keys <= offset+i. */
+export function causalMask(t: number, s: number, offset = s - t): Tensor {
+  const m = empty([1, 1, t, s], 'float32', false);
+  for (let i = 0; i < t; i++) for (let j = 0; j < s; j++) m.data[i * s + j] = j <= offset + i ? 0 : NEG_INF;
+  return m;
+}
+
+/** Additive padding mask [B, 1, 1, S] from an attention mask [B, S] of 1 (keep) / 0 (pad). */
+export function paddingMask(attentionMask: Tensor): Tensor {
+  const [b, s] = attentionMask.shape;
+  const m = empty([b, 1, 1, s], 'float32', false);
+  const src = attentionMask.dtype === 'int32' ? attentionMask.ints : attentionMask.data;
+  for (let i = 0; i < b * s; i++) m.data[i] = src[i] ? 0 : NEG_INF;
+  return m;
+}
+
+/** where(cond, a, b) with cond a 0/1 float tensor; all three broadcast. */
+export function where(cond: Tensor, a: Tensor, b: Tensor): Tensor {
+  return add(mul(cond, a), mul(affine(cond, -1, 1), b));
+}
+
+/** x with `value` where mask is 1 (mask 0/1 float, broadcast to x). */
+export function maskedFill(x: Tensor, mask: Tensor, value: number): Tensor {
+  const keepM = affine(mask, -1, 1);
+  return add(mul(x, keepM), affine(mask, value, 0));
+}
+
+/**
+ * softmax(q k^T * scale + mask) v for q [B, H, T, D], k/v [B, H, S, D]; mask is additive
+ * and broadcasts to [B, H, T, S]. Heads of k/v are repeated when fewer (grouped-query).
+ */
+export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor,
+  opts: { mask?: Tensor | null; causal?: boolean; scale?: number; dropout?: number; training?: boolean; rng?: Rng } = {}): Tensor {
+  const [b, h, t, d] = q.shape;
+  const hk = k.shape[1], s = k.shape[2];
+  if (h % hk !== 0) throw new Error(`attention: ${h} query heads not a multiple of ${hk} key heads`);
+  if (hk !== h) { k = repeatKv(k, h / hk); v = repeatKv(v, h / hk); }
+  const scale = opts.scale ?? 1 / Math.sqrt(d);
+  let scores = affine(matmul(q, k, false, true), scale, 0);
+  let mask = opts.mask ?? null;
+  if (opts.causal) mask = mask ? add(mask, causalMask(t, s)) : causalMask(t, s);
+  if (mask) scores = add(scores, mask);
+  let p = softmax(scores);
+  if (opts.dropout && opts.training) p = dropout(p, opts.dropout, true, opts.rng);
+  void b;
+  return matmul(p, v);
+}
+
+/** [B, Hk, S, D] -> [B, Hk*n, S, D], each kv head repeated n times (as HF repeat_kv). */
+export function repeatKv(x: Tensor, n: number): Tensor {
+  if (n === 1) return x;
+  const [b, hk, s, d] = x.shape;
+  const x5 = reshape(x, [b, hk, 1, s, d]);
+  return reshape(expandTo(x5, [b, hk, n, s, d]), [b, hk * n, s, d]);
+}
+
+export { sub, sum, sumToShape };
