@@ -6,3 +6,4 @@ export { getBackend, setBackend, withBackend, registerBackend } from './registry
 export { Rng, manualSeed, defaultRng } from './random.js';
 export * from './ops/basic.js';
 export * from './ops/nn.js';
+export { checkpoint } from './ops/checkpoint.js';

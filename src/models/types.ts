@@ -1,0 +1,60 @@
+// What every model exposes, so that peft, the trainer and generation need not know the
+// architecture. Mirrors transformers' PreTrainedModel / ModelOutput where it can.
+import type { Tensor } from '../tensor/tensor.js';
+import { Module } from '../nn/module.js';
+
+export type TaskType = 'CAUSAL_LM' | 'SEQ_CLS' | 'TOKEN_CLS';
+
+/** Per layer: keys and values [B, Hkv, S, D] seen so far (positions 0..S-1). */
+export interface KVCache {
+  layers: { k: Tensor; v: Tensor }[];
+  /** Number of positions already cached. */
+  length: number;
+}
+
+export interface ModelInputs {
+  /** int32 [B, T] */
+  inputIds: Tensor;
+  /** int32 [B, S] of 1 (attend) / 0 (padding); S = past length + T. */
+  attentionMask?: Tensor | null;
+  /** int32: [B, T] for causal LM and token classification (-100 ignored), [B] for sequence classification. */
+  labels?: Tensor | null;
+  positionIds?: Tensor | null;
+  pastKeyValues?: KVCache | null;
+  useCache?: boolean;
+}
+
+export interface ModelOutput {
+  /** [B, T, V] (causal LM), [B, numLabels] (sequence cls), [B, T, numLabels] (token cls). */
+  logits: Tensor;
+  loss?: Tensor;
+  pastKeyValues?: KVCache;
+}
+
+/** Parsed config.json: the raw object plus the few fields every consumer needs. */
+export interface ModelConfig {
+  modelType: string;
+  raw: Record<string, unknown>;
+  vocabSize: number;
+  hiddenSize: number;
+  numLayers: number;
+  numHeads: number;
+  maxPositions: number;
+  numLabels?: number;
+}
+
+export abstract class PreTrainedModel extends Module {
+  abstract readonly config: ModelConfig;
+  abstract readonly task: TaskType;
+  /** Prefix of the decoder/encoder stack inside this model ("transformer.h", "model.layers", ...). */
+  abstract readonly layersPrefix: string;
+  abstract forward(inputs: ModelInputs): ModelOutput;
+  /** Names of heads peft keeps trainable for classification (peft's modules_to_save default). */
+  classifierModuleNames(): string[] { return []; }
+  /** Default LoRA target modules for this architecture (peft's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING). */
+  abstract defaultLoraTargets(): string[];
+  /** Output-head module names that "all-linear" must never target. */
+  outputHeadNames(): string[] { return []; }
+  /** Turns recomputation of each layer's activations in backward on or off. */
+  gradientCheckpointing = false;
+}
