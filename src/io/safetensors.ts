@@ -1,0 +1,357 @@
+// The safetensors format (https://github.com/huggingface/safetensors): 8-byte little-endian
+// header length N, N bytes of JSON header (padded with spaces to a multiple of 8), then the
+// raw little-endian tensor bytes. We read tensor by tensor with positioned reads on an fd so
+// a multi-GB checkpoint is never held twice, and write files byte-identical to the Python
+// library's for the same tensors (same ordering, same JSON, same padding).
+//
+// dtype mapping on read:
+//   F32 -> float32; F16 -> float16, BF16 -> bfloat16 (float32 when toFloat32, the default);
+//   F64 -> float32 always (there is no float64 Tensor);
+//   I64, U64, I32, U32, I16, U16, I8, U8, BOOL -> int32 (widened; 64/32-bit unsigned values
+//   are range-checked and a value outside int32 is an error naming the tensor).
+//   For raw access to packed bytes (e.g. 4-bit weights stored as U8) use readTensorBytes().
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Tensor } from '../tensor/tensor.js';
+import { tensor } from '../tensor/ops/basic.js';
+import { bf16ToF32, f32ToBf16, f32ToF16 } from './half.js';
+import { halfToF32 } from '../tensor/tensor.js';
+
+export interface TensorInfo { dtype: string; shape: number[]; dataOffsets: [number, number] }
+
+export interface SafetensorsHeader {
+  tensors: Record<string, TensorInfo>;
+  metadata: Record<string, string>;
+  /** Byte offset in the file where the data region begins (8 + header length). */
+  dataStart: number;
+}
+
+export interface ReadOptions {
+  /** Only these tensors (error if one is missing). Default: all. */
+  names?: string[];
+  /** Convert F16 / BF16 to float32 (default true). F64 always becomes float32. */
+  toFloat32?: boolean;
+}
+
+export interface WriteOptions {
+  /** Store floating tensors in this dtype (converting, round to nearest even). int32 tensors are kept. */
+  dtype?: 'float32' | 'bfloat16' | 'float16';
+}
+
+/** Bytes per element of every dtype the format defines. */
+const DTYPE_SIZE: Record<string, number> = {
+  BOOL: 1, U8: 1, I8: 1, F8_E5M2: 1, F8_E4M3: 1, F8_E8M0: 1,
+  I16: 2, U16: 2, F16: 2, BF16: 2,
+  I32: 4, U32: 4, F32: 4,
+  F64: 8, I64: 8, U64: 8, C64: 8,
+};
+
+// The Rust crate sorts tensors by dtype (its enum order, largest first) and then by name.
+const DTYPE_RANK: Record<string, number> = {
+  BOOL: 0, U8: 1, I8: 2, F8_E5M2: 3, F8_E4M3: 4, F8_E8M0: 5, I16: 6, U16: 7, F16: 8, BF16: 9,
+  I32: 10, U32: 11, F32: 12, C64: 13, F64: 14, I64: 15, U64: 16,
+};
+
+/** The Rust crate refuses headers above 100 MB; so do we (a corrupt length is usually huge). */
+const MAX_HEADER = 100_000_000;
+
+function fail(file: string, msg: string): never {
+  throw new Error(`safetensors ${file}: ${msg}`);
+}
+
+function readFully(fd: number, buf: Uint8Array, position: number, file: string): void {
+  const CHUNK = 1 << 30; // readSync takes at most ~2 GB per call
+  let done = 0;
+  while (done < buf.length) {
+    const n = fs.readSync(fd, buf, done, Math.min(CHUNK, buf.length - done), position + done);
+    if (n === 0) fail(file, `unexpected end of file at byte ${position + done}`);
+    done += n;
+  }
+}
+
+function writeFully(fd: number, buf: Uint8Array): void {
+  let done = 0;
+  while (done < buf.length) done += fs.writeSync(fd, buf, done, Math.min(1 << 30, buf.length - done));
+}
+
+function isNonNegInt(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+}
+
+function parseHeader(fd: number, file: string): SafetensorsHeader {
+  const size = fs.fstatSync(fd).size;
+  if (size < 8) fail(file, `file is ${size} bytes, too small for the 8-byte header length`);
+  const lenBuf = Buffer.alloc(8);
+  readFully(fd, lenBuf, 0, file);
+  const n64 = lenBuf.readBigUInt64LE(0);
+  if (n64 > BigInt(MAX_HEADER)) fail(file, `header length ${n64} is absurd (limit ${MAX_HEADER}); not a safetensors file or corrupt`);
+  const n = Number(n64);
+  if (8 + n > size) fail(file, `header length ${n} goes beyond the end of the file (${size} bytes)`);
+  const hbuf = Buffer.alloc(n);
+  readFully(fd, hbuf, 8, file);
+  let text: string;
+  try { text = new TextDecoder('utf-8', { fatal: true }).decode(hbuf); } catch { fail(file, 'header is not valid UTF-8'); }
+  if (!text.startsWith('{')) fail(file, 'header does not start with "{"');
+  let json: unknown;
+  try { json = JSON.parse(text); } catch (e) { fail(file, `header is not valid JSON (${(e as Error).message})`); }
+  if (!json || typeof json !== 'object' || Array.isArray(json)) fail(file, 'header JSON is not an object');
+  const dataStart = 8 + n;
+  const dataLen = size - dataStart;
+  const tensors: Record<string, TensorInfo> = {};
+  let metadata: Record<string, string> = {};
+  for (const [name, v] of Object.entries(json as Record<string, unknown>)) {
+    if (name === '__metadata__') {
+      if (!v || typeof v !== 'object' || Array.isArray(v)) fail(file, '__metadata__ must be an object of strings');
+      for (const [k, s] of Object.entries(v)) if (typeof s !== 'string') fail(file, `__metadata__["${k}"] is not a string`);
+      metadata = { ...(v as Record<string, string>) };
+      continue;
+    }
+    if (!v || typeof v !== 'object') fail(file, `tensor "${name}": entry is not an object`);
+    const e = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+    if (typeof e.dtype !== 'string') fail(file, `tensor "${name}": missing dtype`);
+    const esize = DTYPE_SIZE[e.dtype];
+    if (esize === undefined) fail(file, `tensor "${name}": unknown dtype "${e.dtype}"`);
+    if (!Array.isArray(e.shape) || !e.shape.every(isNonNegInt)) fail(file, `tensor "${name}": shape must be a list of non-negative integers`);
+    const off = e.data_offsets;
+    if (!Array.isArray(off) || off.length !== 2 || !off.every(isNonNegInt) || off[1] < off[0]) {
+      fail(file, `tensor "${name}": data_offsets must be [begin, end] with 0 <= begin <= end`);
+    }
+    const [b, en] = off as [number, number];
+    if (en > dataLen) fail(file, `tensor "${name}": data_offsets [${b},${en}] out of range (data region is ${dataLen} bytes)`);
+    const shape = e.shape as number[];
+    const nbytes = shape.reduce((a, s) => a * s, 1) * esize;
+    if (nbytes !== en - b) fail(file, `tensor "${name}": data_offsets [${b},${en}] span ${en - b} bytes but ${e.dtype}${JSON.stringify(shape)} needs ${nbytes}`);
+    tensors[name] = { dtype: e.dtype, shape: shape.slice(), dataOffsets: [b, en] };
+  }
+  // The tensors must tile the data region exactly: no overlap, no gap, nothing left over.
+  const byStart = Object.entries(tensors).sort((x, y) => x[1].dataOffsets[0] - y[1].dataOffsets[0] || x[1].dataOffsets[1] - y[1].dataOffsets[1]);
+  let end = 0, prev = '';
+  for (const [name, info] of byStart) {
+    const [b, en] = info.dataOffsets;
+    if (b < end) fail(file, `tensors "${prev}" and "${name}" overlap (byte ${b} < ${end})`);
+    if (b > end) fail(file, `data region bytes [${end},${b}) are not covered by any tensor (before "${name}")`);
+    end = en;
+    prev = name;
+  }
+  if (end !== dataLen) fail(file, `data region is ${dataLen} bytes but tensors cover only ${end}`);
+  return { tensors, metadata, dataStart };
+}
+
+/** Parses and validates the header (reads only the first 8 + N bytes). */
+export function readSafetensorsHeader(file: string): SafetensorsHeader {
+  const fd = openOrFail(file);
+  try { return parseHeader(fd, file); } finally { fs.closeSync(fd); }
+}
+
+function openOrFail(file: string): number {
+  try { return fs.openSync(file, 'r'); } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    fail(file, code === 'ENOENT' ? 'file not found' : `cannot open (${code ?? (e as Error).message})`);
+  }
+}
+
+/** The raw bytes of one tensor (for dtypes we do not convert, or packed quantized data). */
+export function readTensorBytes(file: string, name: string): { dtype: string; shape: number[]; bytes: Uint8Array } {
+  const fd = openOrFail(file);
+  try {
+    const h = parseHeader(fd, file);
+    const info = h.tensors[name];
+    if (!info) fail(file, `no tensor named "${name}"`);
+    const bytes = new Uint8Array(info.dataOffsets[1] - info.dataOffsets[0]);
+    readFully(fd, bytes, h.dataStart + info.dataOffsets[0], file);
+    return { dtype: info.dtype, shape: info.shape.slice(), bytes };
+  } finally { fs.closeSync(fd); }
+}
+
+function decodeTensor(bytes: Uint8Array, info: TensorInfo, name: string, file: string, toF32: boolean): Tensor {
+  const { dtype, shape } = info;
+  const ab = bytes.buffer; // a fresh, exactly-sized, aligned buffer (see readOne)
+  const n = shape.reduce((a, s) => a * s, 1);
+  const toInt = (get: (i: number) => number | bigint): Tensor => {
+    const out = new Int32Array(n);
+    for (let i = 0; i < n; i++) {
+      const v = get(i);
+      const x = typeof v === 'bigint' ? Number(v) : v;
+      if (x > 2147483647 || x < -2147483648) fail(file, `tensor "${name}" (${dtype}) holds ${v} at index ${i}, outside the int32 range`);
+      out[i] = x;
+    }
+    return tensor(out, shape, { dtype: 'int32' });
+  };
+  switch (dtype) {
+    case 'F32': return tensor(new Float32Array(ab, 0, n), shape, { dtype: 'float32' });
+    case 'F64': return tensor(Float32Array.from(new Float64Array(ab, 0, n)), shape, { dtype: 'float32' });
+    case 'F16': case 'BF16': {
+      const bits = new Uint16Array(ab, 0, n);
+      if (!toF32) return tensor(bits, shape, { dtype: dtype === 'F16' ? 'float16' : 'bfloat16' });
+      const out = new Float32Array(n);
+      if (dtype === 'F16') halfToF32(bits, out); else bf16ToF32(bits, out);
+      return tensor(out, shape, { dtype: 'float32' });
+    }
+    case 'I32': return tensor(new Int32Array(ab, 0, n), shape, { dtype: 'int32' });
+    case 'U32': { const a = new Uint32Array(ab, 0, n); return toInt((i) => a[i]); }
+    case 'I64': { const a = new BigInt64Array(ab, 0, n); return toInt((i) => a[i]); }
+    case 'U64': { const a = new BigUint64Array(ab, 0, n); return toInt((i) => a[i]); }
+    case 'I16': return tensor(Int32Array.from(new Int16Array(ab, 0, n)), shape, { dtype: 'int32' });
+    case 'U16': return tensor(Int32Array.from(new Uint16Array(ab, 0, n)), shape, { dtype: 'int32' });
+    case 'I8': return tensor(Int32Array.from(new Int8Array(ab, 0, n)), shape, { dtype: 'int32' });
+    case 'U8': return tensor(Int32Array.from(bytes), shape, { dtype: 'int32' });
+    case 'BOOL': return tensor(Int32Array.from(bytes, (b) => (b ? 1 : 0)), shape, { dtype: 'int32' });
+    default: fail(file, `tensor "${name}": dtype ${dtype} cannot be loaded as a Tensor (use readTensorBytes for raw bytes)`);
+  }
+}
+
+function readOne(fd: number, h: SafetensorsHeader, name: string, file: string, toF32: boolean): Tensor {
+  const info = h.tensors[name];
+  // Allocating per tensor keeps typed-array views aligned and lets each buffer be freed alone.
+  const bytes = new Uint8Array(new ArrayBuffer(info.dataOffsets[1] - info.dataOffsets[0]));
+  readFully(fd, bytes, h.dataStart + info.dataOffsets[0], file);
+  const t = decodeTensor(bytes, info, name, file, toF32);
+  t.name = name;
+  return t;
+}
+
+/** Yields [name, Tensor] one at a time in file order; only one tensor is read per step. */
+export function* iterSafetensors(file: string, opts: ReadOptions = {}): Generator<[string, Tensor]> {
+  const fd = openOrFail(file);
+  try {
+    const h = parseHeader(fd, file);
+    let names = Object.keys(h.tensors).sort((a, b) => h.tensors[a].dataOffsets[0] - h.tensors[b].dataOffsets[0]);
+    if (opts.names) {
+      const missing = opts.names.filter((x) => !(x in h.tensors));
+      if (missing.length) fail(file, `no tensor named ${missing.map((m) => `"${m}"`).join(', ')}`);
+      const want = new Set(opts.names);
+      names = names.filter((x) => want.has(x));
+    }
+    for (const name of names) yield [name, readOne(fd, h, name, file, opts.toFloat32 ?? true)];
+  } finally { fs.closeSync(fd); }
+}
+
+export function readSafetensors(file: string, opts: ReadOptions = {}): Map<string, Tensor> {
+  return new Map(iterSafetensors(file, opts));
+}
+
+// ---------- writing ----------
+
+function fileDtype(t: Tensor, want: WriteOptions['dtype']): string {
+  if (t.dtype === 'int32') return 'I32';
+  const d = want ?? t.dtype;
+  return d === 'float32' ? 'F32' : d === 'bfloat16' ? 'BF16' : 'F16';
+}
+
+function tensorBytes(t: Tensor, dt: string): Uint8Array {
+  const asBytes = (a: Float32Array | Int32Array | Uint16Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+  if (dt === 'I32') return asBytes(t.ints);
+  if (dt === 'F32') return asBytes(t.dtype === 'float32' ? t.data : t.toFloat32Array());
+  if ((dt === 'BF16' && t.dtype === 'bfloat16') || (dt === 'F16' && t.dtype === 'float16')) return asBytes(t.halfBits);
+  const src = t.dtype === 'float32' ? t.data : t.toFloat32Array();
+  const out = new Uint16Array(src.length);
+  if (dt === 'BF16') f32ToBf16(src, out); else f32ToF16(src, out);
+  return asBytes(out);
+}
+
+/** Byte-wise (UTF-8) name order, as Rust's String ordering. */
+function cmpNames(a: string, b: string): number { return Buffer.compare(Buffer.from(a), Buffer.from(b)); }
+
+/**
+ * Writes a safetensors file atomically (temp file in the same folder, fsync, rename), so a
+ * crash never leaves a half-written checkpoint under the final name.
+ */
+export function writeSafetensors(file: string, tensors: Map<string, Tensor> | Record<string, Tensor>,
+  metadata?: Record<string, string>, opts: WriteOptions = {}): void {
+  const entries = tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors);
+  if (metadata) for (const [k, v] of Object.entries(metadata)) {
+    if (typeof v !== 'string') throw new TypeError(`writeSafetensors ${file}: metadata["${k}"] must be a string`);
+  }
+  const items = entries.map(([name, t]) => {
+    if (name === '__metadata__') throw new Error(`writeSafetensors ${file}: "__metadata__" is reserved and cannot name a tensor`);
+    if (!(t instanceof Tensor)) throw new TypeError(`writeSafetensors ${file}: "${name}" is not a Tensor`);
+    if (t.disposed) throw new Error(`writeSafetensors ${file}: tensor "${name}" was disposed`);
+    return { name, t, dt: fileDtype(t, opts.dtype) };
+  });
+  items.sort((a, b) => DTYPE_RANK[b.dt] - DTYPE_RANK[a.dt] || cmpNames(a.name, b.name));
+  // Build the header by hand so the key order is exactly the Rust crate's.
+  const parts: string[] = [];
+  if (metadata) parts.push(`"__metadata__":${JSON.stringify(metadata)}`);
+  let off = 0;
+  for (const it of items) {
+    const nbytes = it.t.size * DTYPE_SIZE[it.dt];
+    parts.push(`${JSON.stringify(it.name)}:{"dtype":"${it.dt}","shape":${JSON.stringify(it.t.shape)},"data_offsets":[${off},${off + nbytes}]}`);
+    off += nbytes;
+  }
+  let header = Buffer.from(`{${parts.join(',')}}`, 'utf8');
+  const pad = (8 - (header.length % 8)) % 8;
+  if (pad) header = Buffer.concat([header, Buffer.alloc(pad, 0x20)]);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(header.length));
+
+  const dir = path.dirname(path.resolve(file));
+  fs.mkdirSync(dir, { recursive: true });
+  const tmp = path.join(dir, `.${path.basename(file)}.tmp-${process.pid}-${Date.now().toString(36)}`);
+  const fd = fs.openSync(tmp, 'w');
+  try {
+    writeFully(fd, len);
+    writeFully(fd, header);
+    for (const it of items) writeFully(fd, tensorBytes(it.t, it.dt));
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+  } catch (e) {
+    try { fs.closeSync(fd); } catch { /* already closed */ }
+    try { fs.unlinkSync(tmp); } catch { /* gone */ }
+    throw e;
+  }
+  fs.renameSync(tmp, file);
+  try { // make the rename durable too; not all platforms allow fsync on a folder
+    const dfd = fs.openSync(dir, 'r');
+    try { fs.fsyncSync(dfd); } finally { fs.closeSync(dfd); }
+  } catch { /* best effort */ }
+}
+
+// ---------- checkpoint folders ----------
+
+export const SAFETENSORS_WEIGHTS = 'model.safetensors';
+export const SAFETENSORS_INDEX = 'model.safetensors.index.json';
+
+/** The shard files of a checkpoint folder and which tensor lives where. */
+export function checkpointShards(dir: string): { files: string[]; weightMap: Record<string, string> | null } {
+  const indexPath = path.join(dir, SAFETENSORS_INDEX);
+  if (fs.existsSync(indexPath)) {
+    let idx: { weight_map?: unknown };
+    try { idx = JSON.parse(fs.readFileSync(indexPath, 'utf8')); } catch (e) {
+      throw new Error(`${indexPath}: not valid JSON (${(e as Error).message})`);
+    }
+    const wm = idx.weight_map;
+    if (!wm || typeof wm !== 'object' || Array.isArray(wm)) throw new Error(`${indexPath}: missing "weight_map" object`);
+    const weightMap = wm as Record<string, string>;
+    const files = [...new Set(Object.values(weightMap))];
+    for (const f of files) {
+      if (typeof f !== 'string' || f.includes('/') || f.includes('\\') || f.startsWith('.')) throw new Error(`${indexPath}: bad shard file name ${JSON.stringify(f)}`);
+      if (!fs.existsSync(path.join(dir, f))) throw new Error(`${indexPath}: shard ${f} is listed but ${path.join(dir, f)} does not exist`);
+    }
+    files.sort();
+    return { files, weightMap };
+  }
+  const single = path.join(dir, SAFETENSORS_WEIGHTS);
+  if (fs.existsSync(single)) return { files: [SAFETENSORS_WEIGHTS], weightMap: null };
+  let listing: string[] = [];
+  try { listing = fs.readdirSync(dir); } catch { throw new Error(`checkpoint folder ${dir} does not exist`); }
+  const hint = listing.some((f) => f.endsWith('.bin') || f.endsWith('.pt') || f.endsWith('.pth'))
+    ? ' Only safetensors is supported; convert the PyTorch .bin weights in Python with model.save_pretrained(dir, safe_serialization=True).'
+    : '';
+  throw new Error(`no ${SAFETENSORS_WEIGHTS} or ${SAFETENSORS_INDEX} in ${dir} (found: ${listing.join(', ') || 'nothing'}).${hint}`);
+}
+
+/** Streams every tensor of a checkpoint folder (single file or shards), one at a time. */
+export function* iterCheckpointDir(dir: string, opts: { toFloat32?: boolean } = {}): Generator<[string, Tensor]> {
+  const { files, weightMap } = checkpointShards(dir);
+  for (const f of files) {
+    const full = path.join(dir, f);
+    let names: string[] | undefined;
+    if (weightMap) names = Object.keys(weightMap).filter((k) => weightMap[k] === f);
+    // names is validated against the shard header: an index naming a missing tensor is an error.
+    yield* iterSafetensors(full, { names, toFloat32: opts.toFloat32 });
+  }
+}
+
+export function loadCheckpointDir(dir: string, opts: { toFloat32?: boolean } = {}): Map<string, Tensor> {
+  return new Map(iterCheckpointDir(dir, opts));
+}
