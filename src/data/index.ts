@@ -1,0 +1,6 @@
+export * from './dataset.js';
+export * from './csv.js';
+export * from './tokenizer.js';
+export * from './tokenize.js';
+export * from './collators.js';
+export * from './templates.js';

@@ -1,0 +1,139 @@
+// TrainingArguments: transformers' names in camelCase, the same defaults, validated once.
+import type { SchedulerType } from './schedulers.js';
+import { SCHEDULER_TYPES } from './schedulers.js';
+
+export type IntervalStrategy = 'no' | 'steps' | 'epoch';
+
+export interface TrainingArgumentsInit {
+  outputDir: string;
+  overwriteOutputDir?: boolean;
+  perDeviceTrainBatchSize?: number;
+  perDeviceEvalBatchSize?: number;
+  gradientAccumulationSteps?: number;
+  numTrainEpochs?: number;
+  /** > 0 overrides numTrainEpochs. */
+  maxSteps?: number;
+  learningRate?: number;
+  weightDecay?: number;
+  adamBeta1?: number;
+  adamBeta2?: number;
+  adamEpsilon?: number;
+  maxGradNorm?: number;
+  lrSchedulerType?: SchedulerType;
+  lrSchedulerKwargs?: Record<string, number>;
+  /** A count (>= 1) or, as in transformers 5, a ratio of the total steps (< 1). */
+  warmupSteps?: number;
+  warmupRatio?: number;
+  loggingSteps?: number;
+  loggingFirstStep?: boolean;
+  evalStrategy?: IntervalStrategy;
+  evalSteps?: number;
+  saveStrategy?: IntervalStrategy;
+  saveSteps?: number;
+  saveTotalLimit?: number | null;
+  loadBestModelAtEnd?: boolean;
+  metricForBestModel?: string;
+  greaterIsBetter?: boolean;
+  seed?: number;
+  dataSeed?: number;
+  gradientCheckpointing?: boolean;
+  /** Accepted and recorded; on the CPU backends compute stays float32 (mixed precision needs CUDA). */
+  bf16?: boolean;
+  fp16?: boolean;
+  resumeFromCheckpoint?: string | boolean | null;
+  /** 'jsonl' writes outputDir/trainer_log.jsonl (also the default); 'none' turns it off. */
+  reportTo?: ('jsonl' | 'none')[] | 'jsonl' | 'none';
+  disableTqdm?: boolean;
+  dataloaderDropLast?: boolean;
+  removeUnusedColumns?: boolean;
+  /** SVG chart of loss / eval metrics in outputDir (default true). */
+  plotCurves?: boolean;
+}
+
+export class TrainingArguments {
+  outputDir: string;
+  overwriteOutputDir = false;
+  perDeviceTrainBatchSize = 8;
+  perDeviceEvalBatchSize = 8;
+  gradientAccumulationSteps = 1;
+  numTrainEpochs = 3;
+  maxSteps = -1;
+  learningRate = 5e-5;
+  weightDecay = 0;
+  adamBeta1 = 0.9;
+  adamBeta2 = 0.999;
+  adamEpsilon = 1e-8;
+  maxGradNorm = 1.0;
+  lrSchedulerType: SchedulerType = 'linear';
+  lrSchedulerKwargs: Record<string, number> = {};
+  warmupSteps = 0;
+  warmupRatio = 0;
+  loggingSteps = 500;
+  loggingFirstStep = false;
+  evalStrategy: IntervalStrategy = 'no';
+  evalSteps = 0;
+  saveStrategy: IntervalStrategy = 'steps';
+  saveSteps = 500;
+  saveTotalLimit: number | null = null;
+  loadBestModelAtEnd = false;
+  metricForBestModel = '';
+  greaterIsBetter = false;
+  seed = 42;
+  dataSeed: number | null = null;
+  gradientCheckpointing = false;
+  bf16 = false;
+  fp16 = false;
+  resumeFromCheckpoint: string | boolean | null = null;
+  reportTo: ('jsonl' | 'none')[] = ['jsonl'];
+  disableTqdm = false;
+  dataloaderDropLast = false;
+  removeUnusedColumns = true;
+  plotCurves = true;
+
+  constructor(init: TrainingArgumentsInit) {
+    const unknown = Object.keys(init).filter((k) => !(k in this) && k !== 'outputDir');
+    if (unknown.length) throw new Error(`TrainingArguments: unknown option(s) ${unknown.join(', ')}`);
+    Object.assign(this, init);
+    this.outputDir = init.outputDir;
+    if (typeof init.reportTo === 'string') this.reportTo = [init.reportTo];
+    if (!this.outputDir) throw new Error('TrainingArguments: outputDir is required');
+    const posInt = (n: string, v: number) => { if (!Number.isInteger(v) || v < 1) throw new Error(`TrainingArguments: ${n} must be a positive integer, got ${v}`); };
+    posInt('perDeviceTrainBatchSize', this.perDeviceTrainBatchSize);
+    posInt('perDeviceEvalBatchSize', this.perDeviceEvalBatchSize);
+    posInt('gradientAccumulationSteps', this.gradientAccumulationSteps);
+    if (!(this.learningRate >= 0)) throw new Error(`TrainingArguments: learningRate must be >= 0, got ${this.learningRate}`);
+    if (!SCHEDULER_TYPES.includes(this.lrSchedulerType)) throw new Error(`TrainingArguments: unknown lrSchedulerType '${this.lrSchedulerType}' (known: ${SCHEDULER_TYPES.join(', ')})`);
+    if (this.warmupSteps < 0 || this.warmupRatio < 0 || this.warmupRatio > 1) throw new Error('TrainingArguments: warmupSteps must be >= 0 and warmupRatio in [0, 1]');
+    if (this.maxSteps <= 0 && !(this.numTrainEpochs > 0)) throw new Error('TrainingArguments: set numTrainEpochs > 0 or maxSteps > 0');
+    for (const [n, v] of [['evalStrategy', this.evalStrategy], ['saveStrategy', this.saveStrategy]] as const) {
+      if (!['no', 'steps', 'epoch'].includes(v)) throw new Error(`TrainingArguments: ${n} must be 'no', 'steps' or 'epoch', got '${v}'`);
+    }
+    // transformers: eval_steps defaults to logging_steps when evaluating by steps.
+    if (this.evalStrategy === 'steps' && !this.evalSteps) this.evalSteps = this.loggingSteps;
+    if (this.loadBestModelAtEnd) {
+      if (this.evalStrategy === 'no') throw new Error('TrainingArguments: loadBestModelAtEnd needs an evalStrategy other than "no"');
+      if (this.saveStrategy !== this.evalStrategy) throw new Error(`TrainingArguments: loadBestModelAtEnd needs saveStrategy (${this.saveStrategy}) to match evalStrategy (${this.evalStrategy})`);
+      if (this.saveStrategy === 'steps' && this.saveSteps % this.evalSteps !== 0) throw new Error(`TrainingArguments: loadBestModelAtEnd needs saveSteps (${this.saveSteps}) to be a multiple of evalSteps (${this.evalSteps})`);
+      if (!this.metricForBestModel) this.metricForBestModel = 'loss';
+    }
+    if (this.metricForBestModel && init.greaterIsBetter === undefined) {
+      const m = this.metricForBestModel.replace(/^eval_/, '');
+      this.greaterIsBetter = !(m === 'loss' || m.endsWith('loss'));
+    }
+    if (this.saveTotalLimit !== null && !(Number.isInteger(this.saveTotalLimit) && this.saveTotalLimit >= 1)) {
+      throw new Error(`TrainingArguments: saveTotalLimit must be a positive integer or null, got ${this.saveTotalLimit}`);
+    }
+    if (this.bf16 && this.fp16) throw new Error('TrainingArguments: bf16 and fp16 cannot both be set');
+  }
+
+  /** Where mixed precision flags end up on this device: recorded, compute is float32. */
+  get computeDtypeNote(): string | null {
+    return this.bf16 || this.fp16 ? `${this.bf16 ? 'bf16' : 'fp16'} requested: the CPU backends compute in float32 (mixed precision is a CUDA feature); the flag is recorded` : null;
+  }
+
+  toJSON(): Record<string, unknown> {
+    const o: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(this)) o[k] = v;
+    return o;
+  }
+}
