@@ -78,7 +78,7 @@ gpt2_dir = os.path.join(OUT, 'tok_gpt2')
 gpt2.save_pretrained(gpt2_dir)
 
 vocab = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'] + list('abcdefghijklmnopqrstuvwxyz.,!?') + \
-    ['hello', 'world', 'the', 'lo', '##ra', '##s', '##ing', 'fine', '-', 'tune', 'un', '##aff', '##able', 'is', 'a', 'test']
+    ['hello', 'world', 'the', 'lo', '##ra', '##s', '##ing', 'fine', '-', 'tune', 'un', '##aff', '##able', 'is', 'test']
 bert_dir = os.path.join(OUT, 'tok_bert')
 os.makedirs(bert_dir)
 with open(os.path.join(bert_dir, 'vocab.txt'), 'w') as f:
