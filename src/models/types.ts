@@ -20,6 +20,8 @@ export interface ModelInputs {
   /** int32: [B, T] for causal LM and token classification (-100 ignored), [B] for sequence classification. */
   labels?: Tensor | null;
   positionIds?: Tensor | null;
+  /** int32 [B, T] segment ids (BERT-style encoders); zeros when omitted. */
+  tokenTypeIds?: Tensor | null;
   pastKeyValues?: KVCache | null;
   useCache?: boolean;
 }

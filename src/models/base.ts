@@ -1,0 +1,86 @@
+// What every Hugging Face architecture here shares beyond PreTrainedModel: its transformers
+// class name, base-model prefix, tied weights, dropout Rng and how it saves itself.
+import type { Tensor } from '../tensor/tensor.js';
+import { Rng, defaultRng } from '../tensor/random.js';
+import { PreTrainedModel, type ModelConfig, type TaskType } from './types.js';
+import { savePretrained } from './save.js';
+import { initWeights, num, numLabelsOf, type RawConfig } from './common.js';
+
+export interface ModelInitOptions {
+  /** Rng for dropout (and the random init). Defaults to the global one. */
+  rng?: Rng;
+  /** Number of labels for classification heads (overrides config num_labels). */
+  numLabels?: number;
+}
+
+export abstract class HFModel extends PreTrainedModel {
+  /** transformers class name, written to config.json "architectures". */
+  abstract readonly architecture: string;
+  /** transformers' base_model_prefix ("transformer", "bert", "model", ...). */
+  abstract readonly baseModelPrefix: string;
+  readonly rng: Rng;
+  /** Filled by from_pretrained: what the checkpoint lacked / had in excess. */
+  loadingInfo?: { missingKeys: string[]; unexpectedKeys: string[]; newlyInitialized: string[] };
+
+  constructor(opts: ModelInitOptions = {}) {
+    super();
+    this.rng = opts.rng ?? defaultRng();
+  }
+
+  get numLabels(): number { return this.config.numLabels ?? 2; }
+  get padTokenId(): number | null {
+    const p = this.config.raw.pad_token_id;
+    return typeof p === 'number' ? p : null;
+  }
+
+  /** Parameter names that alias another (tied) parameter and are left out of checkpoints. */
+  tiedWeightKeys(): string[] { return []; }
+
+  /** Parameters the loader may silently skip when a checkpoint has them (old buffers). */
+  ignoredUnexpectedKeys(): RegExp[] { return []; }
+
+  /** Weights as they go into model.safetensors (tied aliases dropped). */
+  checkpointStateDict(): Map<string, Tensor> {
+    const sd = this.stateDict();
+    for (const k of this.tiedWeightKeys()) sd.delete(k);
+    return sd;
+  }
+
+  /** config.json contents as transformers would save them for this model. */
+  configForSave(): RawConfig {
+    const raw: RawConfig = { ...this.config.raw };
+    raw.architectures = [this.architecture];
+    if (this.task !== 'CAUSAL_LM') {
+      const n = this.numLabels;
+      const old = (raw.id2label ?? {}) as Record<string, string>;
+      const id2label: Record<string, string> = {};
+      for (let i = 0; i < n; i++) id2label[String(i)] = old[String(i)] ?? `LABEL_${i}`;
+      raw.id2label = id2label;
+      raw.label2id = Object.fromEntries(Object.entries(id2label).map(([k, v]) => [v, Number(k)]));
+      delete raw.num_labels;
+    }
+    raw.dtype = 'float32';
+    delete raw.torch_dtype;
+    return raw;
+  }
+
+  /** Writes config.json + model.safetensors to dir (transformers' save_pretrained). */
+  savePretrained(dir: string): void { savePretrained(this, dir); }
+
+  /** Fresh random weights as transformers' _init_weights draws them. */
+  protected initRandom(paddingIdxOf: (name: string) => number | null = () => null): void {
+    initWeights(this, num(this.config.raw, ['initializer_range'], 0.02), this.rng, paddingIdxOf);
+  }
+}
+
+/** config.numLabels with an override applied; the raw config is updated to match. */
+export function withNumLabels(cfg: ModelConfig, n?: number): ModelConfig {
+  if (n === undefined || n === numLabelsOf(cfg.raw)) return { ...cfg, numLabels: numLabelsOf(cfg.raw) };
+  if (!Number.isInteger(n) || n < 1) throw new RangeError(`numLabels must be a positive integer, got ${n}`);
+  const raw: RawConfig = { ...cfg.raw, num_labels: n };
+  const old = cfg.raw.id2label as Record<string, string> | undefined;
+  if (old && Object.keys(old).length !== n) { delete raw.id2label; delete raw.label2id; }
+  return { ...cfg, raw, numLabels: n };
+}
+
+export type { TaskType };

@@ -1,0 +1,295 @@
+// Pieces every architecture shares: config field lookup, attention masks, head splitting,
+// pooling, the losses transformers computes, the KV cache append and weight init.
+import { Tensor, empty, isGradEnabled } from '../tensor/tensor.js';
+import { keep } from '../tensor/memory.js';
+import {
+  abs, add, affine, concat, exp, log, mean, mul, permute, relu, reshape, square, sub, toFloat32,
+} from '../tensor/ops/basic.js';
+import { crossEntropy, indexSelect } from '../tensor/ops/nn.js';
+import { checkpoint } from '../tensor/ops/checkpoint.js';
+import type { Rng } from '../tensor/random.js';
+import { Module } from '../nn/module.js';
+import { Conv1D, Embedding, LayerNorm, Linear, RMSNorm, type LinearLike } from '../nn/layers.js';
+import type { KVCache, ModelConfig } from './types.js';
+
+export type RawConfig = Record<string, unknown>;
+
+/** First numeric field among keys, else def (throws when required and absent). */
+export function num(raw: RawConfig, keys: string[], def?: number): number {
+  for (const k of keys) {
+    const v = raw[k];
+    if (typeof v === 'number') return v;
+  }
+  if (def === undefined) throw new Error(`config.json is missing '${keys.join("' / '")}'`);
+  return def;
+}
+
+export function optNum(raw: RawConfig, key: string): number | null {
+  const v = raw[key];
+  return typeof v === 'number' ? v : null;
+}
+
+export function str(raw: RawConfig, keys: string[], def: string): string {
+  for (const k of keys) if (typeof raw[k] === 'string') return raw[k] as string;
+  return def;
+}
+
+export function bool(raw: RawConfig, key: string, def: boolean): boolean {
+  return typeof raw[key] === 'boolean' ? (raw[key] as boolean) : def;
+}
+
+/** Number of labels as transformers derives it: num_labels, else id2label's size, else 2. */
+export function numLabelsOf(raw: RawConfig): number {
+  if (typeof raw.num_labels === 'number') return raw.num_labels;
+  if (raw.id2label && typeof raw.id2label === 'object') return Object.keys(raw.id2label).length;
+  return 2;
+}
+
+/** The common ModelConfig view of a raw config.json object. */
+export function toModelConfig(raw: RawConfig): ModelConfig {
+  const modelType = str(raw, ['model_type'], '');
+  if (!modelType) throw new Error("config.json has no 'model_type'");
+  return {
+    modelType,
+    raw,
+    vocabSize: num(raw, ['vocab_size']),
+    hiddenSize: num(raw, ['hidden_size', 'n_embd', 'dim', 'd_model']),
+    numLayers: num(raw, ['num_hidden_layers', 'n_layer', 'n_layers']),
+    numHeads: num(raw, ['num_attention_heads', 'n_head', 'n_heads']),
+    maxPositions: num(raw, ['max_position_embeddings', 'n_positions', 'n_ctx'], 2048),
+    numLabels: numLabelsOf(raw),
+  };
+}
+
+/** Accepts a parsed ModelConfig or a raw config.json object. */
+export function asModelConfig(c: ModelConfig | RawConfig): ModelConfig {
+  if ('raw' in c && 'modelType' in c && typeof c.raw === 'object') return toModelConfig(c.raw as RawConfig);
+  return toModelConfig(c as RawConfig);
+}
+
+// ---------- module plumbing ----------
+
+/** A parameterless container, so that children get Hugging Face's dotted names. */
+export class Container extends Module {}
+
+/** Calls the linear-like module at `path` (looked up each time: peft may have replaced it). */
+export function lin(m: Module, path: string, x: Tensor): Tensor {
+  return (m.getSubmodule(path) as LinearLike).forward(x);
+}
+
+export function norm(m: Module, path: string, x: Tensor): Tensor {
+  return (m.getSubmodule(path) as LayerNorm | RMSNorm).forward(x);
+}
+
+export function emb(m: Module, path: string, ids: Tensor): Tensor {
+  return (m.getSubmodule(path) as Embedding).forward(ids);
+}
+
+/**
+ * transformers' _init_weights: normal(0, std) for linear and embedding weights, zero biases,
+ * zero padding row; norms stay ones/zeros.
+ */
+export function initWeights(root: Module, std: number, rng: Rng, paddingIdxOf: (name: string) => number | null = () => null): void {
+  for (const [name, m] of root.namedModules()) {
+    const paddingIdx = paddingIdxOf(name);
+    if (m instanceof Linear || m instanceof Conv1D || m instanceof Embedding) {
+      const w = m.weight.data;
+      for (let i = 0; i < w.length; i++) w[i] = rng.normal() * std;
+      const b = m.getParameter('bias');
+      if (b) b.data.fill(0);
+      if (m instanceof Embedding && paddingIdx !== null && paddingIdx >= 0 && paddingIdx < m.numEmbeddings) {
+        w.fill(0, paddingIdx * m.embeddingDim, (paddingIdx + 1) * m.embeddingDim);
+      }
+    }
+  }
+}
+
+/** Runs one layer, recomputed in backward when checkpointing is on and a graph is recorded. */
+export function maybeCheckpoint(on: boolean, fn: (h: Tensor) => Tensor, h: Tensor, rng: Rng): Tensor {
+  return on && isGradEnabled() ? checkpoint(fn, [h], [rng]) : fn(h);
+}
+
+// ---------- heads ----------
+
+/** [B, T, H*D] -> [B, H, T, D] */
+export function splitHeads(x: Tensor, heads: number, dim: number): Tensor {
+  const [b, t] = x.shape;
+  return permute(reshape(x, [b, t, heads, dim]), [0, 2, 1, 3]);
+}
+
+/** [B, H, T, D] -> [B, T, H*D] */
+export function mergeHeads(x: Tensor): Tensor {
+  const [b, h, t, d] = x.shape;
+  return reshape(permute(x, [0, 2, 1, 3]), [b, t, h * d]);
+}
+
+// ---------- masks ----------
+
+/** torch.finfo(float32).min: what transformers' eager attention adds for masked keys. */
+export const MASK_MIN = -3.4028234663852886e38;
+
+/**
+ * Additive attention bias [B or 1, 1, T or 1, S] for T new queries after `past` cached
+ * positions. Key j is visible to query i when attentionMask[b, j] is 1, and, if causal,
+ * j <= past + i and (with a sliding window w) j > past + i - w. Masked entries get the
+ * finite float32 minimum, so a fully masked row (a left pad) turns into uniform attention
+ * as in transformers' eager path instead of NaN. Null when nothing is masked.
+ */
+export function attentionBias(b: number, t: number, past: number, attentionMask: Tensor | null | undefined,
+  opts: { causal: boolean; slidingWindow?: number | null }): Tensor | null {
+  const s = past + t;
+  let am: Int32Array | Float32Array | null = null;
+  if (attentionMask) {
+    if (attentionMask.ndim !== 2 || attentionMask.shape[0] !== b || attentionMask.shape[1] !== s) {
+      throw new Error(`attentionMask must be [${b}, ${s}] (batch, cached + new positions), got [${attentionMask.shape.join(', ')}]`);
+    }
+    am = attentionMask.dtype === 'int32' ? attentionMask.ints : attentionMask.data;
+    let all = true;
+    for (let i = 0; i < am.length && all; i++) if (!am[i]) all = false;
+    if (all) am = null;
+  }
+  const w = opts.slidingWindow ?? null;
+  const windowed = opts.causal && w !== null && w > 0 && s > w;
+  if (!am && !opts.causal) return null;
+  if (!am && opts.causal && t === 1 && !windowed) return null; // one query sees everything
+  const bb = am ? b : 1, tt = opts.causal ? t : 1;
+  const out = empty([bb, 1, tt, s], 'float32', false);
+  const d = out.data;
+  for (let bi = 0; bi < bb; bi++) {
+    for (let i = 0; i < tt; i++) {
+      const qpos = past + i, row = (bi * tt + i) * s;
+      for (let j = 0; j < s; j++) {
+        let ok = !am || am[bi * s + j] !== 0;
+        if (ok && opts.causal) ok = j <= qpos && (!windowed || j > qpos - (w as number));
+        d[row + j] = ok ? 0 : MASK_MIN;
+      }
+    }
+  }
+  return out;
+}
+
+/** Position ids as rope/embedding indices: [T] when shared by the batch, else [B*T]. */
+export function positionsFor(b: number, t: number, past: number, positionIds: Tensor | null | undefined): Tensor {
+  if (positionIds) {
+    if (positionIds.dtype !== 'int32') throw new TypeError('positionIds must be int32');
+    const n = positionIds.size;
+    if (n !== t && n !== b * t) throw new Error(`positionIds must be [${b}, ${t}] or [1, ${t}], got [${positionIds.shape.join(', ')}]`);
+    return positionIds.shareAs([n]);
+  }
+  const p = empty([t], 'int32', false);
+  for (let i = 0; i < t; i++) p.ints[i] = past + i;
+  return p;
+}
+
+// ---------- KV cache ----------
+
+export function cacheLength(past: KVCache | null | undefined): number {
+  return past ? past.length : 0;
+}
+
+/** Appends this step's k/v [B, Hkv, T, D] to layer i of the cache; returns the full k/v. */
+export function appendKv(past: KVCache | null | undefined, next: KVCache | null, i: number, k: Tensor, v: Tensor): { k: Tensor; v: Tensor } {
+  const prev = past?.layers[i];
+  const kk = prev ? concat([prev.k, k], 2) : k;
+  const vv = prev ? concat([prev.v, v], 2) : v;
+  if (next) next.layers[i] = { k: kk, v: vv };
+  return { k: kk, v: vv };
+}
+
+// ---------- pooling ----------
+
+/**
+ * Rows x[b, idx[b]] of x [B, T, ...] -> [B, ...]. The index is the rightmost token that is
+ * not padTokenId (transformers' sequence-classification pooling; works for left and right
+ * padding), or the last token when there is no pad token.
+ */
+export function poolLastNonPad(x: Tensor, inputIds: Tensor, padTokenId: number | null): Tensor {
+  const [b, t] = inputIds.shape;
+  if (padTokenId === null && b !== 1) {
+    throw new Error('cannot pool a batch of more than one sequence: config has no pad_token_id (set model.config.raw.pad_token_id)');
+  }
+  const idx = empty([b], 'int32', false);
+  const ids = inputIds.ints;
+  for (let bi = 0; bi < b; bi++) {
+    let last = t - 1;
+    if (padTokenId !== null) {
+      last = 0; // argmax of all-zero picks index 0, as torch does
+      for (let j = t - 1; j >= 0; j--) if (ids[bi * t + j] !== padTokenId) { last = j; break; }
+    }
+    idx.ints[bi] = bi * t + last;
+  }
+  return poolAt(x, idx);
+}
+
+/** x[b, 0] of x [B, T, H] -> [B, H] (the [CLS] token). */
+export function poolFirst(x: Tensor): Tensor {
+  const b = x.shape[0], t = x.shape[1];
+  const idx = empty([b], 'int32', false);
+  for (let bi = 0; bi < b; bi++) idx.ints[bi] = bi * t;
+  return poolAt(x, idx);
+}
+
+function poolAt(x: Tensor, flatIdx: Tensor): Tensor {
+  const [b, t] = x.shape;
+  return indexSelect(reshape(x, [b * t, ...x.shape.slice(2)]), flatIdx);
+}
+
+// ---------- losses ----------
+
+/** Causal LM loss: logits at t predict labels at t+1 (shifted here), -100 ignored. */
+export function causalLmLoss(logits: Tensor, labels: Tensor): Tensor {
+  const [b, t, v] = logits.shape;
+  if (labels.dtype !== 'int32' || labels.size !== b * t) throw new Error(`labels must be int32 [${b}, ${t}], got ${labels.dtype} [${labels.shape.join(', ')}]`);
+  const shifted = empty([b * t], 'int32', false);
+  const l = labels.ints, s = shifted.ints;
+  for (let bi = 0; bi < b; bi++) {
+    for (let j = 0; j < t; j++) s[bi * t + j] = j + 1 < t ? l[bi * t + j + 1] : -100;
+  }
+  return crossEntropy(reshape(logits, [b * t, v]), shifted);
+}
+
+/** Token classification: cross-entropy over every position, -100 ignored. */
+export function tokenClsLoss(logits: Tensor, labels: Tensor): Tensor {
+  const n = logits.shape[logits.ndim - 1];
+  if (labels.dtype !== 'int32' || labels.size * n !== logits.size) throw new Error(`labels must be int32 [${logits.shape.slice(0, -1).join(', ')}], got ${labels.dtype} [${labels.shape.join(', ')}]`);
+  return crossEntropy(reshape(logits, [labels.size, n]), labels.shareAs([labels.size]));
+}
+
+export type ProblemType = 'regression' | 'single_label_classification' | 'multi_label_classification';
+
+/**
+ * Sequence classification loss as transformers picks it: MSE when numLabels is 1,
+ * cross-entropy for integer labels, BCE-with-logits for float multi-hot labels
+ * (config.problem_type overrides).
+ */
+export function seqClsLoss(logits: Tensor, labels: Tensor, numLabels: number, problemType?: string | null): Tensor {
+  const b = logits.shape[0];
+  let pt = problemType as ProblemType | null | undefined;
+  if (!pt) pt = numLabels === 1 ? 'regression' : labels.dtype === 'int32' ? 'single_label_classification' : 'multi_label_classification';
+  if (pt === 'regression') {
+    const y = toFloat32(labels);
+    const target = numLabels === 1 ? y.shareAs([y.size]) : y;
+    const pred = numLabels === 1 ? reshape(logits, [b]) : logits;
+    if (target.size !== pred.size) throw new Error(`regression labels must have ${pred.size} values, got ${target.size}`);
+    return mean(square(sub(pred, target.shareAs(pred.shape))));
+  }
+  if (pt === 'single_label_classification') {
+    if (labels.dtype !== 'int32' || labels.size !== b) throw new Error(`labels must be int32 [${b}] class ids, got ${labels.dtype} [${labels.shape.join(', ')}]`);
+    return crossEntropy(reshape(logits, [b, numLabels]), labels.shareAs([b]));
+  }
+  if (pt === 'multi_label_classification') {
+    const y = toFloat32(labels);
+    if (y.size !== logits.size) throw new Error(`multi-label labels must be [${logits.shape.join(', ')}], got [${labels.shape.join(', ')}]`);
+    return bceWithLogits(logits, y.shareAs(logits.shape));
+  }
+  throw new Error(`unknown problem_type '${String(pt)}'`);
+}
+
+/** mean(max(x,0) - x*y + log(1 + exp(-|x|))), the stable form torch uses. */
+export function bceWithLogits(x: Tensor, y: Tensor): Tensor {
+  const softplusNegAbs = log(affine(exp(affine(abs(x), -1, 0)), 1, 1));
+  return mean(add(sub(relu(x), mul(x, y)), softplusNegAbs));
+}
+
+/** Keeps lazily built tables (RoPE) alive past any tidy() scope they were made in. */
+export function keepAll(...ts: Tensor[]): void { for (const t of ts) keep(t); }
