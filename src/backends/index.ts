@@ -1,0 +1,43 @@
+// Backend selection. Importing this module registers `cpu` and makes it active when the
+// native addon loads, unless PEFT_TS_BACKEND=reference; otherwise the reference backend
+// stays active and one line on stderr says how to build the addon.
+import { getBackend, registerBackend, setBackend } from '../tensor/registry.js';
+import { BUILD_HINT, cpuBackend } from './cpu/index.js';
+
+export type { Backend, BinaryOp, UnaryOp, F32, I32 } from './backend.js';
+export { referenceBackend } from './reference/index.js';
+export { cpuBackend, cpuAvailable, nativeInfo, setNumThreads, getNumThreads } from './cpu/index.js';
+
+registerBackend('cpu', cpuBackend);
+
+let initialized = false;
+let warned = false;
+
+/**
+ * Picks the active backend: PEFT_TS_BACKEND if set ('reference' or 'cpu'; 'cpu' throws when
+ * the addon is missing), else cpu when it loads, else reference with a one-line warning.
+ * Returns the active backend's name. Safe to call again.
+ */
+export function initBackend(): string {
+  initialized = true;
+  const want = process.env.PEFT_TS_BACKEND;
+  if (want) return setBackend(want).name;
+  try {
+    setBackend('cpu');
+  } catch (e) {
+    if (!warned) {
+      warned = true;
+      const why = (e as Error).message.includes('not built') ? 'native CPU backend not built' : 'native CPU backend failed to load';
+      process.stderr.write(`peft-ts: ${why}; using the slow reference backend. Build it with: ${BUILD_HINT}\n`);
+    }
+  }
+  return getBackend().name;
+}
+
+/** Name of the active backend ('cpu' or 'reference'). */
+export function backendName(): string {
+  if (!initialized) initBackend();
+  return getBackend().name;
+}
+
+initBackend();
