@@ -1,0 +1,198 @@
+// Greedy and sampled decoding with a KV cache, following transformers' generate():
+// processors in its order, eos/pad handling, left padding through the attention mask and
+// position ids. Each step runs under noGrad and tidy(); only the cache survives a step.
+import { Tensor, noGrad } from '../tensor/tensor.js';
+import { tidy, keep } from '../tensor/memory.js';
+import { tensor } from '../tensor/ops/basic.js';
+import { Rng } from '../tensor/random.js';
+import type { KVCache, ModelInputs, ModelOutput } from '../models/types.js';
+import { ProcessorOptions, applyProcessors, buildLogitsProcessors } from './processors.js';
+import type { Streamer } from './streamer.js';
+
+/** What generate() needs from a model: PreTrainedModel satisfies it. */
+export interface CausalLM {
+  forward(inputs: ModelInputs): ModelOutput;
+  config?: { maxPositions?: number; modelType?: string };
+  training?: boolean;
+  train?(mode?: boolean): unknown;
+}
+
+export interface GenerateOptions extends ProcessorOptions {
+  /** New tokens to add (wins over maxLength, as in transformers). */
+  maxNewTokens?: number;
+  /** Total length including the prompt; transformers' default 20 when neither is given. */
+  maxLength?: number;
+  /** Sample from the processed distribution instead of taking the argmax. Default false. */
+  doSample?: boolean;
+  /** Default 1. */
+  temperature?: number;
+  /** Default 50 when sampling (transformers' default); 0 turns it off. */
+  topK?: number;
+  /** Default 1 (off). */
+  topP?: number;
+  noRepeatNgramSize?: number;
+  repetitionPenalty?: number;
+  /** A row that produces one of these is finished and padded from then on. */
+  eosTokenId?: number | number[] | null;
+  /** Fills finished rows; defaults to the first eos id. */
+  padTokenId?: number | null;
+  /** int32 [B, T]: 1 for tokens, 0 for (left) padding. Default all ones. */
+  attentionMask?: Tensor | null;
+  seed?: number;
+  /** Random source for sampling (wins over seed). */
+  rng?: Rng;
+  /** Default true; false recomputes the whole sequence every step. */
+  useCache?: boolean;
+  /** A Streamer object, or a function called with each step's new ids (one per row). */
+  streamer?: Streamer | ((tokenIds: number[]) => void);
+}
+
+/** Returns int32 [B, T + n], n <= maxNewTokens (fewer when every row has finished). */
+export function generate(model: CausalLM, inputIds: Tensor, opts: GenerateOptions = {}): Tensor {
+  if (inputIds.ndim !== 2 || inputIds.dtype !== 'int32') {
+    throw new TypeError(`generate: inputIds must be int32 [B, T], got ${inputIds.dtype} ${inputIds.label()}`);
+  }
+  const [batch, promptLen] = inputIds.shape;
+  if (promptLen === 0) throw new Error('generate: the prompt is empty (inputIds has no columns)');
+  const maxNew = opts.maxNewTokens ?? Math.max(0, (opts.maxLength ?? 20) - promptLen);
+  if (!Number.isInteger(maxNew) || maxNew < 0) throw new RangeError(`generate: maxNewTokens must be a non-negative integer, got ${maxNew}`);
+  const maxPos = model.config?.maxPositions;
+  if (maxPos && promptLen + maxNew > maxPos) {
+    throw new RangeError(`generate: prompt (${promptLen}) + maxNewTokens (${maxNew}) exceeds the model's ${maxPos} positions`);
+  }
+  const eos = opts.eosTokenId == null ? [] : Array.isArray(opts.eosTokenId) ? opts.eosTokenId : [opts.eosTokenId];
+  const pad = opts.padTokenId ?? (eos.length ? eos[0] : null);
+  const doSample = opts.doSample ?? false;
+  const processors = buildLogitsProcessors({
+    doSample,
+    temperature: opts.temperature ?? 1,
+    topK: opts.topK ?? 50,
+    topP: opts.topP ?? 1,
+    repetitionPenalty: opts.repetitionPenalty ?? 1,
+    noRepeatNgramSize: opts.noRepeatNgramSize ?? 0,
+    minTokensToKeep: opts.minTokensToKeep,
+  });
+  const rng = opts.rng ?? new Rng(opts.seed ?? 0);
+  const useCache = opts.useCache ?? true;
+  const streamer: Streamer | null = !opts.streamer ? null
+    : typeof opts.streamer === 'function' ? { put: opts.streamer, end: () => {} } : opts.streamer;
+
+  // Sequences and mask as growing JS arrays; tensors are made per step inside the scope.
+  const seqs: number[][] = [];
+  const mask: number[][] = [];
+  const srcMask = opts.attentionMask ?? null;
+  if (srcMask && (srcMask.ndim !== 2 || srcMask.shape[0] !== batch || srcMask.shape[1] !== promptLen)) {
+    throw new Error(`generate: attentionMask ${srcMask.label()} must have the shape of inputIds [${batch}, ${promptLen}]`);
+  }
+  const maskVals = srcMask ? (srcMask.dtype === 'int32' ? srcMask.ints : srcMask.toFloat32Array()) : null;
+  for (let b = 0; b < batch; b++) {
+    seqs.push(Array.from(inputIds.ints.subarray(b * promptLen, (b + 1) * promptLen)));
+    mask.push(maskVals ? Array.from(maskVals.subarray(b * promptLen, (b + 1) * promptLen), (x) => (x ? 1 : 0)) : new Array(promptLen).fill(1));
+  }
+  const unfinished = new Array(batch).fill(true);
+  if (streamer) streamer.put(seqs[0].slice());
+
+  let cache: KVCache | null = null;
+  // Dropout must be off while decoding; the caller's mode is restored afterwards.
+  const wasTraining = model.training === true && typeof model.train === 'function';
+  if (wasTraining) model.train!(false);
+  try {
+    for (let step = 0; step < maxNew; step++) {
+      const curLen = seqs[0].length;
+      const pastLen = cache ? cache.length : 0;
+      const feedFrom = useCache ? pastLen : 0;
+      const { next, newCache } = noGrad(() => tidy(() => {
+        const t = curLen - feedFrom;
+        const ids = tensor(Int32Array.from(seqs.flatMap((s) => s.slice(feedFrom))), [batch, t], { dtype: 'int32' });
+        const am = tensor(Int32Array.from(mask.flat()), [batch, curLen], { dtype: 'int32' });
+        // Positions count real tokens only (transformers: cumsum(mask) - 1, pads at 1).
+        const pos = new Int32Array(batch * t);
+        for (let b = 0; b < batch; b++) {
+          let c = 0;
+          for (let j = 0; j < curLen; j++) {
+            c += mask[b][j];
+            if (j >= feedFrom) pos[b * t + j - feedFrom] = mask[b][j] ? c - 1 : 1;
+          }
+        }
+        const out = model.forward({
+          inputIds: ids, attentionMask: am, positionIds: tensor(pos, [batch, t], { dtype: 'int32' }),
+          pastKeyValues: useCache ? cache : null, useCache,
+        });
+        const logits = out.logits;
+        const v = logits.shape[logits.ndim - 1];
+        if (logits.ndim !== 3 || logits.shape[0] !== batch || logits.shape[1] !== t) {
+          throw new Error(`generate: model returned logits ${logits.label()}, expected [${batch}, ${t}, V]`);
+        }
+        const lv = logits.dtype === 'float32' ? logits.data : logits.toFloat32Array();
+        const last = new Float32Array(batch * v);
+        for (let b = 0; b < batch; b++) last.set(lv.subarray((b * t + t - 1) * v, (b * t + t) * v), b * v);
+        const scores = applyProcessors(processors, tensor(Int32Array.from(seqs.flat()), [batch, curLen], { dtype: 'int32' }),
+          tensor(last, [batch, v]));
+        const picked = doSample ? sampleRows(scores.data, batch, v, rng) : argmaxRows(scores.data, batch, v);
+        if (useCache && !out.pastKeyValues) throw new Error('generate: useCache is on but the model returned no pastKeyValues');
+        const nc = useCache ? out.pastKeyValues! : null;
+        if (nc) for (const l of nc.layers) { keep(l.k); keep(l.v); }
+        return { next: picked, newCache: nc };
+      }));
+      // Drop the previous cache's tensors unless the model handed the same ones back.
+      if (cache && cache !== newCache) {
+        const live = new Set<Tensor>();
+        if (newCache) for (const l of newCache.layers) { live.add(l.k); live.add(l.v); }
+        for (const l of cache.layers) { if (!live.has(l.k)) l.k.dispose(); if (!live.has(l.v)) l.v.dispose(); }
+      }
+      cache = newCache;
+
+      for (let b = 0; b < batch; b++) {
+        let tok = next[b];
+        if (!unfinished[b]) {
+          if (pad === null) throw new Error('generate: a row finished but no padTokenId or eosTokenId is set');
+          tok = pad;
+        }
+        seqs[b].push(tok);
+        mask[b].push(1);
+        if (unfinished[b] && eos.includes(tok)) unfinished[b] = false;
+      }
+      if (streamer) streamer.put(seqs.map((s) => s[s.length - 1]));
+      if (!unfinished.some(Boolean)) break;
+    }
+  } finally {
+    if (cache) for (const l of cache.layers) { l.k.dispose(); l.v.dispose(); }
+    if (wasTraining) model.train!(true);
+  }
+  if (streamer) streamer.end();
+  const len = seqs[0].length;
+  return tensor(Int32Array.from(seqs.flat()), [batch, len], { dtype: 'int32' });
+}
+
+/** First index of the maximum in each row (torch.argmax's tie rule). */
+export function argmaxRows(s: Float32Array, b: number, v: number): number[] {
+  const out: number[] = [];
+  for (let r = 0; r < b; r++) {
+    let best = 0, bv = -Infinity;
+    for (let i = 0; i < v; i++) { const x = s[r * v + i]; if (x > bv) { bv = x; best = i; } }
+    out.push(best);
+  }
+  return out;
+}
+
+/** One draw per row from softmax(scores) (filtered tokens at -inf have probability 0). */
+export function sampleRows(s: Float32Array, b: number, v: number, rng: Rng): number[] {
+  const out: number[] = [];
+  const p = new Float64Array(v);
+  for (let r = 0; r < b; r++) {
+    let max = -Infinity;
+    for (let i = 0; i < v; i++) max = Math.max(max, s[r * v + i]);
+    if (max === -Infinity) throw new Error('generate: every token was filtered out (all scores are -inf)');
+    let z = 0;
+    for (let i = 0; i < v; i++) { p[i] = Math.exp(s[r * v + i] - max); z += p[i]; }
+    let u = rng.next() * z, pick = -1;
+    for (let i = 0; i < v; i++) {
+      if (p[i] === 0) continue;
+      pick = i;
+      u -= p[i];
+      if (u < 0) break;
+    }
+    out.push(pick);
+  }
+  return out;
+}

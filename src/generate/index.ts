@@ -1,0 +1,9 @@
+export { generate, argmaxRows, sampleRows } from './generate.js';
+export type { CausalLM, GenerateOptions } from './generate.js';
+export {
+  repetitionPenaltyProcessor, noRepeatNgramProcessor, temperatureWarper, topKWarper, topPWarper,
+  buildLogitsProcessors, applyProcessors,
+} from './processors.js';
+export type { LogitsProcessor, ProcessorOptions } from './processors.js';
+export { TextStreamer } from './streamer.js';
+export type { Streamer, Decoder, TextStreamerOptions } from './streamer.js';
