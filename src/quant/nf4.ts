@@ -202,12 +202,16 @@ export function dequantizeNF4Range(packed: Uint8Array, state: QuantState, start:
   out: Float32Array): Float32Array {
   const bs = state.blocksize, code = state.code;
   if (out.length < end - start) throw new Error(`dequantizeNF4Range: out has ${out.length} slots, range needs ${end - start}`);
-  let b = -1, scale = 0;
-  for (let i = start; i < end; i++) {
-    const bi = Math.floor(i / bs);
-    if (bi !== b) { b = bi; scale = blockScale(state, b); }
-    const byte = packed[i >> 1];
-    out[i - start] = f(code[(i & 1) ? byte & 15 : byte >> 4] * scale);
+  let i = start;
+  while (i < end) {
+    const b = Math.floor(i / bs);
+    const blockEnd = Math.min(end, (b + 1) * bs);
+    const scale = blockScale(state, b);
+    // Storing into a Float32Array rounds the double product once: the kernel's float32 multiply.
+    for (; i < blockEnd; i++) {
+      const byte = packed[i >> 1];
+      out[i - start] = code[(i & 1) ? byte & 15 : byte >> 4] * scale;
+    }
   }
   return out;
 }

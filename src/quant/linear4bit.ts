@@ -1,0 +1,197 @@
+// bitsandbytes' Linear4bit: a frozen NF4 weight [out, in] and a float32 bias. The weight is
+// dequantized a tile of rows at a time into one shared scratch buffer and multiplied with
+// the backend's GEMM, so a large layer never has its float32 weight in memory. Backward
+// gives the input gradient only (the quantized weight is frozen; a float32 bias that
+// requires grad gets its gradient through the ordinary add op).
+import { Tensor, empty, result } from '../tensor/tensor.js';
+import { getBackend } from '../tensor/registry.js';
+import { add } from '../tensor/ops/basic.js';
+import { tensor } from '../tensor/ops/basic.js';
+import { Module } from '../nn/module.js';
+import type { LinearLike } from '../nn/layers.js';
+import { halfToF32 } from '../tensor/tensor.js';
+import { f32ToF16Bits } from '../io/half.js';
+import { Quantized4bit, Quantize4bitOptions, QuantState, dequantizeNF4, dequantizeNF4Range, quantizeNF4, quantizedBytes } from './nf4.js';
+import { quantizedToTensors } from './serialize.js';
+
+/** bnb_4bit_compute_dtype: the precision the matmul inputs are rounded to (accumulation is float32). */
+export type ComputeDtype = 'float32' | 'bfloat16' | 'float16';
+
+/** Elements of weight dequantized per tile (1 MiB of float32). */
+let tileElems = 1 << 18;
+/** Changes the tile size (tests use it to force several tiles). Returns the previous value. */
+export function setLinear4bitTileElements(n: number): number {
+  if (!Number.isInteger(n) || n < 1) throw new Error(`tile size must be a positive integer, got ${n}`);
+  const prev = tileElems; tileElems = n; return prev;
+}
+
+// One scratch buffer for every Linear4bit (JS is single-threaded and forward/backward never nest).
+let scratch = new Float32Array(0);
+function scratchOf(n: number): Float32Array {
+  if (scratch.length < n) scratch = new Float32Array(n);
+  return scratch.subarray(0, n);
+}
+
+const rf32 = new Float32Array(1);
+const ru32 = new Uint32Array(rf32.buffer);
+/** Rounds values in place to the compute dtype's precision (round to nearest even). */
+export function roundToDtype(x: Float32Array, dtype: ComputeDtype): void {
+  if (dtype === 'float32') return;
+  if (dtype === 'bfloat16') {
+    for (let i = 0; i < x.length; i++) {
+      rf32[0] = x[i];
+      const u = ru32[0];
+      if ((u & 0x7f800000) === 0x7f800000) continue; // inf / NaN unchanged
+      ru32[0] = ((u + 0x7fff + ((u >>> 16) & 1)) & 0xffff0000) >>> 0;
+      x[i] = rf32[0];
+    }
+    return;
+  }
+  const h = new Uint16Array(1), o = new Float32Array(1);
+  for (let i = 0; i < x.length; i++) { h[0] = f32ToF16Bits(x[i]); halfToF32(h, o); x[i] = o[0]; }
+}
+
+export class Linear4bit extends Module implements LinearLike {
+  private q: Quantized4bit | null;
+  /** Options used whenever the weight is (re)quantized. */
+  readonly quantOptions: Quantize4bitOptions;
+
+  /**
+   * q: the quantized weight, or null for a placeholder that a loader fills later
+   * (loadQuantized / quantizeWeight). bias is kept as the module's "bias" parameter.
+   */
+  constructor(readonly inFeatures: number, readonly outFeatures: number, q: Quantized4bit | null,
+    bias: Tensor | null = null, public computeDtype: ComputeDtype = 'float32', quantOptions: Quantize4bitOptions = {}) {
+    super();
+    this.quantOptions = { blocksize: 64, compressStatistics: true, ...quantOptions };
+    this.q = null;
+    if (q) this.loadQuantized(q);
+    if (bias && bias.size !== outFeatures) throw new Error(`Linear4bit: bias has ${bias.size} values, expected ${outFeatures}`);
+    this.registerParameter('bias', bias);
+  }
+
+  /** Quantizes a float32 weight stored [out, in]. */
+  static fromWeight(weight: Float32Array, inFeatures: number, outFeatures: number, bias: Tensor | null = null,
+    computeDtype: ComputeDtype = 'float32', opts: Quantize4bitOptions = {}): Linear4bit {
+    const m = new Linear4bit(inFeatures, outFeatures, null, bias, computeDtype, opts);
+    m.quantizeWeight(weight);
+    return m;
+  }
+
+  get bias(): Tensor | null { return this.getParameter('bias'); }
+  get isLoaded(): boolean { return this.q !== null; }
+  get quantized(): Quantized4bit { return this.need(); }
+  get quantState(): QuantState { return this.need().state; }
+  /** The packed 4-bit codes (bnb's Params4bit data). */
+  get packedWeight(): Uint8Array { return this.need().packed; }
+
+  private need(): Quantized4bit {
+    if (!this.q) throw new Error(`Linear4bit(${this.inFeatures}, ${this.outFeatures}): weight not loaded yet`);
+    return this.q;
+  }
+
+  /** Installs an already-quantized weight (e.g. read from a bnb checkpoint). */
+  loadQuantized(q: Quantized4bit): void {
+    const s = q.state.shape;
+    if (s.length !== 2 || s[0] !== this.outFeatures || s[1] !== this.inFeatures) {
+      throw new Error(`Linear4bit: quantized weight has shape [${s}], expected [${this.outFeatures}, ${this.inFeatures}]`);
+    }
+    this.q = q;
+  }
+
+  /** (Re)quantizes from a float32 weight [out, in]; the float array is not kept. */
+  quantizeWeight(weight: Float32Array, dtype = 'float32'): void {
+    if (weight.length !== this.inFeatures * this.outFeatures) {
+      throw new Error(`Linear4bit: weight has ${weight.length} values, expected ${this.outFeatures}x${this.inFeatures}`);
+    }
+    this.q = quantizeNF4(weight, [this.outFeatures, this.inFeatures], { ...this.quantOptions, dtype });
+  }
+
+  /** The dequantized weight as a float32 tensor [out, in] (materialises it: for merging/export). */
+  dequantizeWeight(): Tensor {
+    const q = this.need();
+    return tensor(dequantizeNF4(q.packed, q.state), [this.outFeatures, this.inFeatures]);
+  }
+
+  /**
+   * W <- quantize(dequantize(W) + scale * delta), delta [out, in]: how peft merges LoRA into
+   * a 4-bit layer. The result is rounded to NF4 again, so outputs change slightly.
+   */
+  mergeDelta(delta: Float32Array, scale = 1): void {
+    warnOnce('Merge lora module to 4-bit linear may get different generations due to rounding errors.');
+    const q = this.need();
+    const w = dequantizeNF4(q.packed, q.state);
+    if (delta.length !== w.length) throw new Error(`mergeDelta: delta has ${delta.length} values, weight ${w.length}`);
+    for (let i = 0; i < w.length; i++) w[i] += scale * delta[i];
+    this.quantizeWeight(w, q.state.dtype);
+  }
+
+  /** Bytes held by the quantized weight (packed codes + absmax + nested state + maps). */
+  quantizedBytes(): number { return this.q ? quantizedBytes(this.q) : 0; }
+
+  /** bnb's state-dict entries for this layer: "<prefix>.weight" (+ state) and "<prefix>.bias". */
+  stateTensors(prefix: string): Map<string, Tensor> {
+    const out = quantizedToTensors(prefix ? `${prefix}.weight` : 'weight', this.need());
+    const b = this.bias;
+    if (b) out.set(prefix ? `${prefix}.bias` : 'bias', b);
+    return out;
+  }
+
+  /** Rows of the weight per tile. */
+  private tileRows(): number {
+    return Math.max(1, Math.min(this.outFeatures, Math.floor(tileElems / this.inFeatures)));
+  }
+
+  forward(x: Tensor): Tensor {
+    const q = this.need();
+    const inF = this.inFeatures, outF = this.outFeatures;
+    if (x.shape[x.ndim - 1] !== inF) throw new Error(`Linear4bit: input ${x.label()} has last dim ${x.shape[x.ndim - 1]}, expected ${inF}`);
+    const M = x.size / inF;
+    const lead = x.shape.slice(0, -1);
+    const be = getBackend();
+    let xd = x.data;
+    if (this.computeDtype !== 'float32') { xd = new Float32Array(xd); roundToDtype(xd, this.computeDtype); }
+    // Y^T [out, M]: each tile of weight rows writes a contiguous slab of it.
+    const yT = empty([outF, M], 'float32', false);
+    const R = this.tileRows();
+    for (let r0 = 0; r0 < outF; r0 += R) {
+      const r1 = Math.min(outF, r0 + R), rows = r1 - r0;
+      const w = dequantizeNF4Range(q.packed, q.state, r0 * inF, r1 * inF, scratchOf(rows * inF));
+      roundToDtype(w, this.computeDtype);
+      be.matmul(w, xd, yT.data.subarray(r0 * M, r1 * M), 1, rows, M, inF, false, true, 0, 0, 1, 0);
+    }
+    const y = empty([...lead, outF], 'float32', false);
+    be.permute(yT.data, [outF, M], [1, 0], y.data);
+    yT.dispose();
+    const out = result(y, 'linear4bit', [x], (gy) => [this.inputGrad(gy, M)]);
+    const b = this.bias;
+    return b ? add(out, b) : out;
+  }
+
+  /** gx = gy @ dequant(W), tile by tile: gx += gy[:, rows] @ W[rows, :]. */
+  private inputGrad(gy: Tensor, M: number): Tensor {
+    const q = this.need();
+    const inF = this.inFeatures, outF = this.outFeatures;
+    const be = getBackend();
+    const gyT = empty([outF, M], 'float32', false);
+    be.permute(gy.data, [M, outF], [1, 0], gyT.data);
+    const gx = empty([...gy.shape.slice(0, -1), inF], 'float32', true);
+    const R = this.tileRows();
+    for (let r0 = 0; r0 < outF; r0 += R) {
+      const r1 = Math.min(outF, r0 + R), rows = r1 - r0;
+      const w = dequantizeNF4Range(q.packed, q.state, r0 * inF, r1 * inF, scratchOf(rows * inF));
+      roundToDtype(w, this.computeDtype);
+      // op(A) = (gyT[rows, M])^T [M, rows]; B = W tile [rows, in]; accumulate into gx.
+      be.matmul(gyT.data.subarray(r0 * M, r1 * M), w, gx.data, 1, M, inF, rows, true, false, 0, 0, 1, 1);
+    }
+    gyT.dispose();
+    return gx;
+  }
+}
+
+const warned = new Set<string>();
+export function warnOnce(msg: string): void {
+  if (warned.has(msg)) return;
+  warned.add(msg);
+  console.warn(msg);
+}

@@ -1,0 +1,257 @@
+// Whole-model QLoRA helpers: replace Linear layers by Linear4bit (transformers'
+// replace_with_bnb_linear), load a checkpoint straight into 4-bit one tensor at a time,
+// peft's prepare_model_for_kbit_training, and dequantization back to float32 Linear layers.
+import { Tensor } from '../tensor/tensor.js';
+import { clearPool } from '../tensor/storage.js';
+import { Rng } from '../tensor/random.js';
+import { toFloat32 } from '../tensor/ops/basic.js';
+import { Module } from '../nn/module.js';
+import { Conv1D, Linear } from '../nn/layers.js';
+import { ComputeDtype, Linear4bit } from './linear4bit.js';
+import { StoredTensor, quantizedFromTensors } from './serialize.js';
+
+/** transformers' BitsAndBytesConfig, the 4-bit part. */
+export interface BitsAndBytesConfig {
+  loadIn4bit?: boolean;
+  /** Only 'nf4' is implemented. */
+  bnb4bitQuantType?: 'nf4';
+  /** Double quantization of the absmax vector (default true here, as QLoRA uses it). */
+  bnb4bitUseDoubleQuant?: boolean;
+  bnb4bitComputeDtype?: ComputeDtype;
+  /** Elements per absmax block (bnb: 64). */
+  bnb4bitBlocksize?: number;
+  /** Module names or paths kept in float32 (llm_int8_skip_modules). */
+  llmInt8SkipModules?: string[];
+}
+
+export interface QuantizeModelOptions {
+  /** Module names/paths not to quantize, in addition to the output head and classifier heads. */
+  skip?: string[];
+  computeDtype?: ComputeDtype;
+  /** Double quantization (default true). */
+  compressStatistics?: boolean;
+  blocksize?: number;
+  /**
+   * Replace without quantizing the current (random) weights: empty Linear4bit placeholders that
+   * a loader fills. Used by loadModelIn4bit.
+   */
+  placeholders?: boolean;
+  /** Drop the tensor pool afterwards so freed float32 buffers can be collected (default true). */
+  releasePool?: boolean;
+}
+
+function optionsFromConfig(c: BitsAndBytesConfig): QuantizeModelOptions {
+  if (c.bnb4bitQuantType && c.bnb4bitQuantType !== 'nf4') throw new Error(`bnb_4bit_quant_type '${c.bnb4bitQuantType}' is not supported (only nf4)`);
+  return {
+    skip: c.llmInt8SkipModules, computeDtype: c.bnb4bitComputeDtype ?? 'float32',
+    compressStatistics: c.bnb4bitUseDoubleQuant ?? true, blocksize: c.bnb4bitBlocksize ?? 64,
+  };
+}
+
+/** transformers' rule: a skip key matches the module path or any dotted part of it. */
+function skipped(path: string, keys: string[]): boolean {
+  return keys.some((k) => path === k || path.endsWith('.' + k) || path.startsWith(k + '.') || path.includes('.' + k + '.'));
+}
+
+/** Heads a model says must stay in full precision (PreTrainedModel.outputHeadNames / classifierModuleNames). */
+function defaultSkips(model: Module): string[] {
+  const m = model as unknown as { outputHeadNames?: () => string[]; classifierModuleNames?: () => string[] };
+  return [...(m.outputHeadNames?.() ?? []), ...(m.classifierModuleNames?.() ?? [])];
+}
+
+/** Paths of the Linear / Conv1D modules quantizeModel would replace. */
+export function quantizableModules(model: Module, skip: string[] = []): string[] {
+  const keys = [...defaultSkips(model), ...skip];
+  const out: string[] = [];
+  for (const [path, m] of model.namedModules()) {
+    if (path && (m instanceof Linear || m instanceof Conv1D) && !skipped(path, keys)) out.push(path);
+  }
+  return out;
+}
+
+/** Weight as [out, in] float32 (Conv1D stores [in, out]). */
+function weightOutIn(m: Linear | Conv1D): Float32Array {
+  const w = m.weight;
+  const src = w.dtype === 'float32' ? w.data : w.toFloat32Array();
+  if (m instanceof Linear) return src;
+  const [inF, outF] = w.shape, t = new Float32Array(src.length);
+  for (let i = 0; i < inF; i++) for (let o = 0; o < outF; o++) t[o * inF + i] = src[i * outF + o];
+  return t;
+}
+
+/** True when some other module still holds this tensor (tied weights): it must not be freed. */
+function sharedElsewhere(model: Module, t: Tensor, owner: Module): boolean {
+  for (const [, m] of model.namedModules()) {
+    if (m === owner) continue;
+    for (const n of m.ownParameterNames()) if (m.getParameter(n) === t) return true;
+  }
+  return false;
+}
+
+/**
+ * Replaces every Linear / Conv1D (except the output head, classifier heads and `skip`) by a
+ * Linear4bit, one layer at a time: quantize, swap in, free the float32 weight. Peak extra
+ * memory is one layer. Returns the replaced paths.
+ */
+export function quantizeModel(model: Module, opts: QuantizeModelOptions = {}): string[] {
+  const paths = quantizableModules(model, opts.skip);
+  for (const path of paths) {
+    const m = model.getSubmodule(path) as Linear | Conv1D;
+    const q = new Linear4bit(m.inFeatures, m.outFeatures, null, m.bias, opts.computeDtype ?? 'float32',
+      { compressStatistics: opts.compressStatistics ?? true, blocksize: opts.blocksize ?? 64 });
+    if (!opts.placeholders) q.quantizeWeight(weightOutIn(m));
+    q.training = m.training;
+    model.setSubmodule(path, q);
+    const w = m.weight;
+    m.deleteParameter('weight');
+    if (!sharedElsewhere(model, w, m)) w.dispose();
+  }
+  if (opts.releasePool ?? true) clearPool();
+  return paths;
+}
+
+export interface Load4bitReport {
+  /** Layers that were quantized from float weights in the checkpoint. */
+  quantized: string[];
+  /** Layers read already quantized (bitsandbytes keys). */
+  prequantized: string[];
+  missingKeys: string[];
+  unexpectedKeys: string[];
+}
+
+/**
+ * Loads a checkpoint into `model` in 4-bit, reading tensors one at a time (e.g. from
+ * iterSafetensors / iterCheckpointDir): Linear layers become Linear4bit placeholders first,
+ * then each float weight is quantized as it arrives and dropped, and bnb-quantized entries
+ * ("<path>.weight" uint8 + quant state) are installed as they complete. Other tensors are
+ * copied into the model's parameters. The float32 weights the model was constructed with are
+ * freed before loading starts.
+ */
+export function loadModelIn4bit<M extends Module>(model: M, tensors: Iterable<[string, StoredTensor]>,
+  config: BitsAndBytesConfig = {}): Load4bitReport {
+  const opts = optionsFromConfig(config);
+  const sources = new Map<string, 'linear' | 'conv1d'>();
+  for (const p of quantizableModules(model, opts.skip)) sources.set(p, model.getSubmodule(p) instanceof Conv1D ? 'conv1d' : 'linear');
+  quantizeModel(model, { ...opts, placeholders: true });
+  const params = model.stateDict();
+  const report: Load4bitReport = { quantized: [], prequantized: [], missingKeys: [], unexpectedKeys: [] };
+  const seen = new Set<string>();
+  const pending = new Map<string, Map<string, StoredTensor>>(); // layer path -> its bnb entries so far
+
+  const layerOf = (name: string): string | null => {
+    const i = name.indexOf('.weight');
+    if (i < 0) return null;
+    const p = name.slice(0, i);
+    return sources.has(p) && (name === p + '.weight' || name.startsWith(p + '.weight.')) ? p : null;
+  };
+  const dispose = (t: StoredTensor) => { if (t instanceof Tensor) t.dispose(); };
+
+  const tryAssemble = (p: string): void => {
+    const parts = pending.get(p)!;
+    const w = p + '.weight';
+    const qsKey = [...parts.keys()].find((k) => k.startsWith(w + '.quant_state.'));
+    if (!parts.has(w) || !qsKey || !parts.has(w + '.absmax') || !parts.has(w + '.quant_map')) return;
+    const meta = parts.get(qsKey)!;
+    const bytes = meta instanceof Tensor ? Uint8Array.from(meta.ints) : meta;
+    const nested = 'nested_blocksize' in JSON.parse(new TextDecoder().decode(bytes));
+    if (nested && !(parts.has(w + '.nested_absmax') && parts.has(w + '.nested_quant_map'))) return;
+    (model.getSubmodule(p) as Linear4bit).loadQuantized(quantizedFromTensors(w, parts));
+    for (const t of parts.values()) dispose(t);
+    pending.delete(p);
+    report.prequantized.push(p);
+  };
+
+  for (const [name, t] of tensors) {
+    seen.add(name);
+    const p = layerOf(name);
+    if (p) {
+      const lin = model.getSubmodule(p) as Linear4bit;
+      const isFloat = t instanceof Tensor && t.dtype !== 'int32';
+      if (name === p + '.weight' && isFloat) {
+        let w = t.dtype === 'float32' ? t.data : t.toFloat32Array();
+        if (sources.get(p) === 'conv1d') {
+          const [inF, outF] = t.shape, tr = new Float32Array(w.length);
+          for (let i = 0; i < inF; i++) for (let o = 0; o < outF; o++) tr[o * inF + i] = w[i * outF + o];
+          w = tr;
+        }
+        lin.quantizeWeight(w, t.dtype);
+        t.dispose();
+        report.quantized.push(p);
+      } else {
+        if (!pending.has(p)) pending.set(p, new Map());
+        pending.get(p)!.set(name, t);
+        tryAssemble(p);
+      }
+      continue;
+    }
+    const dst = params.get(name);
+    if (!dst) { report.unexpectedKeys.push(name); dispose(t); continue; }
+    if (!(t instanceof Tensor)) throw new Error(`${name}: raw bytes given for a float parameter`);
+    if (t.size !== dst.size) throw new Error(`${name}: checkpoint shape [${t.shape}] does not match the model's [${dst.shape}]`);
+    dst.data.set(t.dtype === 'float32' ? t.data : t.toFloat32Array());
+    t.dispose();
+  }
+  for (const [p, parts] of pending) {
+    report.missingKeys.push(`${p}.weight (incomplete 4-bit state: have ${[...parts.keys()].join(', ')})`);
+    for (const t of parts.values()) dispose(t);
+  }
+  for (const p of sources.keys()) {
+    if (!(model.getSubmodule(p) as Linear4bit).isLoaded && !pending.has(p)) report.missingKeys.push(`${p}.weight`);
+  }
+  for (const n of params.keys()) if (!seen.has(n)) report.missingKeys.push(n);
+  clearPool();
+  return report;
+}
+
+export interface KbitTrainingOptions {
+  /** Turn on gradient checkpointing when the model supports it (default true, as peft). */
+  useGradientCheckpointing?: boolean;
+}
+
+/**
+ * peft's prepare_model_for_kbit_training: freeze every base parameter, cast any 16-bit
+ * parameter to float32 (norms, embeddings, heads), enable gradient checkpointing. Input
+ * gradients need no hook here: our checkpoint op links its output even when inputs are frozen.
+ */
+export function prepareModelForKbitTraining<M extends Module>(model: M, opts: KbitTrainingOptions = {}): M {
+  for (const [, m] of model.namedModules()) {
+    for (const n of m.ownParameterNames()) {
+      const p = m.getParameter(n);
+      if (!p) continue;
+      if (p.dtype === 'bfloat16' || p.dtype === 'float16') {
+        const f = toFloat32(p);
+        f.name = p.name;
+        m.registerParameter(n, f);
+        p.dispose();
+      }
+    }
+  }
+  for (const p of model.parameters()) p.requiresGrad = false;
+  const useGc = opts.useGradientCheckpointing ?? true;
+  if ('gradientCheckpointing' in model) (model as unknown as { gradientCheckpointing: boolean }).gradientCheckpointing = useGc;
+  return model;
+}
+
+/**
+ * Replaces every Linear4bit by a float32 Linear holding the dequantized weight (transformers'
+ * model.dequantize()), e.g. to merge LoRA and save in 16/32-bit. Returns the replaced paths.
+ */
+export function dequantizeModel(model: Module): string[] {
+  const paths: string[] = [];
+  for (const [path, m] of model.namedModules()) if (path && m instanceof Linear4bit) paths.push(path);
+  for (const path of paths) model.setSubmodule(path, toLinear(model.getSubmodule(path) as Linear4bit));
+  return paths;
+}
+
+/** A float32 Linear with the dequantized weight and the same bias tensor. */
+export function toLinear(q: Linear4bit): Linear {
+  // A throwaway Rng: building the Linear must not advance the global random stream.
+  const lin = new Linear(q.inFeatures, q.outFeatures, false, new Rng(0));
+  lin.getParameter('weight')!.dispose();
+  const w = q.dequantizeWeight();
+  w.setRequiresGrad(false);
+  lin.registerParameter('weight', w);
+  lin.registerParameter('bias', q.bias);
+  lin.training = q.training;
+  return lin;
+}
