@@ -122,3 +122,31 @@ for name, tok, ts in (('gpt2', gpt2, texts), ('bert', bert, bert_texts)):
 exp['gpt2']['chat'] = gpt2.apply_chat_template([{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': 'yo'}], tokenize=False)
 json.dump(exp, open(os.path.join(OUT, 'tokenizer_expected.json'), 'w'), indent=1, ensure_ascii=False)
 print('ok')
+
+# --- config.json of each architecture, with the values transformers exposes ---
+from transformers import (GPT2Config, BertConfig, RobertaConfig, DistilBertConfig, LlamaConfig,
+                          MistralConfig, Qwen2Config)
+cdir = os.path.join(OUT, 'configs')
+os.makedirs(cdir)
+cfgs = {
+    'gpt2': GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=64, vocab_size=300),
+    'bert': BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                       max_position_embeddings=40, vocab_size=50, id2label={0: 'neg', 1: 'pos', 2: 'neutral'}),
+    'roberta': RobertaConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, vocab_size=70, num_labels=4),
+    'distilbert': DistilBertConfig(dim=24, n_layers=3, n_heads=3, hidden_dim=48, vocab_size=80, max_position_embeddings=32),
+    'llama': LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         intermediate_size=64, vocab_size=128, max_position_embeddings=256),
+    'mistral': MistralConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
+                             intermediate_size=64, vocab_size=128, max_position_embeddings=512),
+    'qwen2': Qwen2Config(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                         intermediate_size=64, vocab_size=151, max_position_embeddings=128),
+}
+cexp = {}
+for k, c in cfgs.items():
+    d = os.path.join(cdir, k)
+    c.save_pretrained(d)
+    cexp[k] = {'modelType': c.model_type, 'vocabSize': c.vocab_size, 'hiddenSize': c.hidden_size,
+               'numLayers': c.num_hidden_layers, 'numHeads': c.num_attention_heads,
+               'maxPositions': c.max_position_embeddings, 'numLabels': c.num_labels}
+json.dump(cexp, open(os.path.join(OUT, 'configs_expected.json'), 'w'), indent=1)
+print('configs ok')

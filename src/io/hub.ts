@@ -1,0 +1,209 @@
+// Finds a model folder: a local path, a snapshot already in the Hugging Face cache, or (when
+// online) a download into that same cache layout, so Python and this library share files:
+//   <cache>/models--org--name/refs/<revision>          (text: the commit hash)
+//   <cache>/models--org--name/snapshots/<commit>/<file> (symlink to ../../blobs/<etag>)
+//   <cache>/models--org--name/blobs/<etag>
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+export interface ResolveOptions {
+  /** Hub cache folder; default HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub. */
+  cacheDir?: string;
+  /** Branch, tag or commit hash (default "main"). */
+  revision?: string;
+  /** Never touch the network (also when HF_HUB_OFFLINE=1 or TRANSFORMERS_OFFLINE=1). */
+  offline?: boolean;
+  /** The file that marks a usable folder (default config.json; adapter_config.json for adapters). */
+  requiredFile?: string;
+  /** Access token for gated/private repos (default HF_TOKEN). */
+  token?: string;
+  hubUrl?: string;
+  /** Replaces global fetch (proxies; tests). */
+  fetch?: typeof fetch;
+}
+
+export function hubCacheDir(explicit?: string): string {
+  if (explicit) return explicit;
+  const env = process.env;
+  if (env.HF_HUB_CACHE) return env.HF_HUB_CACHE;
+  if (env.HUGGINGFACE_HUB_CACHE) return env.HUGGINGFACE_HUB_CACHE;
+  const home = env.HF_HOME ?? path.join(env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'huggingface');
+  return path.join(home, 'hub');
+}
+
+export function isOffline(opts: ResolveOptions = {}): boolean {
+  const on = (v?: string) => !!v && ['1', 'true', 'yes', 'on'].includes(v.toLowerCase());
+  return !!opts.offline || on(process.env.HF_HUB_OFFLINE) || on(process.env.TRANSFORMERS_OFFLINE);
+}
+
+const HUB_ID = /^[A-Za-z0-9][\w.-]*(\/[\w.-]+)?$/;
+const COMMIT = /^[0-9a-f]{40}$/;
+
+/** models--org--name, as huggingface_hub names a repo's cache folder. */
+export function repoCacheFolder(repoId: string, cacheDir?: string): string {
+  return path.join(hubCacheDir(cacheDir), `models--${repoId.split('/').join('--')}`);
+}
+
+function looksLikePath(s: string): boolean {
+  return s.startsWith('.') || s.startsWith('/') || s.startsWith('~') || s.includes('\\') || s.split('/').length > 2 || /^[A-Za-z]:/.test(s);
+}
+
+/** The cached snapshot folder for repoId@revision holding requiredFile, or null. */
+export function findCachedSnapshot(repoId: string, opts: ResolveOptions = {}): string | null {
+  const repoDir = repoCacheFolder(repoId, opts.cacheDir);
+  const rev = opts.revision ?? 'main';
+  const required = opts.requiredFile ?? 'config.json';
+  let commit: string | null = null;
+  if (COMMIT.test(rev)) commit = rev;
+  else {
+    const ref = path.join(repoDir, 'refs', rev);
+    if (fs.existsSync(ref)) commit = fs.readFileSync(ref, 'utf8').trim();
+    else if (rev === 'main') {
+      // No ref file (a copied cache): a single snapshot is unambiguous.
+      const snaps = fs.existsSync(path.join(repoDir, 'snapshots')) ? fs.readdirSync(path.join(repoDir, 'snapshots')) : [];
+      if (snaps.length === 1) commit = snaps[0];
+    }
+  }
+  if (!commit) return null;
+  const snap = path.join(repoDir, 'snapshots', commit);
+  return fs.existsSync(path.join(snap, required)) ? snap : null;
+}
+
+function offlineError(repoId: string, opts: ResolveOptions, why: string): Error {
+  const repoDir = repoCacheFolder(repoId, opts.cacheDir);
+  const rev = opts.revision ?? 'main';
+  return new Error(
+    `cannot find model "${repoId}" (revision ${rev}): ${why}.\n` +
+    `Put config.json, the tokenizer files (tokenizer.json, tokenizer_config.json) and the *.safetensors weights ` +
+    `(plus model.safetensors.index.json when sharded) in\n  ${path.join(repoDir, 'snapshots', COMMIT.test(rev) ? rev : '<commit-hash>')}${path.sep}\n` +
+    (COMMIT.test(rev) ? '' : `and write that <commit-hash> into ${path.join(repoDir, 'refs', rev)}\n`) +
+    `or pass the path of a local folder that holds those files instead of "${repoId}".`);
+}
+
+/** Resolves without the network: a local folder or a cached snapshot, else a clear error. */
+export function resolveLocalModelPath(idOrPath: string, opts: ResolveOptions = {}): string {
+  const local = localFolder(idOrPath, opts);
+  if (local) return local;
+  const snap = findCachedSnapshot(idOrPath, opts);
+  if (snap) return snap;
+  throw offlineError(idOrPath, opts, 'it is not in the local cache');
+}
+
+function localFolder(idOrPath: string, opts: ResolveOptions): string | null {
+  const required = opts.requiredFile ?? 'config.json';
+  const p = idOrPath.startsWith('~') ? path.join(os.homedir(), idOrPath.slice(1)) : idOrPath;
+  if (fs.existsSync(p) && fs.statSync(p).isDirectory()) {
+    if (!fs.existsSync(path.join(p, required))) throw new Error(`folder ${path.resolve(p)} has no ${required}`);
+    return path.resolve(p);
+  }
+  if (looksLikePath(idOrPath) || !HUB_ID.test(idOrPath)) {
+    throw new Error(`"${idOrPath}" is neither an existing folder nor a Hub model id like "org/name"`);
+  }
+  return null;
+}
+
+/** Files we fetch from a model repo (weights only as safetensors). */
+export function wantedFile(f: string): boolean {
+  if (f.includes('/')) return false;
+  return f.endsWith('.safetensors') || f === 'model.safetensors.index.json' || [
+    'config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json',
+    'chat_template.jinja', 'chat_template.json', 'added_tokens.json', 'vocab.json', 'vocab.txt', 'merges.txt',
+    'tokenizer.model', 'adapter_config.json',
+  ].includes(f);
+}
+
+/**
+ * A local folder with config.json is used as is; a Hub id "org/name" is looked up in the
+ * cache and, when online, downloaded into it. Returns the folder path.
+ */
+export async function resolveModelPath(idOrPath: string, opts: ResolveOptions = {}): Promise<string> {
+  const local = localFolder(idOrPath, opts);
+  if (local) return local;
+  const cached = findCachedSnapshot(idOrPath, opts);
+  if (cached) return cached;
+  if (isOffline(opts)) throw offlineError(idOrPath, opts, 'it is not in the local cache and offline mode is on (HF_HUB_OFFLINE)');
+  try {
+    return await downloadSnapshot(idOrPath, opts);
+  } catch (e) {
+    const err = offlineError(idOrPath, opts, `download failed (${(e as Error).message})`);
+    (err as Error & { cause?: unknown }).cause = e;
+    throw err;
+  }
+}
+
+/** Downloads config, tokenizer and safetensors files of repoId@revision into the cache layout. */
+export async function downloadSnapshot(repoId: string, opts: ResolveOptions = {}): Promise<string> {
+  const hub = await import('@huggingface/hub');
+  const creds = { accessToken: opts.token ?? process.env.HF_TOKEN, hubUrl: opts.hubUrl, fetch: opts.fetch };
+  const rev = opts.revision ?? 'main';
+  const info = await hub.modelInfo({ name: repoId, revision: rev, additionalFields: ['sha'], ...creds });
+  const commit = (info as { sha?: string }).sha;
+  if (!commit || !COMMIT.test(commit)) throw new Error(`the Hub gave no commit hash for ${repoId}@${rev}`);
+  const entries = [];
+  for await (const e of hub.listFiles({ repo: repoId, revision: commit, ...creds })) if (e.type === 'file') entries.push(e);
+  const files = entries.filter((e) => wantedFile(e.path));
+  const names = files.map((e) => e.path);
+  if (!names.includes(opts.requiredFile ?? 'config.json')) throw new Error(`${repoId} has no ${opts.requiredFile ?? 'config.json'}`);
+  if (!names.some((n) => n.endsWith('.safetensors')) && entries.some((e) => e.path.endsWith('.bin'))) {
+    throw new Error(`${repoId} has only PyTorch .bin weights; convert them to safetensors first (model.save_pretrained(dir, safe_serialization=True))`);
+  }
+  const repoDir = repoCacheFolder(repoId, opts.cacheDir);
+  const snap = path.join(repoDir, 'snapshots', commit);
+  fs.mkdirSync(path.join(repoDir, 'blobs'), { recursive: true });
+  fs.mkdirSync(snap, { recursive: true });
+  for (const e of files) {
+    const etag = e.lfs?.oid ?? e.oid ?? e.xetHash;
+    if (!etag) throw new Error(`no hash for ${e.path}`);
+    const blob = path.join(repoDir, 'blobs', etag);
+    if (!fs.existsSync(blob)) {
+      const data = await hub.downloadFile({ repo: repoId, path: e.path, revision: commit, ...creds });
+      if (!data) throw new Error(`${e.path} vanished from ${repoId}@${commit}`);
+      await writeBlobAtomically(blob, data);
+    }
+    linkIntoSnapshot(blob, path.join(snap, e.path));
+  }
+  if (!COMMIT.test(rev)) {
+    fs.mkdirSync(path.join(repoDir, 'refs'), { recursive: true });
+    writeFileAtomically(path.join(repoDir, 'refs', rev), commit);
+  }
+  return snap;
+}
+
+async function writeBlobAtomically(dest: string, blob: Blob): Promise<void> {
+  const tmp = `${dest}.incomplete-${process.pid}`;
+  const fd = fs.openSync(tmp, 'w');
+  try {
+    // Streamed chunk by chunk: a multi-GB weight file never sits in memory whole.
+    const reader = blob.stream().getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      let off = 0;
+      while (off < value.length) off += fs.writeSync(fd, value, off);
+    }
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+  } catch (e) {
+    try { fs.closeSync(fd); } catch { /* closed */ }
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
+  fs.renameSync(tmp, dest);
+}
+
+function writeFileAtomically(dest: string, text: string): void {
+  const tmp = `${dest}.tmp-${process.pid}`;
+  fs.writeFileSync(tmp, text);
+  fs.renameSync(tmp, dest);
+}
+
+/** Relative symlink as huggingface_hub makes; a copy where symlinks are not allowed. */
+function linkIntoSnapshot(blob: string, dest: string): void {
+  fs.rmSync(dest, { force: true });
+  try {
+    fs.symlinkSync(path.relative(path.dirname(dest), blob), dest);
+  } catch {
+    fs.copyFileSync(blob, dest);
+  }
+}

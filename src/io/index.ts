@@ -1,0 +1,13 @@
+export {
+  readSafetensorsHeader, readSafetensors, iterSafetensors, writeSafetensors, readTensorBytes,
+  loadCheckpointDir, iterCheckpointDir, checkpointShards, SAFETENSORS_WEIGHTS, SAFETENSORS_INDEX,
+} from './safetensors.js';
+export type { SafetensorsHeader, TensorInfo, ReadOptions, WriteOptions } from './safetensors.js';
+export { f32ToF16, f32ToBf16, bf16ToF32, f32ToF16Bits } from './half.js';
+export { Tokenizer, BatchEncoding } from './tokenizer.js';
+export type { EncodeOptions, DecodeOptions, BatchEncodeOptions, PaddingStrategy, Side, ChatMessage } from './tokenizer.js';
+export {
+  resolveModelPath, resolveLocalModelPath, downloadSnapshot, findCachedSnapshot, hubCacheDir, repoCacheFolder, isOffline,
+} from './hub.js';
+export type { ResolveOptions } from './hub.js';
+export { loadConfig, parseConfig, labelNames } from './config.js';
