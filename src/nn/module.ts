@@ -61,7 +61,7 @@ export abstract class Module {
     if (path === '') return this;
     let m: Module = this;
     for (const part of path.split('.')) {
-      const c = m._children.get(part);
+      const c = m._children.get(part) ?? m.resolveMissingChild(part);
       if (!c) throw new Error(`no submodule '${part}' in path '${path}' (${m.constructor.name} has: ${[...m._children.keys()].join(', ') || 'none'})`);
       m = c;
     }
@@ -76,6 +76,12 @@ export abstract class Module {
     parent._children.set(name, mod);
     parent.onChildReplaced(name, mod);
   }
+
+  /**
+   * Path lookup fallback for a name that is not a registered child: wrappers (peft's
+   * ModulesToSaveWrapper) forward it to the module they stand in for. Not used by namedModules.
+   */
+  protected resolveMissingChild(_name: string): Module | undefined { return undefined; }
 
   /** Hook for modules that keep typed references to children (they re-read them here). */
   protected onChildReplaced(_name: string, _mod: Module): void {}
