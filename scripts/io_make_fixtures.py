@@ -91,11 +91,27 @@ for f in ('vocab.txt', 'special_tokens_map.json'):
     if os.path.exists(p):
         os.remove(p)
 
+# Llama-2 style: SentencePiece-like BPE with byte fallback, "▁" for spaces, <s> prepended.
+from tokenizers import normalizers
+sp = Tokenizer(models.BPE(byte_fallback=True, unk_token='<unk>', fuse_unk=True))
+sp.normalizer = normalizers.Sequence([normalizers.Prepend('▁'), normalizers.Replace(' ', '▁')])
+sp.decoder = decoders.Sequence([decoders.Replace('▁', ' '), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(' ', 1, 0)])
+sp.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=120, special_tokens=['<unk>', '<s>', '</s>']))
+spj = json.loads(sp.to_str())
+for i in range(256):  # byte tokens live in the model vocab (not special), as in Llama's
+    spj['model']['vocab'][f'<0x{i:02X}>'] = len(spj['model']['vocab'])
+sp = Tokenizer.from_str(json.dumps(spj))
+sp.post_processor = processors.TemplateProcessing(single='<s> $A', pair='<s> $A <s> $B', special_tokens=[('<s>', 1)])
+llama = PreTrainedTokenizerFast(tokenizer_object=sp, bos_token='<s>', eos_token='</s>', unk_token='<unk>', padding_side='left')
+llama_dir = os.path.join(OUT, 'tok_llama')
+llama.save_pretrained(llama_dir)
+
 texts = ['Hello world, LoRA!', 'The quick brown fox', ' leading space and  double', 'Ünïcödé 🤗']
 bert_texts = ['Hello world!', 'unaffable loras is a test', 'Fine-tune, the xyz?', 'HELLO']
 exp = {}
-for name, tok, ts in (('gpt2', gpt2, texts), ('bert', bert, bert_texts)):
-    e = {'vocabSize': len(tok), 'single': [], 'batch': {}}
+llama_texts = ['Hello world', 'Ünï 🤗 zq', ' two  spaces', 'LoRA adapters']
+for name, tok, ts in (('gpt2', gpt2, texts), ('bert', bert, bert_texts), ('llama', llama, llama_texts)):
+    e = {'vocabSize': len(tok), 'paddingSide': tok.padding_side, 'single': [], 'batch': {}}
     for t in ts:
         with_sp = tok(t)['input_ids']
         no_sp = tok(t, add_special_tokens=False)['input_ids']
@@ -120,7 +136,7 @@ for name, tok, ts in (('gpt2', gpt2, texts), ('bert', bert, bert_texts)):
         e['batch']['pair_trunc_9'] = {'inputIds': b['input_ids'], 'attentionMask': b['attention_mask']}
     exp[name] = e
 exp['gpt2']['chat'] = gpt2.apply_chat_template([{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': 'yo'}], tokenize=False)
-json.dump(exp, open(os.path.join(OUT, 'tokenizer_expected.json'), 'w'), indent=1, ensure_ascii=False)
+json.dump(exp, open(os.path.join(OUT, 'tokenizer_expected.json'), 'w'), ensure_ascii=False)
 print('ok')
 
 # --- config.json of each architecture, with the values transformers exposes ---

@@ -12,13 +12,14 @@ const FIX = [path.resolve(here, '../../test/fixtures/io'), path.resolve(process.
 interface Batch { inputIds: number[][]; attentionMask: number[][] }
 interface Exp {
   vocabSize: number;
+  paddingSide: 'left' | 'right';
   single: { text: string; ids: number[]; idsNoSpecial: number[]; decoded: string; decodedSkip: string }[];
   batch: Record<string, Batch>;
   chat?: string;
 }
-const expected = JSON.parse(fs.readFileSync(path.join(FIX, 'tokenizer_expected.json'), 'utf8')) as Record<'gpt2' | 'bert', Exp>;
+const expected = JSON.parse(fs.readFileSync(path.join(FIX, 'tokenizer_expected.json'), 'utf8')) as Record<'gpt2' | 'bert' | 'llama', Exp>;
 
-for (const name of ['gpt2', 'bert'] as const) {
+for (const name of ['gpt2', 'bert', 'llama'] as const) {
   const exp = expected[name];
   const tok = Tokenizer.fromFile(path.join(FIX, `tok_${name}`));
   const texts = exp.single.map((s) => s.text);
@@ -39,9 +40,11 @@ for (const name of ['gpt2', 'bert'] as const) {
       assert.deepEqual(got.inputIds, want.inputIds, what);
       assert.deepEqual(got.attentionMask, want.attentionMask, what);
     };
-    check(tok.encodeBatch(texts, { padding: 'longest' }), exp.batch.longest_right, 'longest right');
+    assert.equal(tok.paddingSide, exp.paddingSide);
+    check(tok.encodeBatch(texts, { padding: 'longest' }), exp.paddingSide === 'left' ? exp.batch.longest_left : exp.batch.longest_right, 'longest, default side');
+    check(tok.encodeBatch(texts, { padding: 'longest', paddingSide: 'right' }), exp.batch.longest_right, 'longest right');
     check(tok.encodeBatch(texts, { padding: 'longest', paddingSide: 'left' }), exp.batch.longest_left, 'longest left');
-    check(tok.encodeBatch(texts, { padding: 'max_length', truncation: true, maxLength: 6 }), exp.batch.max_length_6_trunc, 'max_length 6');
+    check(tok.encodeBatch(texts, { padding: 'max_length', truncation: true, maxLength: 6, paddingSide: 'right' }), exp.batch.max_length_6_trunc, 'max_length 6');
     check(tok.encodeBatch(texts, { truncation: true, maxLength: 5 }), exp.batch.trunc_5, 'truncate 5');
     if (exp.batch.pair_longest) {
       check(tok.encodeBatch(texts.slice(0, 2), { textPair: ['a test', 'hello'], padding: 'longest' }), exp.batch.pair_longest, 'pair longest');
@@ -50,7 +53,7 @@ for (const name of ['gpt2', 'bert'] as const) {
   });
 
   test(`${name}: toTensors gives int32 [B, T]`, () => {
-    const b = tok.encodeBatch(texts, { padding: 'longest' });
+    const b = tok.encodeBatch(texts, { padding: 'longest', paddingSide: 'right' });
     const t = b.toTensors();
     const T = exp.batch.longest_right.inputIds[0].length;
     assert.deepEqual(t.inputIds.shape, [texts.length, T]);
