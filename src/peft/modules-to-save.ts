@@ -14,7 +14,6 @@ export class ModulesToSaveWrapper extends Module {
 
   constructor(original: Module, adapterName: string) {
     super();
-    if (typeof (original as unknown as Partial<Forwardable>).forward !== 'function') throw new TypeError('modules_to_save: the wrapped module has no forward()');
     this.registerModule('original_module', original);
     this.registerModule('modules_to_save', new ModuleDict());
     original.requiresGrad_(false);
@@ -58,7 +57,10 @@ export class ModulesToSaveWrapper extends Module {
   }
 
   forward(...args: unknown[]): Tensor {
-    return (this.current() as Forwardable).forward(...args) as Tensor;
+    const m = this.current() as unknown as Partial<Forwardable>;
+    // Containers without forward() are reached by path instead (resolveMissingChild).
+    if (typeof m.forward !== 'function') throw new Error(`modules_to_save: ${m.constructor?.name} has no forward(); call its submodules`);
+    return m.forward(...args) as Tensor;
   }
 
   // Models find submodules by path ("classifier.dense"): resolve through the active copy.
