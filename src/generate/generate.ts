@@ -43,7 +43,7 @@ export interface GenerateOptions extends ProcessorOptions {
   rng?: Rng;
   /** Default true; false recomputes the whole sequence every step. */
   useCache?: boolean;
-  /** A Streamer object, or a function called with each step's new ids (one per row). */
+  /** A Streamer (batch 1: gets the prompt, each new id, then end()), or a function called with each step's new ids (one per row). */
   streamer?: Streamer | ((tokenIds: number[]) => void);
 }
 
@@ -74,8 +74,17 @@ export function generate(model: CausalLM, inputIds: Tensor, opts: GenerateOption
   });
   const rng = opts.rng ?? new Rng(opts.seed ?? 0);
   const useCache = opts.useCache ?? true;
-  const streamer: Streamer | null = !opts.streamer ? null
-    : typeof opts.streamer === 'function' ? { put: opts.streamer, end: () => {} } : opts.streamer;
+  // A Streamer object sees the prompt first (batch 1 only, as in transformers); a plain
+  // function only sees each step's new ids, one per row.
+  let streamer: Streamer | null = null;
+  if (typeof opts.streamer === 'function') {
+    const fn = opts.streamer;
+    let prompt = true;
+    streamer = { put: (ids) => { if (prompt) prompt = false; else fn(ids); }, end: () => {} };
+  } else if (opts.streamer) {
+    if (batch !== 1) throw new Error(`generate: a Streamer needs batch size 1, got ${batch} rows (pass a function to see every row)`);
+    streamer = opts.streamer;
+  }
 
   // Sequences and mask as growing JS arrays; tensors are made per step inside the scope.
   const seqs: number[][] = [];
