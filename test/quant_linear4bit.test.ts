@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import '../src/backends/index.js'; // the native cpu backend when built, else reference
 import { Tensor, tidy, memoryStats } from '../src/tensor/index.js';
 import { Rng } from '../src/tensor/random.js';
 import { randn, sum, mul, tensor } from '../src/tensor/ops/basic.js';
@@ -223,4 +224,15 @@ test('memory: 8 Llama-sized 1024x1024 projections hold ~0.5 byte/param plus absm
   const x = randn([2, d], 1, new Rng(3));
   const y = (m.getSubmodule('layers.0') as Linear4bit).forward(x);
   assert.deepEqual(y.shape, [2, d]);
+});
+
+test('quantization_config round trip and clear errors', async () => {
+  const { bnbConfigFromDict, bnbConfigToDict } = await import('../src/quant/model.js');
+  const c = bnbConfigFromDict({ quant_method: 'bitsandbytes', load_in_4bit: true, bnb_4bit_quant_type: 'nf4',
+    bnb_4bit_use_double_quant: true, bnb_4bit_compute_dtype: 'bfloat16', llm_int8_skip_modules: ['score'] });
+  assert.deepEqual(c, { loadIn4bit: true, bnb4bitQuantType: 'nf4', bnb4bitUseDoubleQuant: true, bnb4bitComputeDtype: 'bfloat16', llmInt8SkipModules: ['score'] });
+  assert.deepEqual(bnbConfigFromDict(bnbConfigToDict(c)), c);
+  assert.throws(() => bnbConfigFromDict({ load_in_4bit: true, bnb_4bit_quant_type: 'fp4' }), /fp4/);
+  assert.throws(() => bnbConfigFromDict({ load_in_8bit: true }), /load_in_4bit/);
+  assert.throws(() => bnbConfigFromDict({ quant_method: 'gptq', load_in_4bit: true }), /gptq/);
 });

@@ -151,18 +151,20 @@ export class Linear4bit extends Module implements LinearLike {
     const be = getBackend();
     let xd = x.data;
     if (this.computeDtype !== 'float32') { xd = new Float32Array(xd); roundToDtype(xd, this.computeDtype); }
-    // Y^T [out, M]: each tile of weight rows writes a contiguous slab of it.
-    const yT = empty([outF, M], 'float32', false);
+    // Each tile of weight rows gives y[:, r0:r1] = x @ W[r0:r1]^T (the same GEMM as linear()),
+    // computed into a small buffer and copied into its columns of y.
+    const y = empty([...lead, outF], 'float32', false);
+    const yd = y.data;
     const R = this.tileRows();
+    const tile = R >= outF ? null : new Float32Array(M * R);
     for (let r0 = 0; r0 < outF; r0 += R) {
       const r1 = Math.min(outF, r0 + R), rows = r1 - r0;
       const w = dequantizeNF4Range(q.packed, q.state, r0 * inF, r1 * inF, scratchOf(rows * inF));
       roundToDtype(w, this.computeDtype);
-      be.matmul(w, xd, yT.data.subarray(r0 * M, r1 * M), 1, rows, M, inF, false, true, 0, 0, 1, 0);
+      if (!tile) { be.matmul(xd, w, yd, 1, M, rows, inF, false, true, 0, 0, 1, 0); break; }
+      be.matmul(xd, w, tile, 1, M, rows, inF, false, true, 0, 0, 1, 0);
+      for (let i = 0; i < M; i++) yd.set(tile.subarray(i * rows, (i + 1) * rows), i * outF + r0);
     }
-    const y = empty([...lead, outF], 'float32', false);
-    be.permute(yT.data, [outF, M], [1, 0], y.data);
-    yT.dispose();
     const out = result(y, 'linear4bit', [x], (gy) => [this.inputGrad(gy, M)]);
     const b = this.bias;
     return b ? add(out, b) : out;

@@ -255,3 +255,40 @@ export function toLinear(q: Linear4bit): Linear {
   lin.training = q.training;
   return lin;
 }
+
+/** Reads transformers' "quantization_config" (config.json) into a BitsAndBytesConfig. */
+export function bnbConfigFromDict(raw: Record<string, unknown>): BitsAndBytesConfig {
+  if (raw.quant_method !== undefined && raw.quant_method !== 'bitsandbytes') {
+    throw new Error(`quantization_config.quant_method is '${String(raw.quant_method)}', only 'bitsandbytes' is supported`);
+  }
+  const in4 = raw.load_in_4bit ?? raw._load_in_4bit;
+  if (in4 !== true) throw new Error('quantization_config: only load_in_4bit=true is supported (8-bit is not implemented)');
+  const qt = (raw.bnb_4bit_quant_type ?? 'fp4') as string; // transformers' default is fp4
+  if (qt !== 'nf4') throw new Error(`quantization_config.bnb_4bit_quant_type '${qt}' is not supported (only nf4)`);
+  const cd = String(raw.bnb_4bit_compute_dtype ?? 'float32');
+  if (!['float32', 'bfloat16', 'float16'].includes(cd)) throw new Error(`bnb_4bit_compute_dtype '${cd}' is not supported`);
+  const storage = raw.bnb_4bit_quant_storage ?? 'uint8';
+  if (storage !== 'uint8') throw new Error(`bnb_4bit_quant_storage '${String(storage)}' is not supported (only uint8)`);
+  return {
+    loadIn4bit: true, bnb4bitQuantType: 'nf4', bnb4bitUseDoubleQuant: Boolean(raw.bnb_4bit_use_double_quant),
+    bnb4bitComputeDtype: cd as ComputeDtype,
+    llmInt8SkipModules: Array.isArray(raw.llm_int8_skip_modules) ? raw.llm_int8_skip_modules.map(String) : undefined,
+  };
+}
+
+/** transformers' BitsAndBytesConfig.to_dict(), for the "quantization_config" of a saved 4-bit model. */
+export function bnbConfigToDict(c: BitsAndBytesConfig): Record<string, unknown> {
+  return {
+    _load_in_4bit: true, _load_in_8bit: false,
+    bnb_4bit_compute_dtype: c.bnb4bitComputeDtype ?? 'float32',
+    bnb_4bit_quant_storage: 'uint8',
+    bnb_4bit_quant_type: c.bnb4bitQuantType ?? 'nf4',
+    bnb_4bit_use_double_quant: c.bnb4bitUseDoubleQuant ?? true,
+    llm_int8_enable_fp32_cpu_offload: false,
+    llm_int8_has_fp16_weight: false,
+    llm_int8_skip_modules: c.llmInt8SkipModules ?? null,
+    llm_int8_threshold: 6.0,
+    load_in_4bit: true, load_in_8bit: false,
+    quant_method: 'bitsandbytes',
+  };
+}
