@@ -131,7 +131,9 @@ def verify_saved(d):
             ok = False
             continue
         exp = load_file(os.path.join(ROOT, name, "expected.safetensors"))
-        m = model_cls.from_pretrained(saved, attn_implementation="eager").eval()
+        m, info = model_cls.from_pretrained(saved, attn_implementation="eager", output_loading_info=True)
+        m.eval()
+        bad_keys = [k for k in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(k)]
         kwargs = {"input_ids": exp["input_ids"].long(), "attention_mask": exp["attention_mask"].long()}
         if "token_type_ids" in exp:
             kwargs["token_type_ids"] = exp["token_type_ids"].long()
@@ -139,9 +141,9 @@ def verify_saved(d):
             lg = m(**kwargs).logits
         err = (lg - exp["logits"]).abs().max().item() / exp["logits"].abs().max().item()
         cfg = json.load(open(os.path.join(saved, "config.json")))
-        good = err < 1e-5 and cfg["architectures"] == [model_cls.__name__]
+        good = err < 1e-5 and cfg["architectures"] == [model_cls.__name__] and not bad_keys
         ok &= good
-        print(f"{name}: {'ok' if good else 'MISMATCH'} rel err {err:.2e} architectures {cfg['architectures']}")
+        print(f"{name}: {'ok' if good else 'MISMATCH'} rel err {err:.2e} architectures {cfg['architectures']} {[(k, info[k]) for k in bad_keys]}")
     sys.exit(0 if ok else 1)
 
 
