@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   readSafetensors, readSafetensorsHeader, writeSafetensors, iterSafetensors, loadCheckpointDir,
-  iterCheckpointDir, readTensorBytes,
+  iterCheckpointDir, readTensorBytes, saveCheckpointDir,
 } from '../src/io/safetensors.js';
 import { f32ToBf16, f32ToF16 } from '../src/io/half.js';
 import { tensor } from '../src/tensor/ops/basic.js';
@@ -209,4 +209,20 @@ test('float16/bfloat16 conversions round to nearest even like torch', () => {
   const h = new Uint16Array(6);
   f32ToF16(Float32Array.from([65520, 6e-8, -0, Infinity, NaN, 1 + 2 ** -11]), h);
   assert.deepEqual(Array.from(h), [0x7c00, 0x0001, 0x8000, 0x7c00, 0x7e00, 0x3c00]);
+});
+
+test('saveCheckpointDir shards like save_pretrained and loads back', () => {
+  const d = path.join(tmp, 'save-sharded');
+  const t = { 'a.weight': tensor([1, 2, 3, 4], [2, 2]), 'a.bias': tensor([5, 6]), 'b.weight': tensor([7, 8, 9]) };
+  const files = saveCheckpointDir(d, t, { maxShardBytes: 20 });
+  assert.deepEqual(files, ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors', 'model.safetensors.index.json']);
+  const idx = JSON.parse(fs.readFileSync(path.join(d, 'model.safetensors.index.json'), 'utf8'));
+  assert.deepEqual(idx, { metadata: { total_size: 36 }, weight_map: { 'a.bias': 'model-00002-of-00002.safetensors', 'a.weight': 'model-00001-of-00002.safetensors', 'b.weight': 'model-00002-of-00002.safetensors' } });
+  const m = loadCheckpointDir(d);
+  assert.deepEqual(Array.from(m.get('b.weight')!.data), [7, 8, 9]);
+  assert.deepEqual(readSafetensorsHeader(path.join(d, files[0])).metadata, { format: 'pt' });
+  const one = path.join(tmp, 'save-one');
+  assert.deepEqual(saveCheckpointDir(one, t), ['model.safetensors']);
+  assert.equal(loadCheckpointDir(one).size, 3);
+  assert.throws(() => readSafetensors(one), /save-one: is a folder, not a file/);
 });

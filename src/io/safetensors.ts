@@ -144,6 +144,7 @@ export function readSafetensorsHeader(file: string): SafetensorsHeader {
 }
 
 function openOrFail(file: string): number {
+  if (fs.existsSync(file) && fs.statSync(file).isDirectory()) fail(file, 'is a folder, not a file (use loadCheckpointDir for checkpoint folders)');
   try { return fs.openSync(file, 'r'); } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     fail(file, code === 'ENOENT' ? 'file not found' : `cannot open (${code ?? (e as Error).message})`);
@@ -354,4 +355,46 @@ export function* iterCheckpointDir(dir: string, opts: { toFloat32?: boolean } = 
 
 export function loadCheckpointDir(dir: string, opts: { toFloat32?: boolean } = {}): Map<string, Tensor> {
   return new Map(iterCheckpointDir(dir, opts));
+}
+
+/**
+ * Writes a checkpoint folder as transformers' save_pretrained does: model.safetensors, or
+ * model-0000i-of-0000n.safetensors shards of at most maxShardBytes plus
+ * model.safetensors.index.json when the tensors do not fit in one shard.
+ */
+export function saveCheckpointDir(dir: string, tensors: Map<string, Tensor> | Record<string, Tensor>,
+  opts: WriteOptions & { maxShardBytes?: number; metadata?: Record<string, string> } = {}): string[] {
+  const entries = tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors);
+  const max = opts.maxShardBytes ?? 5 * 1024 ** 3;
+  const metadata = opts.metadata ?? { format: 'pt' };
+  const bytesOf = (t: Tensor) => t.size * DTYPE_SIZE[fileDtype(t, opts.dtype)];
+  const shards: [string, Tensor][][] = [[]];
+  let cur = 0;
+  for (const e of entries) {
+    const b = bytesOf(e[1]);
+    if (cur > 0 && cur + b > max) { shards.push([]); cur = 0; }
+    shards[shards.length - 1].push(e);
+    cur += b;
+  }
+  fs.mkdirSync(dir, { recursive: true });
+  if (shards.length === 1) {
+    writeSafetensors(path.join(dir, SAFETENSORS_WEIGHTS), new Map(shards[0]), metadata, opts);
+    return [SAFETENSORS_WEIGHTS];
+  }
+  const n = shards.length, pad = (i: number) => String(i).padStart(5, '0');
+  const names: string[] = [];
+  const weightMap: Record<string, string> = {};
+  let total = 0;
+  shards.forEach((sh, i) => {
+    const name = `model-${pad(i + 1)}-of-${pad(n)}.safetensors`;
+    writeSafetensors(path.join(dir, name), new Map(sh), metadata, opts);
+    for (const [k, t] of sh) { weightMap[k] = name; total += bytesOf(t); }
+    names.push(name);
+  });
+  const sorted = Object.fromEntries(Object.keys(weightMap).sort().map((k) => [k, weightMap[k]]));
+  const indexText = JSON.stringify({ metadata: { total_size: total }, weight_map: sorted }, null, 2) + '\n';
+  const tmp = path.join(dir, `.${SAFETENSORS_INDEX}.tmp-${process.pid}`);
+  fs.writeFileSync(tmp, indexText);
+  fs.renameSync(tmp, path.join(dir, SAFETENSORS_INDEX));
+  return [...names, SAFETENSORS_INDEX];
 }
