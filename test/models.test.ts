@@ -126,7 +126,8 @@ test('numLabels override, size mismatch and unexpected keys are reported clearly
   assert.deepEqual(sc.loadingInfo!.newlyInitialized, ['score.weight']);
   assert.match(w3.join('\n'), /not used when initializing LlamaForSequenceClassification: lm_head\.weight/);
   assert.throws(() => AutoModelForTokenClassification.fromPretrained(path.join(FIX, 'llama_lm')), /'llama' is not supported for TOKEN_CLS/);
-  assert.throws(() => AutoModelForCausalLM.fromPretrained(path.join(FIX, 'nope')), /does not exist/);
+  assert.throws(() => AutoModelForCausalLM.fromPretrained(path.join(FIX, 'nope')), /neither an existing folder nor a Hub model id/);
+  assert.throws(() => AutoModelForCausalLM.fromPretrained('org/not-cached', { cacheDir: os.tmpdir() }), /not in the local cache/);
 });
 
 test('architecture metadata: LoRA targets, heads, layer prefixes', () => {

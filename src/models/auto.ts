@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Tensor } from '../tensor/tensor.js';
 import { checkpointShards, iterCheckpointDir, readSafetensorsHeader } from '../io/safetensors.js';
+import { resolveLocalModelPath, resolveModelPath, type ResolveOptions } from '../io/hub.js';
 import type { TaskType } from './types.js';
 import type { HFModel, ModelInitOptions } from './base.js';
 import { GPT2ForSequenceClassification, GPT2LMHeadModel } from './gpt2.js';
@@ -32,7 +33,7 @@ const REGISTRY: Record<TaskType, Record<string, Ctor>> = {
   },
 };
 
-export interface FromPretrainedOptions extends ModelInitOptions {
+export interface FromPretrainedOptions extends ModelInitOptions, ResolveOptions {
   /** Skip (and report) checkpoint tensors whose shape differs, e.g. a head with another label count. */
   ignoreMismatchedSizes?: boolean;
   /** Where load warnings go (default console.warn); pass () => {} to silence. */
@@ -55,10 +56,6 @@ export function readConfigJson(dir: string): RawConfig {
   return raw as RawConfig;
 }
 
-function resolveDir(dirOrId: string): string {
-  if (fs.existsSync(dirOrId) && fs.statSync(dirOrId).isDirectory()) return dirOrId;
-  throw new Error(`model folder '${dirOrId}' does not exist (only local folders are supported here; download the model first, e.g. with huggingface-cli download ${dirOrId} --local-dir <dir>)`);
-}
 
 function modelClass(task: TaskType, modelType: string): Ctor {
   const c = REGISTRY[task][modelType];
@@ -145,7 +142,10 @@ export function loadWeights(model: HFModel, dir: string, opts: FromPretrainedOpt
 }
 
 function fromPretrained(task: TaskType, dirOrId: string, opts: FromPretrainedOptions = {}): HFModel {
-  const dir = resolveDir(dirOrId);
+  return fromDir(task, resolveLocalModelPath(dirOrId, opts), opts);
+}
+
+function fromDir(task: TaskType, dir: string, opts: FromPretrainedOptions): HFModel {
   const raw = { ...readConfigJson(dir), ...(opts.configOverrides ?? {}) };
   const model = modelFromConfig(task, raw, opts);
   model.loadingInfo = loadWeights(model, dir, opts);
@@ -155,8 +155,11 @@ function fromPretrained(task: TaskType, dirOrId: string, opts: FromPretrainedOpt
 
 function autoClass(task: TaskType) {
   return {
-    /** Loads a local Hugging Face model folder (config.json + safetensors). */
+    /** Loads a local model folder, or a Hub id already in the Hugging Face cache (no network). */
     fromPretrained: (dirOrId: string, opts: FromPretrainedOptions = {}): HFModel => fromPretrained(task, dirOrId, opts),
+    /** Like fromPretrained, but downloads a Hub id into the cache when it is missing (unless offline). */
+    fromPretrainedAsync: async (dirOrId: string, opts: FromPretrainedOptions = {}): Promise<HFModel> =>
+      fromDir(task, await resolveModelPath(dirOrId, opts), opts),
     /** A randomly initialised model from a config.json object. */
     fromConfig: (config: RawConfig, opts: ModelInitOptions = {}): HFModel => modelFromConfig(task, config, opts),
   };
