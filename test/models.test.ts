@@ -7,10 +7,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readSafetensors, writeSafetensors } from '../src/io/safetensors.js';
-import { noGrad, tidy } from '../src/tensor/index.js';
+import { noGrad, tensor, tidy } from '../src/tensor/index.js';
 import type { Tensor } from '../src/tensor/tensor.js';
 import {
-  AutoModelForCausalLM, AutoModelForSequenceClassification, AutoModelForTokenClassification, type HFModel,
+  AutoModelForCausalLM, AutoModelForSequenceClassification, AutoModelForTokenClassification, type HFModel, ropeSpec, seqClsLoss,
 } from '../src/models/index.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -125,6 +125,12 @@ test('numLabels override, size mismatch and unexpected keys are reported clearly
   assert.deepEqual(sc.loadingInfo!.unexpectedKeys, ['lm_head.weight']);
   assert.deepEqual(sc.loadingInfo!.newlyInitialized, ['score.weight']);
   assert.match(w3.join('\n'), /not used when initializing LlamaForSequenceClassification: lm_head\.weight/);
+  // The new head gets transformers' init (normal, initializer_range 0.02), not zeros.
+  const sw = sc.getSubmodule('score').getParameter('weight')!.data;
+  const std = Math.sqrt(sw.reduce((a, x) => a + x * x, 0) / sw.length);
+  assert.ok(std > 0.01 && std < 0.03, `score std ${std}`);
+  const bw = m.getSubmodule('classifier').getParameter('weight')!.data, bb = m.getSubmodule('classifier').getParameter('bias')!.data;
+  assert.ok(bw.some((x) => x !== 0) && bb.every((x) => x === 0), 're-initialised classifier: normal weight, zero bias');
   assert.throws(() => AutoModelForTokenClassification.fromPretrained(path.join(FIX, 'llama_lm')), /'llama' is not supported for TOKEN_CLS/);
   assert.throws(() => AutoModelForCausalLM.fromPretrained(path.join(FIX, 'nope')), /neither an existing folder nor a Hub model id/);
   assert.throws(() => AutoModelForCausalLM.fromPretrained('org/not-cached', { cacheDir: os.tmpdir() }), /not in the local cache/);
@@ -156,4 +162,30 @@ test('architecture metadata: LoRA targets, heads, layer prefixes', () => {
   assert.equal(q.getSubmodule('lm_head').getParameter('weight'), q.getSubmodule('model.embed_tokens').getParameter('weight'));
   const l = load('llama_lm').model;
   assert.notEqual(l.getSubmodule('lm_head').getParameter('weight'), l.getSubmodule('model.embed_tokens').getParameter('weight'));
+});
+
+test('RoPE: transformers 4 (rope_theta + rope_scaling) and 5 (rope_parameters) configs agree', () => {
+  const v5 = { rope_parameters: { rope_type: 'llama3', rope_theta: 500000, factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 } };
+  const v4 = { rope_theta: 500000, rope_scaling: { type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 } };
+  const a = ropeSpec(v5, 128, 131072), b = ropeSpec(v4, 128, 131072);
+  assert.equal(a.type, 'llama3');
+  assert.deepEqual(Array.from(a.invFreq), Array.from(b.invFreq));
+  // Llama 3.1's first and last frequencies (unchanged high band, divided low band).
+  assert.ok(Math.abs(a.invFreq[0] - 1) < 1e-7);
+  const plain = ropeSpec({ rope_theta: 500000 }, 128, 8192);
+  assert.ok(Math.abs(a.invFreq[63] - plain.invFreq[63] / 8) < 1e-12);
+  assert.ok(Math.abs(ropeSpec({ rope_scaling: { type: 'linear', factor: 2 } }, 8, 64).invFreq[1] - 0.05) < 1e-7);
+  assert.throws(() => ropeSpec({ rope_scaling: { type: 'yarn', factor: 2 } }, 8, 64), /'yarn' is not supported/);
+});
+
+test('multi-label loss is BCE-with-logits over float labels (transformers problem_type)', () => {
+  const logits = tensor([2.5, -1, 0.3, -30, 40, 0], [2, 3]);
+  const y = tensor([1, 0, 1, 0, 1, 0], [2, 3]);
+  const got = tidy(() => seqClsLoss(logits, y, 3).item());
+  let want = 0;
+  for (let i = 0; i < 6; i++) { const x = logits.data[i]; want += Math.max(x, 0) - x * y.data[i] + Math.log1p(Math.exp(-Math.abs(x))); }
+  want /= 6;
+  assert.ok(Math.abs(got - want) < 1e-6, `${got} vs ${want}`);
+  const reg = tidy(() => seqClsLoss(tensor([0.5, 2], [2, 1]), tensor([1, 1]), 1).item());
+  assert.ok(Math.abs(reg - (0.25 + 1) / 2) < 1e-7);
 });

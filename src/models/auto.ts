@@ -147,8 +147,10 @@ function fromPretrained(task: TaskType, dirOrId: string, opts: FromPretrainedOpt
 
 function fromDir(task: TaskType, dir: string, opts: FromPretrainedOptions): HFModel {
   const raw = { ...readConfigJson(dir), ...(opts.configOverrides ?? {}) };
-  const model = modelFromConfig(task, raw, opts);
-  model.loadingInfo = loadWeights(model, dir, opts);
+  const model = modelFromConfig(task, raw, { ...opts, initWeights: false });
+  const info = loadWeights(model, dir, opts);
+  model.initParameters(info.missingKeys); // what the checkpoint lacked gets transformers' init
+  model.loadingInfo = info;
   model.eval(); // transformers returns models in eval mode
   return model;
 }

@@ -11,6 +11,11 @@ export interface ModelInitOptions {
   rng?: Rng;
   /** Number of labels for classification heads (overrides config num_labels). */
   numLabels?: number;
+  /**
+   * Draw transformers-style random weights (default true). The loader turns it off and
+   * initialises only what the checkpoint lacks, which saves a pass over every weight.
+   */
+  initWeights?: boolean;
 }
 
 export abstract class HFModel extends PreTrainedModel {
@@ -20,11 +25,15 @@ export abstract class HFModel extends PreTrainedModel {
   abstract readonly baseModelPrefix: string;
   readonly rng: Rng;
   /** Filled by from_pretrained: what the checkpoint lacked / had in excess. */
-  loadingInfo?: { missingKeys: string[]; unexpectedKeys: string[]; newlyInitialized: string[] };
+  loadingInfo?: { missingKeys: string[]; unexpectedKeys: string[]; newlyInitialized: string[]; mismatchedKeys: string[] };
+
+  private readonly drawInit: boolean;
+  private initPaddingIdx: (name: string) => number | null = () => null;
 
   constructor(opts: ModelInitOptions = {}) {
     super();
     this.rng = opts.rng ?? defaultRng();
+    this.drawInit = opts.initWeights ?? true;
   }
 
   get numLabels(): number { return this.config.numLabels ?? 2; }
@@ -69,7 +78,14 @@ export abstract class HFModel extends PreTrainedModel {
 
   /** Fresh random weights as transformers' _init_weights draws them. */
   protected initRandom(paddingIdxOf: (name: string) => number | null = () => null): void {
-    initWeights(this, num(this.config.raw, ['initializer_range'], 0.02), this.rng, paddingIdxOf);
+    this.initPaddingIdx = paddingIdxOf;
+    if (this.drawInit) initWeights(this, num(this.config.raw, ['initializer_range'], 0.02), this.rng, paddingIdxOf);
+  }
+
+  /** Re-draws the weights of the modules owning these parameter names (newly initialised heads). */
+  initParameters(paramNames: string[]): void {
+    const mods = new Set(paramNames.map((k) => k.slice(0, Math.max(0, k.lastIndexOf('.')))));
+    initWeights(this, num(this.config.raw, ['initializer_range'], 0.02), this.rng, this.initPaddingIdx, mods);
   }
 }
 

@@ -89,8 +89,10 @@ export function emb(m: Module, path: string, ids: Tensor): Tensor {
  * transformers' _init_weights: normal(0, std) for linear and embedding weights, zero biases,
  * zero padding row; norms stay ones/zeros.
  */
-export function initWeights(root: Module, std: number, rng: Rng, paddingIdxOf: (name: string) => number | null = () => null): void {
+export function initWeights(root: Module, std: number, rng: Rng, paddingIdxOf: (name: string) => number | null = () => null,
+  onlyModules?: Set<string>): void {
   for (const [name, m] of root.namedModules()) {
+    if (onlyModules && !onlyModules.has(name)) continue;
     const paddingIdx = paddingIdxOf(name);
     if (m instanceof Linear || m instanceof Conv1D || m instanceof Embedding) {
       const w = m.weight.data;
