@@ -161,14 +161,15 @@ def train_tokenizer(docs):
                                   show_progress=False)
     tok.train_from_iterator(docs, trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOS, eos_token=EOS,
-                                   unk_token=EOS, model_max_length=MAX_LEN)
+                                   unk_token=EOS, pad_token=EOS, model_max_length=MAX_LEN)
     fast.save_pretrained(MODEL_DIR)
     # Keep only what a loader needs; record the GPT-2 class name like GPT-2 checkpoints do.
     cfg_path = os.path.join(MODEL_DIR, 'tokenizer_config.json')
     with open(cfg_path) as f:
         cfg = json.load(f)
-    cfg.update({'tokenizer_class': 'GPT2Tokenizer', 'add_prefix_space': False,
-                'model_max_length': MAX_LEN, 'bos_token': EOS, 'eos_token': EOS, 'unk_token': EOS})
+    # pad = eos, as GPT-2 fine-tuning recipes set it, so batches can be padded out of the box.
+    cfg.update({'tokenizer_class': 'GPT2Tokenizer', 'add_prefix_space': False, 'model_max_length': MAX_LEN,
+                'bos_token': EOS, 'eos_token': EOS, 'unk_token': EOS, 'pad_token': EOS})
     with open(cfg_path, 'w') as f:
         json.dump(cfg, f, indent=2, sort_keys=True)
         f.write('\n')

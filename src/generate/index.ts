@@ -7,3 +7,5 @@ export {
 export type { LogitsProcessor, ProcessorOptions } from './processors.js';
 export { TextStreamer } from './streamer.js';
 export type { Streamer, Decoder, TextStreamerOptions } from './streamer.js';
+export { generateText, leftPad } from './text.js';
+export type { TextTokenizer, GenerateTextOptions } from './text.js';
