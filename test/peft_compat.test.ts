@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { tensor, tidy, noGrad } from '../src/tensor/index.js';
+import { Rng, tensor, tidy, noGrad } from '../src/tensor/index.js';
 import { AutoModelForCausalLM, AutoModelForSequenceClassification } from '../src/models/index.js';
 import { readSafetensors } from '../src/io/safetensors.js';
 import { LoraConfig, PeftModel, getPeftModel, captureWarnings } from '../src/peft/index.js';
@@ -154,4 +154,39 @@ test('isTrainable: true keeps the loaded adapter trainable', () => {
   assert.ok(trainable.includes('base_model.model.classifier.modules_to_save.default.weight'));
   assert.ok(!trainable.includes('base_model.model.classifier.original_module.weight'));
   assert.ok(!trainable.some((n) => n.includes('base_layer')));
+});
+
+// Adapters trained "by us" (random B), saved, then: our merged model saved with the model's
+// savePretrained reloads to the same outputs. With PEFT_TS_EXPORT_DIR set, everything is kept
+// there for scripts/peft_check_ours.py to verify with Python peft + transformers.
+test('our adapters + merged models export (checked by scripts/peft_check_ours.py)', () => {
+  const keep = process.env.PEFT_TS_EXPORT_DIR;
+  const root = keep ?? fs.mkdtempSync(path.join(os.tmpdir(), 'peft-ts-export-'));
+  const rng = new Rng(123);
+  try {
+    for (const name of Object.keys(CASES)) {
+      const { exp, base, adapter, dir } = load(name);
+      const cfg = LoraConfig.fromPeftJson(JSON.parse(fs.readFileSync(path.join(adapter, 'adapter_config.json'), 'utf8')));
+      cfg.inferenceMode = false;
+      const pm = captureWarnings(() => getPeftModel(base(), cfg, 'default', { rng })).result;
+      for (const [n, p] of pm.namedParameters()) {
+        if (!p.requiresGrad) continue;
+        for (let i = 0; i < p.size; i++) p.data[i] = n.includes('lora_magnitude_vector') ? p.data[i] * (1 + 0.2 * rng.normal()) : p.data[i] + 0.3 * rng.normal();
+      }
+      pm.eval();
+      const out = path.join(root, name);
+      fs.mkdirSync(out, { recursive: true });
+      pm.savePretrained(path.join(out, 'adapter'));
+      const ours = run(pm, exp.input_ids);
+      assert.ok(maxDiff(ours, exp.base) > 1e-2);
+      const merged = pm.mergeAndUnload() as unknown as { savePretrained(d: string): void };
+      merged.savePretrained(path.join(out, 'merged'));
+      const auto = CASES[name] === 'SEQ_CLS' ? AutoModelForSequenceClassification : AutoModelForCausalLM;
+      const reloaded = captureWarnings(() => auto.fromPretrained(path.join(out, 'merged'))).result;
+      close(run(reloaded, exp.input_ids), ours, 1e-5, `${name}: saved merged model`);
+      fs.writeFileSync(path.join(out, 'ours.json'), JSON.stringify({
+        base_dir: path.resolve(path.join(dir, 'base')), task: CASES[name], input_ids: exp.input_ids, shape: exp.shape, logits: Array.from(ours),
+      }));
+    }
+  } finally { if (!keep) fs.rmSync(root, { recursive: true, force: true }); }
 });
