@@ -235,7 +235,8 @@ export function permute(x: Tensor, perm: number[]): Tensor {
   if (perm.length !== x.ndim) throw new Error(`permute needs ${x.ndim} axes, got ${perm.length}`);
   const p = perm.map((a) => axis(a, x.ndim));
   if (p.every((v, i) => v === i)) return x;
-  const out = empty(p.map((a) => x.shape[a]), x.dtype === 'int32' ? 'int32' : 'float32', false);
+  if (x.dtype === 'int32') return permuteInts(x, p);
+  const out = empty(p.map((a) => x.shape[a]), 'float32', false);
   B().permute(x.data, x.shape, p, out.data);
   const inv = new Array<number>(p.length);
   p.forEach((v, i) => { inv[v] = i; });
@@ -280,7 +281,8 @@ export function slice(x: Tensor, a: number, start: number, end: number): Tensor 
   outShape[ax] = e - s;
   const st = stridesOf(x.shape);
   const offset = s * st[ax];
-  const out = empty(outShape, x.dtype === 'int32' ? 'int32' : 'float32', false);
+  if (x.dtype === 'int32') return copyIntsStrided(x.ints, offset, st, outShape);
+  const out = empty(outShape, 'float32', false);
   B().stridedCopy(x.data, offset, st, outShape, out.data);
   return result(out, 'slice', [x], (g) => {
     const gx = zeros(x.shape);
@@ -325,4 +327,28 @@ export function stack(xs: Tensor[], a = 0): Tensor {
 export function split(x: Tensor, sizes: number[], a = -1): Tensor[] {
   let start = 0;
   return sizes.map((s) => { const t = slice(x, a, start, start + s); start += s; return t; });
+}
+
+// Integer tensors (ids, masks, labels) are sliced and permuted in plain loops: they are
+// small, carry no gradient, and must not pass through float kernels (bit patterns of
+// negative ints are NaNs in float32).
+function copyIntsStrided(src: Int32Array, offset: number, strides: number[], outShape: number[]): Tensor {
+  const out = empty(outShape, 'int32', false);
+  const o = out.ints, nd = outShape.length;
+  const idx = new Array<number>(nd).fill(0);
+  let off = offset;
+  for (let i = 0; i < o.length; i++) {
+    o[i] = src[off];
+    for (let d = nd - 1; d >= 0; d--) {
+      idx[d]++; off += strides[d];
+      if (idx[d] < outShape[d]) break;
+      off -= strides[d] * outShape[d]; idx[d] = 0;
+    }
+  }
+  return out;
+}
+
+function permuteInts(x: Tensor, p: number[]): Tensor {
+  const st = stridesOf(x.shape);
+  return copyIntsStrided(x.ints, 0, p.map((a) => st[a]), p.map((a) => x.shape[a]));
 }
