@@ -254,3 +254,41 @@ test('printTrainableParameters formats thousands as peft', () => {
   // 10100 + 1010 base, 1600 LoRA
   assert.equal(pm.trainableParametersString(), 'trainable params: 1,600 || all params: 12,710 || trainable%: 12.5885');
 });
+
+test('LoRA and DoRA over a 4-bit base (Linear4bit): forward, merge re-quantizes, parameter count', async () => {
+  const { Linear4bit } = await import('../src/quant/index.js');
+  const rng = new Rng(11);
+  const I = 64, O = 8;
+  const w = Float32Array.from({ length: I * O }, () => rng.normal() * 0.1);
+  for (const dora of [false, true]) {
+    const q = Linear4bit.fromWeight(w, I, O, tensor(Float32Array.from({ length: O }, (_, i) => 0.01 * i), [O]));
+    const layer = new LoraLinear(q, 'default', new LoraConfig({ r: 2, loraAlpha: 4, useDora: dora }), 2, 4, rng);
+    randomizeLora(layer, rng);
+    const x = tensor(Float32Array.from({ length: 2 * I }, () => rng.normal()), [2, I]);
+    const Wd = q.dequantizeWeight().toArray();
+    const A = layer.loraA.get('default')!.weight.toArray(), B = layer.loraB.get('default')!.weight.toArray();
+    const Wp = Wd.map((v, k) => { const o = Math.floor(k / I), i = k % I; return v + 2 * (B[o * 2] * A[i] + B[o * 2 + 1] * A[I + i]); });
+    if (dora) {
+      const m = layer.loraMagnitudeVector.get('default')!.weight.toArray();
+      for (let o = 0; o < O; o++) {
+        let n = 0; for (let i = 0; i < I; i++) n += Wp[o * I + i] ** 2;
+        for (let i = 0; i < I; i++) Wp[o * I + i] *= m[o] / Math.sqrt(n);
+      }
+    }
+    const y = noGrad(() => layer.forward(x).toArray());
+    for (let r = 0; r < 2; r++) for (let o = 0; o < O; o++) {
+      let v = 0.01 * o; for (let i = 0; i < I; i++) v += x.data[r * I + i] * Wp[o * I + i];
+      assert.ok(Math.abs(y[r * O + o] - v) < 1e-4, `${dora ? 'DoRA ' : ''}4-bit y[${r},${o}] ${y[r * O + o]} vs ${v}`);
+    }
+    captureWarnings(() => layer.merge());
+    const requant = Linear4bit.fromWeight(Float32Array.from(Wp), I, O).dequantizeWeight().toArray();
+    const merged = q.dequantizeWeight().toArray();
+    for (let k = 0; k < merged.length; k++) assert.ok(Math.abs(merged[k] - requant[k]) < 1e-5, `merged weight [${k}]`);
+    captureWarnings(() => layer.unmerge());
+    assert.ok(!layer.merged);
+  }
+  // peft counts a 4-bit weight as in*out parameters
+  class M extends Module { constructor() { super(); this.registerModule('q', Linear4bit.fromWeight(w, I, O)); } }
+  const pm = getPeftModel(new M(), new LoraConfig({ r: 2, targetModules: ['q'] }));
+  assert.deepEqual(pm.getNbTrainableParameters(), [2 * I + O * 2, I * O + 2 * I + O * 2]);
+});

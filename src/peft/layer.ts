@@ -30,10 +30,16 @@ export class DoraMagnitude extends Module {
   get weight(): Tensor { return this.getParameter('weight')!; }
 }
 
-/** A base layer whose weight is stored quantized can expose its float32 [out, in] weight. */
-export interface DequantizableLinear extends LinearLike { dequantizeWeight(): Tensor }
+/**
+ * A base layer whose weight is stored quantized (src/quant's Linear4bit): it exposes its
+ * float32 [out, in] weight, and merging adds a [out, in] delta then re-quantizes.
+ */
+export interface DequantizableLinear extends LinearLike {
+  dequantizeWeight(): Tensor;
+  mergeDelta?(delta: Float32Array, scale?: number): void;
+}
 
-function isDequantizable(m: Module): m is DequantizableLinear {
+export function isDequantizable(m: Module): m is DequantizableLinear {
   return typeof (m as unknown as Partial<DequantizableLinear>).dequantizeWeight === 'function';
 }
 
@@ -261,6 +267,7 @@ export class LoraLinear extends Module implements LinearLike {
   /** Adds the active (or the named) adapters into the base weight (peft's merge, unsafe variant). */
   merge(adapterNames?: string[], safeMerge = false): void {
     const names = (adapterNames ?? this.activeAdapters).filter((n) => this.loraA.has(n) && !this.mergedAdapters.includes(n));
+    if (isDequantizable(this.baseLayer)) { for (const name of names) this.mergeQuantized(name, safeMerge); return; }
     for (const name of names) {
       const W = this.baseWeightParam();
       const delta = this.getDeltaWeight(name);
@@ -285,6 +292,7 @@ export class LoraLinear extends Module implements LinearLike {
     if (!this.merged) { peftWarn('Already unmerged. Nothing to do.'); return; }
     while (this.mergedAdapters.length) {
       const name = this.mergedAdapters.pop()!;
+      if (isDequantizable(this.baseLayer)) { this.unmergeQuantized(name); continue; }
       const W = this.baseWeightParam();
       const delta = this.getDeltaWeight(name);
       const d = delta.data, wd = W.data;
@@ -296,6 +304,49 @@ export class LoraLinear extends Module implements LinearLike {
         this.forEachOutIn((o, k) => { wd[k] = wd[k] / f[o] - d[k]; });
       }
       delta.dispose();
+    }
+  }
+
+  // 4-bit base (peft's bnb.Linear4bit merge): dequantize, apply, re-quantize. Only additive
+  // deltas reach the layer, so DoRA's rescaling is expressed as new - old.
+  private quantBase(): DequantizableLinear & { mergeDelta(delta: Float32Array, scale?: number): void } {
+    const b = this.baseLayer as DequantizableLinear;
+    if (typeof b.mergeDelta !== 'function') throw new Error(`merging into ${b.constructor.name} is not supported (it has no mergeDelta)`);
+    return b as DequantizableLinear & { mergeDelta(delta: Float32Array, scale?: number): void };
+  }
+
+  private mergeQuantized(name: string, safeMerge: boolean): void {
+    const base = this.quantBase();
+    const delta = this.getDeltaWeight(name); // [out, in]: quantized layers never use fan_in_fan_out
+    const d = delta.data.slice();
+    delta.dispose();
+    if (this.useDora[name]) {
+      const w = base.dequantizeWeight();
+      const norm = this.weightNorm(w, d, 1);
+      this.mergedNorms.set(name, norm);
+      const f = this.doraFactor(name, norm), I = this.inFeatures;
+      for (let k = 0; k < d.length; k++) { const o = Math.floor(k / I); d[k] = f[o] * (w.data[k] + d[k]) - w.data[k]; }
+      w.dispose();
+    }
+    if (safeMerge && !d.every(Number.isFinite)) throw new Error(`NaNs detected in the merged weights. The adapter ${name} seems to be broken`);
+    base.mergeDelta(d, 1);
+    this.mergedAdapters.push(name);
+  }
+
+  private unmergeQuantized(name: string): void {
+    const base = this.quantBase();
+    const delta = this.getDeltaWeight(name);
+    const d = delta.data.slice();
+    delta.dispose();
+    if (this.useDora[name]) {
+      const w = base.dequantizeWeight();
+      const f = this.doraFactor(name, this.mergedNorms.get(name)!), I = this.inFeatures;
+      this.mergedNorms.delete(name);
+      for (let k = 0; k < d.length; k++) { const o = Math.floor(k / I); d[k] = w.data[k] / f[o] - d[k] - w.data[k]; }
+      w.dispose();
+      base.mergeDelta(d, 1);
+    } else {
+      base.mergeDelta(d, -1);
     }
   }
 

@@ -5,7 +5,7 @@ import { Rng, defaultRng } from '../tensor/random.js';
 import { Module } from '../nn/module.js';
 import type { ModelInputs, ModelOutput, PreTrainedModel } from '../models/types.js';
 import { LoraConfig } from './config.js';
-import { LoraLinear } from './layer.js';
+import { LoraLinear, isDequantizable } from './layer.js';
 import { ModulesToSaveWrapper } from './modules-to-save.js';
 import { injectAdapter, inspectModules, markOnlyAdaptersAsTrainable, prepareConfig, setModulesToSave } from './inject.js';
 import { peftWarn } from './warn.js';
@@ -173,10 +173,12 @@ export class PeftModel extends Module {
   getNbTrainableParameters(): [number, number] {
     let trainable = 0, all = 0;
     for (const [, p] of this.namedParameters()) {
-      // a 4-bit weight packs two values per byte (peft counts Params4bit that way)
-      const n = (p as { quantizedNumel?: number }).quantizedNumel ?? p.size;
-      all += n;
-      if (p.requiresGrad) trainable += n;
+      all += p.size;
+      if (p.requiresGrad) trainable += p.size;
+    }
+    // A 4-bit weight is not a parameter here; peft counts a Params4bit as numel*2 = in*out.
+    for (const [, m] of this.namedModules()) {
+      if (isDequantizable(m) && !m.getParameter('weight')) all += m.inFeatures * m.outFeatures;
     }
     return [trainable, all];
   }
