@@ -1,0 +1,102 @@
+// Training throughput benchmark: the same workloads as shared/bench/peft_baseline.py, run
+// here and (when a Python with transformers + peft is found) by the Python baseline in the
+// same command, so the ratio is measured on one machine. Prints a table, writes JSON.
+//
+//   node dist/bench/train.js [gpt2-clm|distilbert-cls] [--steps N] [--warmup N] [--threads N]
+//        [--python /path/to/python] [--baseline path/to/peft_baseline.py] [--out file.json]
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { cpus } from 'node:os';
+import { backendName, setNumThreads, nativeInfo } from '../src/backends/index.js';
+import { Rng, tidy, tensor } from '../src/tensor/index.js';
+import { AutoModelForCausalLM, AutoModelForSequenceClassification } from '../src/models/index.js';
+import { LoraConfig, getPeftModel } from '../src/peft/index.js';
+import { AdamW } from '../src/train/optim.js';
+
+const argv = process.argv.slice(2);
+const flag = (n: string, d?: string) => { const i = argv.indexOf('--' + n); return i >= 0 ? argv[i + 1] : d; };
+const workload = argv.find((a) => !a.startsWith('--') && !argv[argv.indexOf(a) - 1]?.startsWith('--')) ?? 'gpt2-clm';
+const steps = Number(flag('steps', '5')), warm = Number(flag('warmup', '2'));
+const threads = Number(flag('threads', String(cpus().length)));
+setNumThreads(threads);
+
+const root = (() => { let d = dirname(fileURLToPath(import.meta.url)); while (!existsSync(join(d, 'package.json'))) d = dirname(d); return d; })();
+
+function buildWorkload() {
+  const rng = new Rng(0);
+  if (workload === 'gpt2-clm') {
+    // GPT-2 124M shape, random init (the FLOPs are those of the pretrained model).
+    const model = AutoModelForCausalLM.fromConfig({ model_type: 'gpt2', vocab_size: 50257, n_positions: 1024, n_embd: 768, n_layer: 12, n_head: 12 }, { rng });
+    const peft = getPeftModel(model, new LoraConfig({ taskType: 'CAUSAL_LM', r: 8, loraAlpha: 16, loraDropout: 0.05, targetModules: ['c_attn'], fanInFanOut: true }));
+    return { peft, B: 4, T: 256, vocab: 50257, unit: 'tokens', cls: false };
+  }
+  if (workload === 'distilbert-cls') {
+    const model = AutoModelForSequenceClassification.fromConfig({ model_type: 'distilbert', vocab_size: 30522, dim: 768, n_layers: 6, n_heads: 12, hidden_dim: 3072, max_position_embeddings: 512, num_labels: 3 }, { rng });
+    const peft = getPeftModel(model, new LoraConfig({ taskType: 'SEQ_CLS', r: 8, loraAlpha: 32, loraDropout: 0.1, targetModules: ['q_lin', 'v_lin'] }));
+    return { peft, B: 16, T: 128, vocab: 30522, unit: 'samples', cls: true };
+  }
+  throw new Error(`unknown workload '${workload}' (gpt2-clm | distilbert-cls)`);
+}
+
+function measureOurs() {
+  const { peft, B, T, vocab, unit, cls } = buildWorkload();
+  peft.train();
+  const rng = new Rng(1);
+  const ids = new Int32Array(B * T).map(() => rng.int(vocab));
+  const inputIds = tensor(ids, [B, T]);
+  const attentionMask = tensor(new Int32Array(B * T).fill(1), [B, T]);
+  const labels = cls ? tensor(new Int32Array(B).map(() => rng.int(3)), [B]) : inputIds;
+  const params = [...peft.namedParameters()].filter(([, p]) => p.requiresGrad);
+  const opt = new AdamW(params, { lr: 2e-4 });
+  const step = () => {
+    const loss = tidy(() => {
+      const out = peft.forward({ inputIds, attentionMask, labels });
+      out.loss!.backward();
+      return out.loss!.item();
+    });
+    opt.step();
+    opt.zeroGrad();
+    return loss;
+  };
+  for (let i = 0; i < warm; i++) step();
+  const t0 = performance.now();
+  let loss = 0;
+  for (let i = 0; i < steps; i++) loss = step();
+  const dt = (performance.now() - t0) / steps / 1000;
+  const per = unit === 'samples' ? B : B * T;
+  return {
+    impl: 'peft-ts', backend: backendName(), workload, batch: B, seq: T, threads,
+    trainable: peft.numParameters(true), total: peft.numParameters(),
+    step_ms: +(dt * 1000).toFixed(1), throughput: +(per / dt).toFixed(1), unit: unit + '/s', loss,
+    rss_GiB: +(process.memoryUsage().rss / 2 ** 30).toFixed(2),
+  };
+}
+
+function measureBaseline(): Record<string, unknown> | null {
+  const py = flag('python', process.env.PEFT_BASELINE_PYTHON ?? (existsSync('/opt/pyref/bin/python') ? '/opt/pyref/bin/python' : 'python3'));
+  const script = flag('baseline', [resolve(root, '../shared/bench/peft_baseline.py'), resolve(root, 'shared/bench/peft_baseline.py')].find(existsSync));
+  if (!script || !existsSync(script)) { console.error('baseline script not found; pass --baseline'); return null; }
+  try {
+    const out = execFileSync(py!, [script, workload, 'cpu', String(threads)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 900_000 });
+    const line = out.trim().split('\n').pop()!;
+    return { impl: 'python peft', ...JSON.parse(line) };
+  } catch (e) {
+    console.error(`baseline not run (${py} ${script}): ${(e as Error).message.split('\n')[0]}`);
+    return null;
+  }
+}
+
+const ours = measureOurs();
+const base = argv.includes('--no-baseline') ? null : measureBaseline();
+const rows = [ours, ...(base ? [base] : [])];
+console.log(`\nworkload ${workload} on ${cpus()[0]?.model ?? 'cpu'} (${threads} threads), native: ${JSON.stringify(nativeInfo?.() ?? null)}`);
+console.log('| impl | step ms | throughput | trainable | total |');
+console.log('|---|---|---|---|---|');
+for (const r of rows) console.log(`| ${r.impl} | ${r.step_ms} | ${r.throughput} ${r.unit} | ${r.trainable} | ${r.total} |`);
+if (base) console.log(`ratio peft-ts / python peft throughput: ${(ours.throughput / Number(base.throughput)).toFixed(2)}x`);
+const outFile = flag('out', join(root, 'bench', 'results', `train-${workload}-${new Date().toISOString().slice(0, 10)}.json`))!;
+mkdirSync(dirname(outFile), { recursive: true });
+writeFileSync(outFile, JSON.stringify({ date: new Date().toISOString(), rows }, null, 2));
+console.log(`wrote ${outFile}`);
