@@ -5,7 +5,7 @@ Run scripts/build_default_data.py first (it writes the corpus and the tokenizer)
     /opt/pyref/bin/python scripts/build_default_model.py [--steps N]
 
 trains a tiny GPT-2 (4 layers, 128 wide, 4 heads, 256 positions, 4096-token vocabulary;
-about 1.3 M parameters) for a fixed number of steps on 2 CPU threads (~10 minutes), saves
+about 1.3 M parameters) for a fixed number of steps on 2 CPU threads (~10 minutes when the cores are idle), saves
 it in Hugging Face format (config.json + model.safetensors, float32), and checks that the
 result is useful: held-out perplexity, a greedy sample, and a linear probe on the frozen
 features for the verse-section task that must clearly beat chance (25 %) and the same
