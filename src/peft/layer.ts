@@ -143,7 +143,12 @@ export class LoraLinear extends Module implements LinearLike {
   /** The base weight as float32 [out, in] (a copy when it had to be transposed or dequantized). */
   baseWeightOutIn(): { data: Float32Array; temp: boolean } {
     const base = this.baseLayer;
-    if (isDequantizable(base)) return { data: base.dequantizeWeight().data, temp: true };
+    if (isDequantizable(base)) {
+      const t = base.dequantizeWeight();
+      const data = t.data.slice(); // a plain copy, so the pooled buffer can go back now
+      t.dispose();
+      return { data, temp: true };
+    }
     const w = base.getParameter('weight');
     if (!w) throw new Error(`the base layer ${base.constructor.name} has no 'weight' parameter`);
     if (w.dtype !== 'float32') throw new Error(`LoRA needs a float32 base weight, got ${w.dtype}`);
