@@ -190,3 +190,18 @@ test('our adapters + merged models export (checked by scripts/peft_check_ours.py
     }
   } finally { if (!keep) fs.rmSync(root, { recursive: true, force: true }); }
 });
+
+test('training step: only adapter parameters receive gradients (GPT-2, DoRA + bias="all")', () => {
+  const { exp, base } = load('gpt2_dora');
+  const cfg = new LoraConfig({ r: 4, targetModules: ['c_attn'], useDora: true, bias: 'all', loraDropout: 0.1 });
+  const pm = captureWarnings(() => getPeftModel(base(), cfg)).result;
+  pm.train();
+  const ids = tensor(Int32Array.from(exp.input_ids.flat()), [2, exp.input_ids[0].length]);
+  tidy(() => { pm.forward({ inputIds: ids, labels: ids }).loss!.backward(); return null; });
+  for (const [n, p] of pm.namedParameters()) {
+    // a fresh adapter has B = 0, so A's gradient is exactly zero on the first step (as in peft)
+    if (p.requiresGrad) assert.ok(p.grad && (n.includes('lora_A') || p.grad.toArray().some((v) => v !== 0)), `${n} should get a gradient`);
+    else assert.equal(p.grad, null, `${n} is frozen`);
+  }
+  assert.ok([...pm.namedParameters()].some(([n, p]) => n.endsWith('lora_magnitude_vector.default.weight') && p.requiresGrad));
+});
