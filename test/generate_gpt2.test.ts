@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { tensor, memoryStats } from '../src/tensor/index.js';
+import { tensor, memoryStats, Rng } from '../src/tensor/index.js';
 import { AutoModelForCausalLM } from '../src/models/index.js';
 import { generate, GenerateOptions } from '../src/generate/index.js';
 
@@ -55,4 +55,22 @@ test('GPT-2: cached and uncached greedy agree, with and without padding, and not
   const alone = generate(model, tensor([23, 7, 40], [1, 3], { dtype: 'int32' }), { maxNewTokens: 10 });
   const batch = generate(model, ids(), { maxNewTokens: 10, attentionMask: mask() });
   assert.deepEqual(Array.from(batch.ints.subarray(16 + 3, 32)), Array.from(alone.ints));
+});
+
+test('Llama (RoPE, grouped-query attention): cached = uncached and padding-invariant greedy', () => {
+  const model = AutoModelForCausalLM.fromConfig({
+    model_type: 'llama', vocab_size: 50, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2,
+    num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64, initializer_range: 0.5,
+    rms_norm_eps: 1e-6, rope_theta: 10000, tie_word_embeddings: false,
+  }, { rng: new Rng(7) });
+  model.eval();
+  const p = tensor(Int32Array.from([3, 9, 27, 4, 11, 0, 0, 8, 15, 2]), [2, 5], { dtype: 'int32' });
+  const m = tensor(Int32Array.from([1, 1, 1, 1, 1, 0, 0, 1, 1, 1]), [2, 5], { dtype: 'int32' });
+  const a = generate(model, p, { maxNewTokens: 12, attentionMask: m });
+  const b = generate(model, p, { maxNewTokens: 12, attentionMask: m, useCache: false });
+  assert.deepEqual(Array.from(a.ints), Array.from(b.ints));
+  const alone = generate(model, tensor(Int32Array.from([8, 15, 2]), [1, 3], { dtype: 'int32' }), { maxNewTokens: 12 });
+  assert.deepEqual(Array.from(a.ints.subarray(17 + 2, 34)), Array.from(alone.ints));
+  // Not a constant sequence: the check above compares real decisions.
+  assert.ok(new Set(alone.ints.subarray(3)).size > 2);
 });
