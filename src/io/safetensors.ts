@@ -36,6 +36,9 @@ export interface ReadOptions {
 export interface WriteOptions {
   /** Store floating tensors in this dtype (converting, round to nearest even). int32 tensors are kept. */
   dtype?: 'float32' | 'bfloat16' | 'float16';
+  /** int32 tensors whose name passes this test are stored as U8 (values must be 0..255):
+   * bitsandbytes' packed 4-bit weights and quant state are uint8 on disk. */
+  uint8Keys?: (name: string) => boolean;
 }
 
 /** Bytes per element of every dtype the format defines. */
@@ -233,8 +236,8 @@ export function readSafetensors(file: string, opts: ReadOptions = {}): Map<strin
 
 // ---------- writing ----------
 
-function fileDtype(t: Tensor, want: WriteOptions['dtype']): string {
-  if (t.dtype === 'int32') return 'I32';
+function fileDtype(t: Tensor, want: WriteOptions['dtype'], asU8 = false): string {
+  if (t.dtype === 'int32') return asU8 ? 'U8' : 'I32';
   const d = want ?? t.dtype;
   return d === 'float32' ? 'F32' : d === 'bfloat16' ? 'BF16' : 'F16';
 }
@@ -242,6 +245,14 @@ function fileDtype(t: Tensor, want: WriteOptions['dtype']): string {
 function tensorBytes(t: Tensor, dt: string): Uint8Array {
   const asBytes = (a: Float32Array | Int32Array | Uint16Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
   if (dt === 'I32') return asBytes(t.ints);
+  if (dt === 'U8') {
+    const v = t.ints, out = new Uint8Array(v.length);
+    for (let i = 0; i < v.length; i++) {
+      if (v[i] < 0 || v[i] > 255) throw new RangeError(`tensor "${t.name || t.label()}" value ${v[i]} at ${i} does not fit U8`);
+      out[i] = v[i];
+    }
+    return out;
+  }
   if (dt === 'F32') return asBytes(t.dtype === 'float32' ? t.data : t.toFloat32Array());
   if ((dt === 'BF16' && t.dtype === 'bfloat16') || (dt === 'F16' && t.dtype === 'float16')) return asBytes(t.halfBits);
   const src = t.dtype === 'float32' ? t.data : t.toFloat32Array();
@@ -267,7 +278,7 @@ export function writeSafetensors(file: string, tensors: Map<string, Tensor> | Re
     if (name === '__metadata__') throw new Error(`writeSafetensors ${file}: "__metadata__" is reserved and cannot name a tensor`);
     if (!(t instanceof Tensor)) throw new TypeError(`writeSafetensors ${file}: "${name}" is not a Tensor`);
     if (t.disposed) throw new Error(`writeSafetensors ${file}: tensor "${name}" was disposed`);
-    return { name, t, dt: fileDtype(t, opts.dtype) };
+    return { name, t, dt: fileDtype(t, opts.dtype, opts.uint8Keys?.(name) ?? false) };
   });
   items.sort((a, b) => DTYPE_RANK[b.dt] - DTYPE_RANK[a.dt] || cmpNames(a.name, b.name));
   // Build the header by hand so the key order is exactly the Rust crate's.
