@@ -77,7 +77,7 @@ static void unaryBackward(int op, const float* __restrict x, const float* __rest
     case U_LOG: LOOP(g / v)
     case U_SQRT: LOOP(g * (0.5f / __builtin_sqrtf(v)))
     case U_RSQRT: LOOP(g * (-0.5f / (v * __builtin_sqrtf(v))))
-    case U_TANH: LOOP(g * (1.0f - vtanh(v) * vtanh(v)))
+    case U_TANH: LOOP(({ const float e = vexp(-2.0f * __builtin_fabsf(v)); const float q = 1.0f + e; g * (4.0f * e / (q * q)); }))  // sech^2 without 1 - t*t cancellation
     case U_RELU: LOOP(g * (v > 0.0f ? 1.0f : 0.0f))
     case U_SIGMOID: LOOP(({ const float e = vexp(-v); const float s = 1.0f / (1.0f + e); g * (s * oneMinusSig(v, e, s)); }))
     case U_SILU: LOOP(({ const float e = vexp(-v); const float s = 1.0f / (1.0f + e); g * (s * (1.0f + v * oneMinusSig(v, e, s))); }))
