@@ -1,6 +1,7 @@
 // erf to near float64 precision, so float64 finite-difference checks of GELU hold:
 // a Maclaurin series for small |x| and the erfc continued fraction (Lentz) beyond.
 export function erf(x: number): number {
+  if (x === Infinity || x === -Infinity) return Math.sign(x); // the continued fraction gives NaN there
   const ax = Math.abs(x);
   if (ax < 2.5) {
     // Maclaurin series: erf(x) = 2/sqrt(pi) * sum (-1)^n x^(2n+1) / (n! (2n+1))
