@@ -88,7 +88,7 @@ export function sumToShape(g: Tensor, shape: number[]): Tensor {
   const axes: number[] = [];
   for (let i = 0; i < g.ndim; i++) if (i < off || (shape[i - off] === 1 && g.shape[i] !== 1)) axes.push(i);
   const r = sum(g, axes, false);
-  return r.shareAs(shape);
+  return reshape(r, shape); // keeps the graph when used in a forward pass
 }
 
 function binary(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
