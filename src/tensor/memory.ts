@@ -39,7 +39,7 @@ export function tidy<T>(fn: () => T): T {
   collect(res, kept);
   for (const t of scope) {
     if (kept.has(t)) { const parent = currentScope(); if (parent) parent.add(t); continue; }
-    if (t.requiresGrad && t.isLeaf) { continue; } // parameters made inside a scope live on
+    if (t.requiresGrad && t.isLeaf && !t.graphFreed) { continue; } // parameters made inside a scope live on
     t.dispose();
   }
   return res;
@@ -58,6 +58,6 @@ export async function tidyAsync<T>(fn: () => Promise<T>): Promise<T> {
   }
   const kept = new Set<Tensor>();
   collect(res, kept);
-  for (const t of scope) if (!kept.has(t) && !(t.requiresGrad && t.isLeaf)) t.dispose();
+  for (const t of scope) if (!kept.has(t) && !(t.requiresGrad && t.isLeaf && !t.graphFreed)) t.dispose();
   return res;
 }

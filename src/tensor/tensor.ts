@@ -46,6 +46,8 @@ export class Tensor {
   node: GradNode | null = null;
   /** Optional name (parameter path), used in messages. */
   name = '';
+  /** True once backward() freed this op output's graph node: a leaf now, but no parameter. */
+  graphFreed = false;
   private storage: Storage | null;
 
   constructor(storage: Storage, shape: number[], dtype: DType) {
@@ -198,6 +200,7 @@ function backward(root: Tensor, grad?: Tensor): void {
       const gin = t.node.backward(g);
       const node = t.node;
       t.node = null; // free the graph as we go (no retain_graph)
+      t.graphFreed = true;
       if (g !== grad && !gin.includes(g)) g.dispose();
       const used = new Set<Tensor>();
       for (let j = 0; j < node.inputs.length; j++) {
