@@ -69,7 +69,9 @@ function candidateRoots(): string[] {
 }
 
 export function findAddon(): string | null {
-  if (process.env.PEFT_TS_NATIVE_PATH && existsSync(process.env.PEFT_TS_NATIVE_PATH)) return process.env.PEFT_TS_NATIVE_PATH;
+  // An explicit path is the only place looked at (tests use it to simulate a missing build).
+  const forced = process.env.PEFT_TS_NATIVE_PATH;
+  if (forced) return existsSync(forced) ? resolve(forced) : null;
   for (const root of candidateRoots()) {
     const p = join(root, REL);
     if (existsSync(p)) return p;
@@ -98,7 +100,8 @@ export function loadNative(): NativeAddon {
   if (cached) return cached;
   const path = findAddon();
   if (!path) {
-    throw new Error(`peft-ts native CPU backend is not built (looked for ${REL} under ${candidateRoots().join(', ')}). ` +
+    const where = process.env.PEFT_TS_NATIVE_PATH ?? `${REL} under ${candidateRoots().join(', ')}`;
+    throw new Error(`peft-ts native CPU backend is not built (looked for ${where}). ` +
       `Build it with: ${BUILD_HINT}`);
   }
   // OpenBLAS reads these when the library loads: keep its threads from spinning long
