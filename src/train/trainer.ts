@@ -1,0 +1,475 @@
+// Trainer: the transformers training loop (gradient accumulation, clipping, AdamW + schedule,
+// logging / evaluation / saving by steps or epochs, best-model tracking, exact resume) over
+// this library's models. One micro-batch = one tidy() scope, so memory stays flat.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Tensor, noGrad } from '../tensor/tensor.js';
+import { tidy } from '../tensor/memory.js';
+import { mulScalar } from '../tensor/ops/basic.js';
+import { Rng, defaultRng } from '../tensor/random.js';
+import type { Module } from '../nn/module.js';
+import type { ModelInputs, ModelOutput } from '../models/types.js';
+import { Dataset, Row } from '../data/dataset.js';
+import { Batch, DataCollator, DataCollatorForLanguageModeling, DataCollatorWithPadding } from '../data/collators.js';
+import type { TokenizerLike } from '../data/tokenizer.js';
+import { TrainingArguments, TrainingArgumentsInit } from './args.js';
+import { AdamW, clipGradNorm, paramGroups } from './optim.js';
+import { LRScheduler, warmupStepsFor } from './schedulers.js';
+import { CallbackArgs, EarlyStoppingCallback, LogEntry, ProgressCallback, TrainerCallback, TrainerControl, TrainerState } from './callbacks.js';
+import {
+  ARGS_FILE, RNG_FILE, SCHEDULER_FILE, STATE_FILE, SavableModel, lastCheckpoint, loadCheckpointWeights,
+  loadOptimizerState, readJson, rotateCheckpoints, saveCheckpoint,
+} from './checkpoint.js';
+import { softmaxRows } from './metrics.js';
+import { trainingCurvesSvg } from './curves.js';
+
+/** What the trainer needs from a model: transformers' forward contract (+ optional savePretrained). */
+export interface TrainableModel extends SavableModel {
+  forward(inputs: ModelInputs): ModelOutput;
+  task?: string;
+}
+
+export interface EvalPrediction {
+  /** Logits, flattened; shape in predictionsShape ([N, C] or [N, T, C]). */
+  predictions: Float32Array;
+  predictionsShape: number[];
+  /** Labels flattened ([N] or [N, T], -100 where padded). */
+  labels: Int32Array;
+  numLabels: number;
+}
+
+export interface PredictionOutput {
+  predictions: Float32Array;
+  predictionsShape: number[];
+  /** Softmax over the last dim of the predictions (classification). */
+  scores: Float32Array | null;
+  labels: Int32Array | null;
+  metrics: LogEntry;
+}
+
+export interface TrainOutput { globalStep: number; trainingLoss: number; metrics: LogEntry }
+
+export interface TrainerOptions {
+  model: TrainableModel;
+  args: TrainingArguments | TrainingArgumentsInit;
+  trainDataset?: Dataset | Row[];
+  evalDataset?: Dataset | Row[];
+  dataCollator?: DataCollator;
+  computeMetrics?: (p: EvalPrediction) => Record<string, number>;
+  callbacks?: TrainerCallback[];
+  tokenizer?: TokenizerLike;
+  /** Where progress goes (default process.stderr). */
+  progressStream?: { write(s: string): unknown; isTTY?: boolean };
+}
+
+const asDataset = (d: Dataset | Row[] | undefined): Dataset | undefined => (d === undefined ? undefined : d instanceof Dataset ? d : new Dataset(d));
+
+/** Fixed-length rows stacked as-is (transformers' default_data_collator). */
+export function defaultDataCollator(rows: Row[]): Batch {
+  const pad = DataCollatorForLanguageModeling({ padTokenId: 0 });
+  const lens = new Set(rows.map((r) => (r.inputIds as unknown[] | undefined)?.length));
+  if (lens.size !== 1) throw new Error('defaultDataCollator: sequences differ in length; pass a tokenizer or a padding dataCollator');
+  if (typeof rows[0].labels === 'number') return DataCollatorWithPadding({ padTokenId: 0 })(rows);
+  return pad(rows);
+}
+
+export class Trainer {
+  readonly model: TrainableModel;
+  readonly args: TrainingArguments;
+  trainDataset?: Dataset;
+  evalDataset?: Dataset;
+  readonly dataCollator: DataCollator;
+  readonly computeMetrics?: (p: EvalPrediction) => Record<string, number>;
+  readonly callbacks: TrainerCallback[];
+  readonly tokenizer?: TokenizerLike;
+  state = new TrainerState();
+  control = new TrainerControl();
+  optimizer: AdamW | null = null;
+  lrScheduler: LRScheduler | null = null;
+  private logFile: string | null = null;
+
+  constructor(o: TrainerOptions) {
+    if (!o.model || typeof o.model.forward !== 'function') throw new Error('Trainer: model must have forward({inputIds, attentionMask, labels})');
+    this.model = o.model;
+    this.args = o.args instanceof TrainingArguments ? o.args : new TrainingArguments(o.args);
+    this.trainDataset = asDataset(o.trainDataset);
+    this.evalDataset = asDataset(o.evalDataset);
+    this.tokenizer = o.tokenizer;
+    this.computeMetrics = o.computeMetrics;
+    this.dataCollator = o.dataCollator ?? (o.tokenizer
+      ? (o.model.task === 'CAUSAL_LM' ? DataCollatorForLanguageModeling({ tokenizer: o.tokenizer }) : DataCollatorWithPadding({ tokenizer: o.tokenizer }))
+      : defaultDataCollator);
+    this.callbacks = [new ProgressCallback(o.progressStream), ...(o.callbacks ?? [])];
+    const note = this.args.computeDtypeNote;
+    if (note) process.emitWarning(note);
+  }
+
+  addCallback(cb: TrainerCallback): void { this.callbacks.push(cb); }
+
+  private fire(ev: 'onTrainBegin' | 'onEpochBegin' | 'onStepBegin' | 'onStepEnd' | 'onEpochEnd' | 'onTrainEnd', extra: object = {}): void {
+    const a = { args: this.args, state: this.state, control: this.control, ...extra } as CallbackArgs;
+    for (const cb of this.callbacks) cb[ev]?.(a);
+  }
+
+  private batches(ds: Dataset, bs: number, order: number[], dropLast: boolean): number[][] {
+    const out: number[][] = [];
+    for (let i = 0; i < order.length; i += bs) {
+      const b = order.slice(i, i + bs);
+      if (dropLast && b.length < bs) break;
+      out.push(b);
+    }
+    return out;
+  }
+
+  /** Data order of an epoch: a permutation seeded by (dataSeed, epoch), so a resume can redo it. */
+  private epochOrder(n: number, epoch: number): number[] {
+    const seed = (this.args.dataSeed ?? this.args.seed) >>> 0;
+    return new Rng((seed ^ Math.imul(epoch + 1, 0x9e3779b1)) >>> 0).shuffle([...Array(n).keys()]);
+  }
+
+  private forward(batch: Batch): ModelOutput {
+    const inputs: ModelInputs & Record<string, unknown> = { ...batch } as ModelInputs & Record<string, unknown>;
+    return this.model.forward(inputs);
+  }
+
+  private trainableParams(): [string, Tensor][] {
+    return [...this.model.namedParameters()].filter(([, p]) => p.requiresGrad);
+  }
+
+  private setGradientCheckpointing(on: boolean): void {
+    for (const [, m] of this.model.namedModules()) {
+      if ('gradientCheckpointing' in m) (m as unknown as { gradientCheckpointing: boolean }).gradientCheckpointing = on;
+    }
+  }
+
+  /** Runs the training loop. resumeFromCheckpoint: true (latest in outputDir) or a checkpoint folder. */
+  async train(opts: { resumeFromCheckpoint?: string | boolean | null } = {}): Promise<TrainOutput> {
+    const args = this.args;
+    const ds = this.trainDataset;
+    if (!ds || ds.length === 0) throw new Error('Trainer.train: no trainDataset (or it is empty)');
+    fs.mkdirSync(args.outputDir, { recursive: true });
+    this.logFile = args.reportTo.includes('jsonl') ? path.join(args.outputDir, 'trainer_log.jsonl') : null;
+
+    let resume = opts.resumeFromCheckpoint ?? args.resumeFromCheckpoint;
+    if (resume === true) {
+      const last = lastCheckpoint(args.outputDir);
+      if (!last) throw new Error(`resumeFromCheckpoint: no checkpoint-<step> folder in ${args.outputDir}`);
+      resume = last;
+    }
+    if (resume === false) resume = null;
+    if (typeof resume === 'string' && !fs.existsSync(path.join(resume, STATE_FILE))) throw new Error(`resumeFromCheckpoint: ${resume} is not a checkpoint (no ${STATE_FILE})`);
+
+    // set_seed: reseed the shared generator in place (modules hold references to it).
+    defaultRng().setState(new Rng(args.seed).getState());
+    if (args.gradientCheckpointing) this.setGradientCheckpointing(true);
+
+    const bs = args.perDeviceTrainBatchSize, gas = args.gradientAccumulationSteps;
+    const stepsInEpoch = args.dataloaderDropLast ? Math.floor(ds.length / bs) : Math.ceil(ds.length / bs);
+    if (stepsInEpoch === 0) throw new Error(`Trainer.train: ${ds.length} rows make no full batch of ${bs} with dataloaderDropLast`);
+    const updatesPerEpoch = Math.max(Math.floor(stepsInEpoch / gas) + (stepsInEpoch % gas > 0 ? 1 : 0), 1);
+    let maxSteps: number, numEpochs: number;
+    if (args.maxSteps > 0) { maxSteps = args.maxSteps; numEpochs = Math.ceil(maxSteps / updatesPerEpoch); }
+    else { maxSteps = Math.ceil(args.numTrainEpochs * updatesPerEpoch); numEpochs = Math.ceil(args.numTrainEpochs); }
+
+    this.optimizer = new AdamW(paramGroups(this.model, args.weightDecay), { lr: args.learningRate, betas: [args.adamBeta1, args.adamBeta2], eps: args.adamEpsilon });
+    this.lrScheduler = new LRScheduler(args.lrSchedulerType, args.learningRate, {
+      numWarmupSteps: warmupStepsFor(maxSteps, args.warmupSteps, args.warmupRatio), numTrainingSteps: maxSteps, ...args.lrSchedulerKwargs,
+    });
+    this.state = new TrainerState();
+    this.control = new TrainerControl();
+    let epochsTrained = 0, skipBatches = 0;
+    if (typeof resume === 'string') {
+      loadCheckpointWeights(resume, this.model);
+      loadOptimizerState(resume, this.optimizer);
+      this.lrScheduler.loadStateDict(readJson(resume, SCHEDULER_FILE));
+      this.state = TrainerState.fromJSON(readJson(resume, STATE_FILE));
+      if (this.state.bestModelCheckpoint && !fs.existsSync(this.state.bestModelCheckpoint)) this.state.bestModelCheckpoint = null;
+      const rng = readJson<Record<string, number[]>>(resume, RNG_FILE);
+      if (rng.default) defaultRng().setState(rng.default);
+      for (const cb of this.callbacks) if (cb.name && cb.setState && this.state.statefulCallbacks[cb.name] !== undefined) cb.setState(this.state.statefulCallbacks[cb.name]);
+      epochsTrained = Math.floor(this.state.globalStep / updatesPerEpoch);
+      skipBatches = (this.state.globalStep % updatesPerEpoch) * gas;
+      // Drop log lines past the checkpoint that an interrupted run may have written.
+      this.truncateLog(this.state.globalStep);
+    } else if (this.logFile) fs.writeFileSync(this.logFile, '');
+    this.state.maxSteps = maxSteps;
+    this.state.numTrainEpochs = numEpochs;
+    this.state.trainBatchSize = bs;
+
+    const params = this.trainableParams();
+    const tensors = params.map(([, p]) => p);
+    this.model.train();
+    this.optimizer.zeroGrad();
+    const start = Date.now();
+    const startStep = this.state.globalStep;
+    let trLoss = 0, stepsSinceLog = 0, totalLoss = 0, lastGradNorm = NaN, lastLr = NaN;
+    let tokensSinceLog = 0, logClock = Date.now();
+    this.fire('onTrainBegin');
+
+    for (let epoch = epochsTrained; epoch < numEpochs && !this.control.shouldTrainingStop; epoch++) {
+      const order = this.epochOrder(ds.length, epoch);
+      const all = this.batches(ds, bs, order, args.dataloaderDropLast);
+      this.fire('onEpochBegin');
+      let step = -1;
+      const remainder = stepsInEpoch % gas || gas;
+      const firstUpdate = epoch === epochsTrained ? skipBatches / gas : 0;
+      step = firstUpdate * gas - 1;
+      for (let u = firstUpdate; u < updatesPerEpoch; u++) {
+        const nb = u === updatesPerEpoch - 1 ? remainder : gas;
+        const group = all.slice(u * gas, u * gas + nb);
+        this.fire('onStepBegin');
+        for (const idx of group) {
+          step++;
+          const rows = idx.map((i) => ds.rows[i]);
+          const { loss, tokens } = tidy(() => {
+            const batch = this.dataCollator(rows);
+            const out = this.forward(batch);
+            if (!out.loss) throw new Error('Trainer: the model returned no loss (are labels in the batch?)');
+            const scaled = mulScalar(out.loss, 1 / group.length);
+            scaled.backward();
+            let tokens = 0;
+            const am = batch.attentionMask;
+            if (am) for (const v of am.ints) tokens += v; else tokens = batch.inputIds.size;
+            return { loss: scaled.item(), tokens };
+          });
+          // transformers' logging_nan_inf_filter: a non-finite loss counts as the running average.
+          if (!Number.isFinite(loss)) trLoss += trLoss / (1 + stepsSinceLog);
+          else trLoss += loss;
+          this.state.numInputTokensSeen += tokens;
+          tokensSinceLog += tokens;
+        }
+        lastGradNorm = clipGradNorm(tensors, args.maxGradNorm);
+        lastLr = this.lrScheduler.lr();
+        this.optimizer.lr = lastLr;
+        this.optimizer.step();
+        this.lrScheduler.step();
+        this.optimizer.zeroGrad();
+        this.state.globalStep++;
+        this.state.epoch = epoch + (step + 1) / stepsInEpoch;
+        stepsSinceLog++;
+        this.stepFlow(epoch);
+        this.fire('onStepEnd');
+        const r = await this.maybeLogSaveEvaluate({ trLoss, stepsSinceLog, gradNorm: lastGradNorm, lr: lastLr, tokensSinceLog, logClock });
+        if (r.logged) { totalLoss += trLoss; trLoss = 0; stepsSinceLog = 0; tokensSinceLog = 0; logClock = Date.now(); }
+        if (this.control.shouldEpochStop || this.control.shouldTrainingStop) break;
+      }
+      this.control.shouldEpochStop = false;
+      this.epochFlow();
+      this.fire('onEpochEnd');
+      const r = await this.maybeLogSaveEvaluate({ trLoss, stepsSinceLog, gradNorm: lastGradNorm, lr: lastLr, tokensSinceLog, logClock });
+      if (r.logged) { totalLoss += trLoss; trLoss = 0; stepsSinceLog = 0; tokensSinceLog = 0; logClock = Date.now(); }
+    }
+    totalLoss += trLoss;
+    const runtime = (Date.now() - start) / 1000;
+    const done = this.state.globalStep - startStep;
+    const trainLoss = totalLoss / Math.max(done, 0.001);
+    const metrics: LogEntry = {
+      train_runtime: runtime, train_samples_per_second: (done * bs * gas) / Math.max(runtime, 1e-9),
+      train_steps_per_second: done / Math.max(runtime, 1e-9), train_loss: trainLoss,
+      train_tokens_per_second: this.state.numInputTokensSeen / Math.max(runtime, 1e-9), epoch: this.state.epoch,
+    };
+    this.log(metrics);
+    if (args.loadBestModelAtEnd && this.state.bestModelCheckpoint) {
+      loadCheckpointWeights(this.state.bestModelCheckpoint, this.model);
+    }
+    if (args.saveTotalLimit === 1 && this.state.bestModelCheckpoint) rotateCheckpoints(args.outputDir, 1, this.state.bestModelCheckpoint);
+    if (args.plotCurves) this.writeCurves();
+    if (args.gradientCheckpointing) this.setGradientCheckpointing(false);
+    this.fire('onTrainEnd');
+    return { globalStep: this.state.globalStep, trainingLoss: trainLoss, metrics };
+  }
+
+  /** DefaultFlowCallback.on_step_end */
+  private stepFlow(_epoch: number): void {
+    const a = this.args, s = this.state, c = this.control;
+    if (s.globalStep === 1 && a.loggingFirstStep) c.shouldLog = true;
+    if (a.loggingSteps > 0 && s.globalStep % a.loggingSteps === 0) c.shouldLog = true;
+    if (a.evalStrategy === 'steps' && a.evalSteps > 0 && s.globalStep % a.evalSteps === 0) c.shouldEvaluate = true;
+    if (a.saveStrategy === 'steps' && a.saveSteps > 0 && s.globalStep % a.saveSteps === 0) c.shouldSave = true;
+    if (s.globalStep >= s.maxSteps) {
+      c.shouldTrainingStop = true;
+      if (a.saveStrategy === 'steps') c.shouldSave = true;
+    }
+  }
+
+  /** DefaultFlowCallback.on_epoch_end */
+  private epochFlow(): void {
+    if (this.args.evalStrategy === 'epoch') this.control.shouldEvaluate = true;
+    if (this.args.saveStrategy === 'epoch') this.control.shouldSave = true;
+  }
+
+  private async maybeLogSaveEvaluate(s: { trLoss: number; stepsSinceLog: number; gradNorm: number; lr: number; tokensSinceLog: number; logClock: number }): Promise<{ logged: boolean }> {
+    const c = this.control;
+    let logged = false;
+    if (c.shouldLog && s.stepsSinceLog > 0) {
+      const dt = Math.max((Date.now() - s.logClock) / 1000, 1e-9);
+      const logs: LogEntry = { loss: s.trLoss / s.stepsSinceLog, grad_norm: s.gradNorm, learning_rate: s.lr, tokens_per_second: s.tokensSinceLog / dt };
+      this.log(logs);
+      logged = true;
+    }
+    c.shouldLog = false;
+    let metrics: LogEntry | null = null;
+    if (c.shouldEvaluate) {
+      c.shouldEvaluate = false;
+      metrics = this.evaluate();
+      this.determineBestMetric(metrics);
+    }
+    if (c.shouldSave) {
+      c.shouldSave = false;
+      await this.saveCheckpoint(metrics);
+    }
+    return { logged };
+  }
+
+  /** Adds an entry to the log history (with epoch and step), the jsonl file and callbacks. */
+  log(logs: LogEntry): void {
+    const entry: LogEntry = { ...logs, epoch: Number(this.state.epoch.toFixed(4)), step: this.state.globalStep };
+    this.state.logHistory.push(entry);
+    if (this.logFile) fs.appendFileSync(this.logFile, JSON.stringify(entry) + '\n');
+    for (const cb of this.callbacks) cb.onLog?.({ args: this.args, state: this.state, control: this.control, logs: entry });
+  }
+
+  private truncateLog(step: number): void {
+    if (!this.logFile || !fs.existsSync(this.logFile)) return;
+    const keep = fs.readFileSync(this.logFile, 'utf8').split('\n').filter((l) => {
+      if (!l.trim()) return false;
+      try { return (JSON.parse(l) as LogEntry).step <= step; } catch { return false; }
+    });
+    fs.writeFileSync(this.logFile, keep.map((l) => l + '\n').join(''));
+  }
+
+  private writeCurves(): void {
+    fs.writeFileSync(path.join(this.args.outputDir, 'training_curves.svg'), trainingCurvesSvg(this.state.logHistory));
+  }
+
+  private metricKey(): string {
+    const m = this.args.metricForBestModel;
+    return m.startsWith('eval_') ? m : `eval_${m}`;
+  }
+
+  /** transformers' _determine_best_metric: track the best eval metric and its step. */
+  private determineBestMetric(metrics: LogEntry): void {
+    const a = this.args;
+    if (!a.metricForBestModel) return;
+    const v = metrics[this.metricKey()];
+    if (v === undefined) throw new Error(`metricForBestModel '${a.metricForBestModel}' is not among the evaluation metrics (${Object.keys(metrics).join(', ')})`);
+    const b = this.state.bestMetric;
+    if (b === null || (a.greaterIsBetter ? v > b : v < b)) {
+      this.state.bestMetric = v;
+      this.state.bestGlobalStep = this.state.globalStep;
+    }
+  }
+
+  private async saveCheckpoint(_metrics: LogEntry | null): Promise<void> {
+    const a = this.args;
+    const dir = path.join(a.outputDir, `checkpoint-${this.state.globalStep}`);
+    if (this.state.bestGlobalStep === this.state.globalStep) this.state.bestModelCheckpoint = dir;
+    for (const cb of this.callbacks) if (cb.name && cb.getState) this.state.statefulCallbacks[cb.name] = cb.getState();
+    const saved = await saveCheckpoint(a.outputDir, {
+      model: this.model, optimizer: this.optimizer!, scheduler: this.lrScheduler!, state: this.state,
+      rng: { default: defaultRng().getState() }, args: a.toJSON(),
+    });
+    rotateCheckpoints(a.outputDir, a.saveTotalLimit, this.state.bestModelCheckpoint);
+    for (const cb of this.callbacks) cb.onSave?.({ args: this.args, state: this.state, control: this.control, checkpoint: saved });
+  }
+
+  /** Saves the final model (adapter via savePretrained, else trainable weights) to dir. */
+  async saveModel(dir = this.args.outputDir): Promise<void> {
+    fs.mkdirSync(dir, { recursive: true });
+    if (typeof this.model.savePretrained === 'function') await this.model.savePretrained(dir);
+    else {
+      const { writeSafetensors } = await import('../io/safetensors.js');
+      writeSafetensors(path.join(dir, 'model.safetensors'), new Map(this.trainableParams()));
+    }
+  }
+
+  /** Runs the model over a dataset without gradients; loss is the example-weighted mean. */
+  private loop(ds: Dataset, wantOutputs: boolean): { loss: number | null; logits: Float32Array | null; shape: number[]; labels: Int32Array | null } {
+    const bs = this.args.perDeviceEvalBatchSize;
+    const wasTraining = this.model.training;
+    this.model.eval();
+    let lossSum = 0, n = 0, haveLoss = true;
+    const logitParts: { data: Float32Array; shape: number[] }[] = [];
+    const labelParts: { data: Int32Array; shape: number[] }[] = [];
+    try {
+      for (let i = 0; i < ds.length; i += bs) {
+        const rows = ds.rows.slice(i, i + bs);
+        tidy(() => noGrad(() => {
+          const batch = this.dataCollator(rows);
+          const out = this.forward(batch);
+          if (out.loss) { lossSum += out.loss.item() * rows.length; n += rows.length; } else haveLoss = false;
+          if (wantOutputs) {
+            logitParts.push({ data: out.logits.toFloat32Array(), shape: out.logits.shape.slice() });
+            if (batch.labels) labelParts.push({ data: Int32Array.from(batch.labels.ints), shape: batch.labels.shape.slice() });
+          }
+        }));
+      }
+    } finally { this.model.train(wasTraining); }
+    const loss = haveLoss && n ? lossSum / n : null;
+    if (!wantOutputs) return { loss, logits: null, shape: [], labels: null };
+    const logits = concatPadded(logitParts, -100);
+    const labels = labelParts.length === logitParts.length && labelParts.length ? concatPaddedInt(labelParts, -100) : null;
+    return { loss, logits: logits.data, shape: logits.shape, labels: labels?.data ?? null };
+  }
+
+  /** Evaluation loss and computeMetrics on evalDataset, keys prefixed "eval_". */
+  evaluate(evalDataset?: Dataset | Row[], metricKeyPrefix = 'eval'): LogEntry {
+    const ds = asDataset(evalDataset) ?? this.evalDataset;
+    if (!ds || ds.length === 0) throw new Error('Trainer.evaluate: no evalDataset');
+    const t0 = Date.now();
+    const r = this.loop(ds, this.computeMetrics !== undefined);
+    const metrics: LogEntry = {};
+    if (r.loss !== null) metrics[`${metricKeyPrefix}_loss`] = r.loss;
+    if (this.computeMetrics && r.logits && r.labels) {
+      const m = this.computeMetrics({ predictions: r.logits, predictionsShape: r.shape, labels: r.labels, numLabels: r.shape[r.shape.length - 1] });
+      for (const [k, v] of Object.entries(m)) metrics[k.startsWith(`${metricKeyPrefix}_`) ? k : `${metricKeyPrefix}_${k}`] = v;
+    }
+    const rt = (Date.now() - t0) / 1000;
+    metrics[`${metricKeyPrefix}_runtime`] = rt;
+    metrics[`${metricKeyPrefix}_samples_per_second`] = ds.length / Math.max(rt, 1e-9);
+    this.log(metrics);
+    for (const cb of this.callbacks) cb.onEvaluate?.({ args: this.args, state: this.state, control: this.control, metrics });
+    return metrics;
+  }
+
+  /** Logits (and softmax scores), labels and "test_" metrics over a dataset. */
+  predict(testDataset: Dataset | Row[], metricKeyPrefix = 'test'): PredictionOutput {
+    const ds = asDataset(testDataset)!;
+    if (ds.length === 0) throw new Error('Trainer.predict: empty dataset');
+    const r = this.loop(ds, true);
+    const C = r.shape[r.shape.length - 1];
+    const metrics: LogEntry = {};
+    if (r.loss !== null) metrics[`${metricKeyPrefix}_loss`] = r.loss;
+    if (this.computeMetrics && r.labels) {
+      for (const [k, v] of Object.entries(this.computeMetrics({ predictions: r.logits!, predictionsShape: r.shape, labels: r.labels, numLabels: C }))) metrics[`${metricKeyPrefix}_${k}`] = v;
+    }
+    return { predictions: r.logits!, predictionsShape: r.shape, scores: r.shape.length === 2 ? softmaxRows(r.logits!, C) : null, labels: r.labels, metrics };
+  }
+}
+
+// Batches of [b, T_i, ...rest] joined along dim 0, padding T to the longest (transformers pads with -100).
+function concatPadded(parts: { data: Float32Array; shape: number[] }[], pad: number): { data: Float32Array; shape: number[] } {
+  if (parts[0].shape.length <= 1 || parts[0].shape.length === 2) {
+    const N = parts.reduce((a, p) => a + p.shape[0], 0);
+    const data = new Float32Array(N * (parts[0].shape[1] ?? 1));
+    let o = 0;
+    for (const p of parts) { data.set(p.data, o); o += p.data.length; }
+    return { data, shape: parts[0].shape.length === 1 ? [N] : [N, parts[0].shape[1]] };
+  }
+  const T = Math.max(...parts.map((p) => p.shape[1]));
+  const rest = parts[0].shape.slice(2).reduce((a, b) => a * b, 1);
+  const N = parts.reduce((a, p) => a + p.shape[0], 0);
+  const data = new Float32Array(N * T * rest).fill(pad);
+  let row = 0;
+  for (const p of parts) {
+    for (let b = 0; b < p.shape[0]; b++, row++) data.set(p.data.subarray(b * p.shape[1] * rest, (b + 1) * p.shape[1] * rest), row * T * rest);
+  }
+  return { data, shape: [N, T, ...parts[0].shape.slice(2)] };
+}
+
+function concatPaddedInt(parts: { data: Int32Array; shape: number[] }[], pad: number): { data: Int32Array; shape: number[] } {
+  const f = concatPadded(parts.map((p) => ({ data: Float32Array.from(p.data), shape: p.shape })), pad);
+  return { data: Int32Array.from(f.data), shape: f.shape };
+}
+
+export { EarlyStoppingCallback };
