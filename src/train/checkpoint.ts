@@ -23,7 +23,7 @@ export const STATE_FILE = 'trainer_state.json';
 export const RNG_FILE = 'rng_state.json';
 export const ARGS_FILE = 'training_args.json';
 
-export interface SavableModel extends Module { savePretrained?(dir: string): void | Promise<void> }
+export interface SavableModel extends Module { savePretrained?(dir: string): unknown }
 
 export interface CheckpointParts {
   model: SavableModel;

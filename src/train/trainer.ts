@@ -17,7 +17,7 @@ import { AdamW, clipGradNorm, paramGroups } from './optim.js';
 import { LRScheduler, warmupStepsFor } from './schedulers.js';
 import { CallbackArgs, EarlyStoppingCallback, LogEntry, ProgressCallback, TrainerCallback, TrainerControl, TrainerState } from './callbacks.js';
 import {
-  ARGS_FILE, RNG_FILE, SCHEDULER_FILE, STATE_FILE, SavableModel, lastCheckpoint, loadCheckpointWeights,
+  RNG_FILE, listCheckpoints, SCHEDULER_FILE, STATE_FILE, SavableModel, lastCheckpoint, loadCheckpointWeights,
   loadOptimizerState, readJson, rotateCheckpoints, saveCheckpoint,
 } from './checkpoint.js';
 import { softmaxRows } from './metrics.js';
@@ -272,7 +272,10 @@ export class Trainer {
     if (args.loadBestModelAtEnd && this.state.bestModelCheckpoint) {
       loadCheckpointWeights(this.state.bestModelCheckpoint, this.model);
     }
-    if (args.saveTotalLimit === 1 && this.state.bestModelCheckpoint) rotateCheckpoints(args.outputDir, 1, this.state.bestModelCheckpoint);
+    // transformers: with saveTotalLimit 1, only the best checkpoint is left at the end.
+    if (args.saveTotalLimit === 1 && this.state.bestModelCheckpoint) {
+      for (const c of listCheckpoints(args.outputDir)) if (path.resolve(c) !== path.resolve(this.state.bestModelCheckpoint)) fs.rmSync(c, { recursive: true, force: true });
+    }
     if (args.plotCurves) this.writeCurves();
     if (args.gradientCheckpointing) this.setGradientCheckpointing(false);
     this.fire('onTrainEnd');
