@@ -1,0 +1,56 @@
+// peft-ts eval: a base model (+ adapter) on a labelled file; accuracy / F1, or loss / perplexity.
+import { Trainer } from '../../train/trainer.js';
+import { classificationMetrics } from '../../train/metrics.js';
+import type { LogEntry } from '../../train/callbacks.js';
+import { type Dataset, encodeLabels } from '../../data/dataset.js';
+import type { Tokenizer } from '../../io/tokenizer.js';
+import { num, str } from '../args.js';
+import { CliTask, Flags, checkKnown, commandFlags, loadWithAdapter, requireFile } from '../common.js';
+import { columnsFrom, featuresFor, load } from '../data.js';
+import { printMetrics } from './train.js';
+
+export const EVAL_HELP = `peft-ts eval: evaluate a base model, with or without a LoRA adapter, on a labelled file
+
+  --data FILE          labelled data (.jsonl / .json / .csv)                  [required]
+  --adapter DIR        adapter folder written by train (its label_mapping.json gives task and labels)
+  --model DIR|ID       base model (default: assets/default-model)
+  --task T             seq-cls | causal-lm (default: from the adapter, else seq-cls if the data has labels)
+  --num-labels N       classes for a base classifier without adapter (default: from the data)
+  --text-column C  --label-column C  --prompt-column C  --completion-column C  --template T  --max-length N
+  --batch-size N (16)  --seed N (head init of a classifier without adapter)
+Prints accuracy and macro-F1 (classification) or loss and perplexity (causal-lm).`;
+
+const KNOWN = ['data', 'adapter', 'model', 'task', 'numLabels', 'textColumn', 'labelColumn', 'promptColumn', 'completionColumn', 'template', 'maxLength', 'batchSize', 'seed', 'loadIn4bit', 'json'];
+
+/** Evaluation metrics of `model` on tokenized features (no log files written). */
+export function evaluateModel(model: ConstructorParameters<typeof Trainer>[0]['model'], task: CliTask, features: Dataset, tok: Tokenizer, batchSize = 16): LogEntry {
+  const trainer = new Trainer({
+    model, tokenizer: tok, args: { outputDir: '.', reportTo: 'none', perDeviceEvalBatchSize: batchSize, plotCurves: false },
+    computeMetrics: task === 'seq-cls' ? classificationMetrics : undefined, progressStream: { write: () => true },
+  });
+  const m = trainer.evaluate(features);
+  if (task === 'causal-lm' && m.eval_loss !== undefined) m.eval_perplexity = Math.exp(m.eval_loss);
+  return m;
+}
+
+export async function evalCommand(argv: string[]): Promise<void> {
+  const flags: Flags = commandFlags(argv, ['help', 'loadIn4bit', 'json']);
+  if (flags.help) { console.log(EVAL_HELP); return; }
+  checkKnown(flags, KNOWN, 'eval');
+  const file = requireFile(str(flags, 'data'), '--data');
+  const ds = load(file);
+  const cols = columnsFrom(flags);
+  const hint: CliTask = ds.columnNames.includes(cols.label) ? 'seq-cls' : 'causal-lm';
+  // A classifier without adapter needs the class count before the model is built.
+  let label2id: Record<string, number> | undefined;
+  if (!str(flags, 'adapter') && hint === 'seq-cls' && flags.task !== 'causal-lm') {
+    label2id = encodeLabels(ds, cols.label).mapping.label2id;
+    if (flags.numLabels === undefined && label2id) flags.numLabels = String(Object.keys(label2id).length);
+  }
+  const { model, task, mapping, tokenizer } = loadWithAdapter(flags, hint);
+  const feats = featuresFor(task, ds, tokenizer, { ...cols, text: str(flags, 'textColumn') ?? mapping?.textColumn ?? cols.text }, flags, mapping?.label2id && Object.keys(mapping.label2id).length ? mapping.label2id : label2id);
+  const m = evaluateModel(model, task, feats.dataset, tokenizer, num(flags, 'batchSize', 16));
+  if (flags.json) { console.log(JSON.stringify(m)); return; }
+  console.log(`evaluation on ${file} (${ds.length} rows):`);
+  printMetrics(m);
+}

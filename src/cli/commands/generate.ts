@@ -1,0 +1,42 @@
+// peft-ts generate: text continuation of a prompt, streamed to stdout, with or without an adapter.
+import { tensor } from '../../tensor/index.js';
+import { generate } from '../../generate/generate.js';
+import { TextStreamer } from '../../generate/streamer.js';
+import { UsageError, bool, num, str } from '../args.js';
+import { Flags, checkKnown, commandFlags, loadWithAdapter } from '../common.js';
+
+export const GENERATE_HELP = `peft-ts generate: continue a prompt (streams to stdout)
+
+  --prompt "..."              the prompt                                              [required]
+  --adapter DIR               LoRA adapter (causal-lm) to apply; without it, the base model
+  --model DIR|ID              base model (default: assets/default-model)
+  --max-new-tokens N (40)     --greedy (default) | --do-sample
+  --temperature X  --top-k N  --top-p X  --no-repeat-ngram-size N  --repetition-penalty X
+  --seed N (0)                sampling seed (same seed, same text)
+  --no-stream                 print the text once at the end instead of streaming
+  --skip-prompt               do not echo the prompt`;
+
+const KNOWN = ['prompt', 'adapter', 'model', 'maxNewTokens', 'greedy', 'doSample', 'temperature', 'topK', 'topP', 'noRepeatNgramSize', 'repetitionPenalty', 'seed', 'stream', 'skipPrompt', 'task', 'loadIn4bit'];
+
+export async function generateCommand(argv: string[]): Promise<void> {
+  const flags: Flags = commandFlags(argv, ['help', 'greedy', 'doSample', 'stream', 'skipPrompt', 'loadIn4bit']);
+  if (flags.help) { console.log(GENERATE_HELP); return; }
+  checkKnown(flags, KNOWN, 'generate');
+  const prompt = str(flags, 'prompt');
+  if (prompt === undefined) throw new UsageError('generate: --prompt is required');
+  if (bool(flags, 'greedy') && bool(flags, 'doSample')) throw new UsageError('generate: --greedy and --do-sample exclude each other');
+  const { model, task, tokenizer } = loadWithAdapter(flags, 'causal-lm');
+  if (task !== 'causal-lm') throw new UsageError(`generate: the adapter is for ${task}; generation needs a causal-lm adapter`);
+  const ids = tokenizer.encode(prompt);
+  if (!ids.length) throw new UsageError('generate: the prompt encodes to no tokens');
+  const stream = bool(flags, 'stream', true);
+  let text = '';
+  const streamer = new TextStreamer(tokenizer, { skipPrompt: bool(flags, 'skipPrompt'), skipSpecialTokens: true, write: stream ? (s) => { process.stdout.write(s); } : (s) => { text += s; } });
+  generate(model, tensor(Int32Array.from(ids), [1, ids.length]), {
+    maxNewTokens: num(flags, 'maxNewTokens', 40), doSample: bool(flags, 'doSample'),
+    temperature: num(flags, 'temperature'), topK: num(flags, 'topK'), topP: num(flags, 'topP'),
+    noRepeatNgramSize: num(flags, 'noRepeatNgramSize'), repetitionPenalty: num(flags, 'repetitionPenalty'),
+    seed: num(flags, 'seed', 0), eosTokenId: tokenizer.eosTokenId, padTokenId: tokenizer.padTokenId, streamer,
+  });
+  process.stdout.write(stream ? '\n' : text + '\n');
+}
