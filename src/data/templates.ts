@@ -55,8 +55,6 @@ export function applyChatTemplate(messages: ChatMessage[], o: ChatTemplateOption
     add_generation_prompt: o.addGenerationPrompt ?? false,
     bos_token: o.bosToken ?? o.tokenizer?.bosToken ?? '',
     eos_token: o.eosToken ?? o.tokenizer?.eosToken ?? '',
-    // transformers exposes this to templates that reject bad conversations.
-    raise_exception: (msg: string) => { throw new Error(`chat template: ${msg}`); },
     ...o.extra,
   });
 }
