@@ -1,6 +1,6 @@
 // Dataset rows -> token ids for classification and causal LM training.
 import { Dataset, Row, encodeLabels, LabelMapping } from './dataset.js';
-import { TokenizerLike, encodeIds } from './tokenizer.js';
+import { TokenizerLike, encodeIds, encodeTruncated } from './tokenizer.js';
 
 export const IGNORE_INDEX = -100;
 
@@ -51,10 +51,12 @@ export function tokenizeClassification(ds: Dataset, tok: TokenizerLike, o: Token
   const limit = limitOf(tok, o.maxLength);
   const truncation = o.truncation ?? true;
   const out = src.map((r) => {
-    const ids = fit(encodeIds(tok, text(r, o.textColumn), {
-      addSpecialTokens: true, textPair: o.textPairColumn ? text(r, o.textPairColumn) : undefined,
-      truncation, maxLength: Number.isFinite(limit) ? limit : undefined,
-    }), limit, truncation, 'text');
+    const t = text(r, o.textColumn), pair = o.textPairColumn ? text(r, o.textPairColumn) : undefined;
+    let ids = encodeIds(tok, t, { addSpecialTokens: true, textPair: pair });
+    if (ids.length > limit) {
+      if (!truncation) throw new Error(`text is ${ids.length} tokens, longer than maxLength ${limit} (enable truncation or raise maxLength)`);
+      ids = encodeTruncated(tok, t, { textPair: pair, maxLength: limit, addSpecialTokens: true });
+    }
     const f: ClassificationFeatures = { inputIds: ids, attentionMask: ids.map(() => 1), labels: hasLabels ? (r[labelColumn] as number) : -1 };
     return f;
   }) as Dataset<ClassificationFeatures> & { labelMapping?: LabelMapping };

@@ -21,6 +21,21 @@ export interface TokenizerLike {
   readonly modelMaxLength?: number;
   readonly chatTemplate?: string | null;
   readonly paddingSide?: 'left' | 'right';
+  /** When present, used for truncation so special tokens survive it (transformers' way). */
+  encodeBatch?(texts: string[], options: { truncation?: boolean; maxLength?: number; textPair?: string[]; addSpecialTokens?: boolean }): { inputIds: number[][] };
+}
+
+/**
+ * Ids of text (and pair) cut to maxLength the way the tokenizer truncates when it can (content
+ * cut, specials kept, longest-first for pairs); otherwise the ids are cut at the end.
+ */
+export function encodeTruncated(tok: TokenizerLike, text: string, o: { textPair?: string; maxLength: number; addSpecialTokens?: boolean }): number[] {
+  const ids = encodeIds(tok, text, { textPair: o.textPair, addSpecialTokens: o.addSpecialTokens });
+  if (ids.length <= o.maxLength) return ids;
+  if (typeof tok.encodeBatch === 'function') {
+    return tok.encodeBatch([text], { truncation: true, maxLength: o.maxLength, textPair: o.textPair !== undefined ? [o.textPair] : undefined, addSpecialTokens: o.addSpecialTokens }).inputIds[0];
+  }
+  return ids.slice(0, o.maxLength);
 }
 
 /** encode() as a plain number[] whatever shape the tokenizer returns. */

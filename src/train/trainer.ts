@@ -184,8 +184,7 @@ export class Trainer {
       this.lrScheduler.loadStateDict(readJson(resume, SCHEDULER_FILE));
       this.state = TrainerState.fromJSON(readJson(resume, STATE_FILE));
       if (this.state.bestModelCheckpoint && !fs.existsSync(this.state.bestModelCheckpoint)) this.state.bestModelCheckpoint = null;
-      const rng = readJson<Record<string, number[]>>(resume, RNG_FILE);
-      if (rng.default) defaultRng().setState(rng.default);
+      this.restoreRngStates(readJson<Record<string, number[]>>(resume, RNG_FILE));
       for (const cb of this.callbacks) if (cb.name && cb.setState && this.state.statefulCallbacks[cb.name] !== undefined) cb.setState(this.state.statefulCallbacks[cb.name]);
       epochsTrained = Math.floor(this.state.globalStep / updatesPerEpoch);
       skipBatches = (this.state.globalStep % updatesPerEpoch) * gas;
@@ -350,6 +349,31 @@ export class Trainer {
     return m.startsWith('eval_') ? m : `eval_${m}`;
   }
 
+  /**
+   * Every generator that can change training: the shared default one plus any private Rng a
+   * module holds as `rng` (dropout, LoRA dropout, a model built with its own Rng), by module path.
+   */
+  private rngOwners(): Map<string, Rng> {
+    const out = new Map<string, Rng>([['default', defaultRng()]]);
+    const seen = new Set<Rng>([defaultRng()]);
+    for (const [name, m] of this.model.namedModules()) {
+      const r = (m as unknown as { rng?: unknown }).rng;
+      if (r instanceof Rng && !seen.has(r)) { seen.add(r); out.set(`module:${name}`, r); }
+    }
+    return out;
+  }
+
+  private rngStates(): Record<string, number[]> {
+    return Object.fromEntries([...this.rngOwners()].map(([k, r]) => [k, r.getState()]));
+  }
+
+  private restoreRngStates(st: Record<string, number[]>): void {
+    for (const [k, r] of this.rngOwners()) {
+      if (st[k]) r.setState(st[k]);
+      else throw new Error(`checkpoint rng_state.json has no state for ${k}; was it saved from a different model?`);
+    }
+  }
+
   /** transformers' _determine_best_metric: track the best eval metric and its step. */
   private determineBestMetric(metrics: LogEntry): void {
     const a = this.args;
@@ -370,7 +394,7 @@ export class Trainer {
     for (const cb of this.callbacks) if (cb.name && cb.getState) this.state.statefulCallbacks[cb.name] = cb.getState();
     const saved = await saveCheckpoint(a.outputDir, {
       model: this.model, optimizer: this.optimizer!, scheduler: this.lrScheduler!, state: this.state,
-      rng: { default: defaultRng().getState() }, args: a.toJSON(),
+      rng: this.rngStates(), args: a.toJSON(),
     });
     rotateCheckpoints(a.outputDir, a.saveTotalLimit, this.state.bestModelCheckpoint);
     for (const cb of this.callbacks) cb.onSave?.({ args: this.args, state: this.state, control: this.control, checkpoint: saved });
