@@ -18,7 +18,7 @@ export const DEMO_HELP = `peft-ts demo: LoRA fine-tuning of the embedded KJV GPT
 
   --output-dir DIR       (runs/demo) adapters, logs, charts and summary.json go here
   --cls-steps N          classifier training steps (default 400)
-  --clm-steps N          causal-LM training steps (default 150)
+  --clm-steps N          causal-LM training steps (default 250)
   --lr X                 learning rate of both runs (default 2e-3)
   --r N                  LoRA rank (default 16)
   --seed N               (42)
@@ -103,7 +103,7 @@ export async function demoCommand(argv: string[]): Promise<void> {
       .map((s) => s.split('\n')[0]);
     const genBefore = gen(lm);
     const clmDir = path.join(out, 'completion');
-    const clmSteps = num(flags, 'clmSteps', 150)!;
+    const clmSteps = num(flags, 'clmSteps', 250)!;
     const tclm = Date.now();
     const clm = await runTrain({
       data: compTrain, evalData: compTest, task: 'causal-lm', outputDir: clmDir, maxSteps: String(clmSteps), lr: String(lr),
