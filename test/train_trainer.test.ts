@@ -205,3 +205,19 @@ test('causal LM: prompt-masked features, padded batches, loss goes down, memory 
   assert.equal(p.predictionsShape.length, 3);
   assert.equal(p.scores, null);
 });
+
+test('progress: a redrawn bar on a TTY, plain lines per log otherwise, nothing with disableTqdm', async () => {
+  const run = async (isTTY: boolean, disableTqdm = false) => {
+    let out = '';
+    const stream = { write: (s: string) => { out += s; return true; }, isTTY };
+    await new Trainer({ model: new ToyClassifier(10, 8, 2), trainDataset: rows(8), progressStream: stream,
+      args: { outputDir: tmp('prog'), perDeviceTrainBatchSize: 2, maxSteps: 4, loggingSteps: 2, saveStrategy: 'no', plotCurves: false, disableTqdm } }).train();
+    return out;
+  };
+  const tty = await run(true);
+  assert.match(tty, /\r.*4\/4 loss \d+\.\d{4} [\d.]+ it\/s \d+ tok\/s ETA/);
+  const plain = await run(false);
+  assert.deepEqual(plain.trim().split('\n').filter((l) => /\] loss=/.test(l)).map((l) => l.slice(0, 12)), ['[step 2/4] l', '[step 4/4] l']);
+  assert.ok(!plain.includes('\r'));
+  assert.equal(await run(true, true), '');
+});
