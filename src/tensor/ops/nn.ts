@@ -57,7 +57,6 @@ export function matmul(a: Tensor, b: Tensor, transA = false, transB = false): Te
     if (ae.requiresGrad) {
       // d op(A) = g @ op(B)^T ; when transA, A = (d op(A))^T = op(B) @ g^T
       ga = empty(sA === 0 ? ae.shape : [...batchShape, ...ae.shape.slice(-2)], 'float32', false);
-      const per = ae.shape[ae.ndim - 1] * ae.shape[ae.ndim - 2];
       if (sA === 0) {
         // shared A: sum over batch of per-batch grads
         ga.data.fill(0);
@@ -68,7 +67,6 @@ export function matmul(a: Tensor, b: Tensor, transA = false, transB = false): Te
         }
       } else if (!transA) gemm(g.data, be.data, ga.data, batch, am, ak, bn, false, !transB, am * bn, sB);
       else gemm(be.data, g.data, ga.data, batch, ak, am, bn, transB, true, sB, am * bn);
-      void per;
     }
     if (be.requiresGrad) {
       // d op(B) = op(A)^T @ g ; when transB, B = g^T @ op(A)
@@ -282,7 +280,7 @@ export function maskedFill(x: Tensor, mask: Tensor, value: number): Tensor {
  */
 export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor,
   opts: { mask?: Tensor | null; causal?: boolean; scale?: number; dropout?: number; training?: boolean; rng?: Rng } = {}): Tensor {
-  const [b, h, t, d] = q.shape;
+  const [, h, t, d] = q.shape;
   const hk = k.shape[1], s = k.shape[2];
   if (h % hk !== 0) throw new Error(`attention: ${h} query heads not a multiple of ${hk} key heads`);
   if (hk !== h) { k = repeatKv(k, h / hk); v = repeatKv(v, h / hk); }
@@ -293,7 +291,6 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor,
   if (mask) scores = add(scores, mask);
   let p = softmax(scores);
   if (opts.dropout && opts.training) p = dropout(p, opts.dropout, true, opts.rng);
-  void b;
   return matmul(p, v);
 }
 
