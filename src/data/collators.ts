@@ -41,18 +41,25 @@ function resolvePad(o: PaddingOptions): number {
   throw new Error('collator: give a tokenizer or padTokenId');
 }
 
+/** What every collator starts with: the rows' ids, the batch length, padded ids and mask. */
+function padInputs(rows: Row[], padToMultipleOf: number | undefined, pad: number, side: 'left' | 'right') {
+  if (!rows.length) throw new Error('collator: empty batch');
+  const ids = rows.map((_, i) => ints(rows, 'inputIds', i));
+  const L = batchLength(ids.map((r) => r.length), padToMultipleOf);
+  return {
+    ids, L,
+    inputIds: padTo(ids, L, pad, side),
+    attentionMask: padTo(ids.map((r) => r.map(() => 1)), L, 0, side),
+  };
+}
+
 /** Dynamic padding for sequence classification; labels stay [B]. */
 export function DataCollatorWithPadding(o: PaddingOptions): DataCollator {
   const pad = resolvePad(o);
   const side = o.paddingSide ?? o.tokenizer?.paddingSide ?? 'right';
   return (rows) => {
-    if (!rows.length) throw new Error('collator: empty batch');
-    const ids = rows.map((_, i) => ints(rows, 'inputIds', i));
-    const L = batchLength(ids.map((r) => r.length), o.padToMultipleOf);
-    const batch: Batch = {
-      inputIds: padTo(ids, L, pad, side),
-      attentionMask: padTo(ids.map((r) => r.map(() => 1)), L, 0, side),
-    };
+    const { ids, L, inputIds, attentionMask } = padInputs(rows, o.padToMultipleOf, pad, side);
+    const batch: Batch = { inputIds, attentionMask };
     if (rows[0].tokenTypeIds !== undefined) batch.tokenTypeIds = padTo(rows.map((_, i) => ints(rows, 'tokenTypeIds', i)), L, 0, side);
     if (rows[0].labels !== undefined) {
       const labels = rows.map((r, i) => {
@@ -76,19 +83,13 @@ export function DataCollatorForLanguageModeling(o: PaddingOptions & { mlm?: bool
   const pad = resolvePad(o);
   const side = o.paddingSide ?? 'right';
   return (rows) => {
-    if (!rows.length) throw new Error('collator: empty batch');
-    const ids = rows.map((_, i) => ints(rows, 'inputIds', i));
-    const L = batchLength(ids.map((r) => r.length), o.padToMultipleOf);
+    const { ids, L, inputIds, attentionMask } = padInputs(rows, o.padToMultipleOf, pad, side);
     const labels = rows.map((r, i) => {
       const l = r.labels !== undefined ? ints(rows, 'labels', i) : ids[i];
       if (l.length !== ids[i].length) throw new Error(`collator: feature ${i} has ${ids[i].length} inputIds but ${l.length} labels`);
       return l;
     });
-    return {
-      inputIds: padTo(ids, L, pad, side),
-      attentionMask: padTo(ids.map((r) => r.map(() => 1)), L, 0, side),
-      labels: padTo(labels, L, IGNORE_INDEX, side),
-    };
+    return { inputIds, attentionMask, labels: padTo(labels, L, IGNORE_INDEX, side) };
   };
 }
 
@@ -97,13 +98,8 @@ export function DataCollatorForTokenClassification(o: PaddingOptions): DataColla
   const pad = resolvePad(o);
   const side = o.paddingSide ?? 'right';
   return (rows) => {
-    if (!rows.length) throw new Error('collator: empty batch');
-    const ids = rows.map((_, i) => ints(rows, 'inputIds', i));
-    const L = batchLength(ids.map((r) => r.length), o.padToMultipleOf);
-    const batch: Batch = {
-      inputIds: padTo(ids, L, pad, side),
-      attentionMask: padTo(ids.map((r) => r.map(() => 1)), L, 0, side),
-    };
+    const { ids, L, inputIds, attentionMask } = padInputs(rows, o.padToMultipleOf, pad, side);
+    const batch: Batch = { inputIds, attentionMask };
     if (rows[0].labels !== undefined) {
       const labels = rows.map((_, i) => ints(rows, 'labels', i));
       labels.forEach((l, i) => { if (l.length !== ids[i].length) throw new Error(`collator: feature ${i} has ${ids[i].length} inputIds but ${l.length} labels`); });
