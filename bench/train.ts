@@ -4,13 +4,15 @@
 //
 //   node dist/bench/train.js [gpt2-clm|distilbert-cls] [--steps N] [--warmup N] [--threads N]
 //        [--python /path/to/python] [--baseline path/to/peft_baseline.py] [--out file.json]
+//        [--batch B] [--seq T] [--gradient-checkpointing] [--no-baseline]
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cpus } from 'node:os';
 import { backendName, setNumThreads, nativeInfo } from '../src/backends/index.js';
-import { Rng, tidy, tensor } from '../src/tensor/index.js';
+import { Rng, tidy, tensor, memoryStats, resetPeakMemory } from '../src/tensor/index.js';
+import { readFileSync } from 'node:fs';
 import { AutoModelForCausalLM, AutoModelForSequenceClassification } from '../src/models/index.js';
 import { LoraConfig, getPeftModel } from '../src/peft/index.js';
 import { AdamW } from '../src/train/optim.js';
@@ -20,6 +22,7 @@ const flag = (n: string, d?: string) => { const i = argv.indexOf('--' + n); retu
 const workload = argv.find((a) => !a.startsWith('--') && !argv[argv.indexOf(a) - 1]?.startsWith('--')) ?? 'gpt2-clm';
 const steps = Number(flag('steps', '5')), warm = Number(flag('warmup', '2'));
 const threads = Number(flag('threads', String(cpus().length)));
+const ckpt = argv.includes('--gradient-checkpointing');
 setNumThreads(threads);
 
 const root = (() => { let d = dirname(fileURLToPath(import.meta.url)); while (!existsSync(join(d, 'package.json'))) d = dirname(d); return d; })();
@@ -40,8 +43,18 @@ function buildWorkload() {
   throw new Error(`unknown workload '${workload}' (gpt2-clm | distilbert-cls)`);
 }
 
+/** Peak resident set of this process (VmHWM), GiB. */
+function peakRssGiB(): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
+  return m ? +(Number(m[1]) / 2 ** 20).toFixed(2) : NaN;
+}
+
 function measureOurs() {
-  const { peft, B, T, vocab, unit, cls } = buildWorkload();
+  const w = buildWorkload();
+  const { peft, vocab, unit, cls } = w;
+  // Batch/sequence overrides exist to show where gradient checkpointing pays (long sequences).
+  const B = Number(flag('batch', String(w.B))), T = Number(flag('seq', String(w.T)));
+  for (const [, m] of peft.namedModules()) if ('gradientCheckpointing' in m) (m as unknown as { gradientCheckpointing: boolean }).gradientCheckpointing = ckpt;
   peft.train();
   const rng = new Rng(1);
   const ids = new Int32Array(B * T).map(() => rng.int(vocab));
@@ -61,6 +74,8 @@ function measureOurs() {
     return loss;
   };
   for (let i = 0; i < warm; i++) step();
+  resetPeakMemory();
+  const live0 = memoryStats().liveBytes;
   const t0 = performance.now();
   let loss = 0;
   for (let i = 0; i < steps; i++) loss = step();
@@ -70,7 +85,11 @@ function measureOurs() {
     impl: 'peft-ts', backend: backendName(), workload, batch: B, seq: T, threads,
     trainable: peft.numParameters(true), total: peft.numParameters(),
     step_ms: +(dt * 1000).toFixed(1), throughput: +(per / dt).toFixed(1), unit: unit + '/s', loss,
-    rss_GiB: +(process.memoryUsage().rss / 2 ** 30).toFixed(2),
+    rss_GiB: +(process.memoryUsage().rss / 2 ** 30).toFixed(2), peak_rss_GiB: peakRssGiB(),
+    // Tensor bytes a step adds on top of what lives between steps (weights, optimizer state):
+    // activations kept for backward, gradients and temporaries.
+    step_peak_tensor_GiB: +((memoryStats().peakLiveBytes - live0) / 2 ** 30).toFixed(3),
+    gradient_checkpointing: ckpt,
   };
 }
 
@@ -89,14 +108,15 @@ function measureBaseline(): Record<string, unknown> | null {
 }
 
 const ours = measureOurs();
-const base = argv.includes('--no-baseline') ? null : measureBaseline();
+// The Python baseline runs its fixed B x T only, so it is skipped when they are overridden.
+const base = argv.includes('--no-baseline') || flag('batch') || flag('seq') || ckpt ? null : measureBaseline();
 const rows = [ours, ...(base ? [base] : [])];
 console.log(`\nworkload ${workload} on ${cpus()[0]?.model ?? 'cpu'} (${threads} threads), native: ${JSON.stringify(nativeInfo?.() ?? null)}`);
-console.log('| impl | step ms | throughput | trainable | total |');
-console.log('|---|---|---|---|---|');
-for (const r of rows) console.log(`| ${r.impl} | ${r.step_ms} | ${r.throughput} ${r.unit} | ${r.trainable} | ${r.total} |`);
+console.log('| impl | B x T | grad ckpt | step ms | throughput | step peak tensors GiB | peak RSS GiB | trainable | total |');
+console.log('|---|---|---|---|---|---|---|---|---|');
+for (const r of rows) console.log(`| ${r.impl} | ${r.batch}x${r.seq} | ${r.gradient_checkpointing ?? '-'} | ${r.step_ms} | ${r.throughput} ${r.unit} | ${r.step_peak_tensor_GiB ?? '-'} | ${r.peak_rss_GiB ?? '-'} | ${r.trainable} | ${r.total} |`);
 if (base) console.log(`ratio peft-ts / python peft throughput: ${(ours.throughput / Number(base.throughput)).toFixed(2)}x`);
-const outFile = flag('out', join(root, 'bench', 'results', `train-${workload}-${new Date().toISOString().slice(0, 10)}.json`))!;
+const outFile = flag('out', join(root, 'bench', 'results', `train-${workload}${flag('batch') || flag('seq') ? `-B${ours.batch}xT${ours.seq}` : ''}${ckpt ? '-ckpt' : ''}-${new Date().toISOString().slice(0, 10)}.json`))!;
 mkdirSync(dirname(outFile), { recursive: true });
 writeFileSync(outFile, JSON.stringify({ date: new Date().toISOString(), rows }, null, 2));
 console.log(`wrote ${outFile}`);

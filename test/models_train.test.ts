@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readSafetensors, readSafetensorsHeader } from '../src/io/safetensors.js';
-import { Rng, noGrad, tensor, tidy } from '../src/tensor/index.js';
+import { Rng, memoryStats, noGrad, resetPeakMemory, tensor, tidy } from '../src/tensor/index.js';
 import type { Tensor } from '../src/tensor/tensor.js';
 import {
   AutoModelForCausalLM, AutoModelForSequenceClassification, AutoModelForTokenClassification, type HFModel, type KVCache,
@@ -119,8 +119,10 @@ test('a left-padded row with mask + position ids gives the logits of the unpadde
   }
 });
 
-function gradsOf(model: HFModel, exp: Map<string, Tensor>, rng: Rng, state: number[], ckpt: boolean): { loss: number; grads: Map<string, Float32Array> } {
+function gradsOf(model: HFModel, exp: Map<string, Tensor>, rng: Rng, state: number[], ckpt: boolean): { loss: number; grads: Map<string, Float32Array>; peak: number } {
   model.zeroGrad();
+  resetPeakMemory();
+  const live0 = memoryStats().liveBytes;
   model.train();
   model.gradientCheckpointing = ckpt;
   rng.setState(state);
@@ -133,8 +135,9 @@ function gradsOf(model: HFModel, exp: Map<string, Tensor>, rng: Rng, state: numb
     return out.loss!.item();
   });
   const grads = new Map<string, Float32Array>();
+  const peak = memoryStats().peakLiveBytes - live0;
   for (const [k, p] of model.namedParameters()) grads.set(k, Float32Array.from(p.grad ? p.grad.data : []));
-  return { loss, grads };
+  return { loss, grads, peak };
 }
 
 for (const name of ['gpt2_lm', 'bert_seqcls', 'roberta_tokcls', 'distilbert_seqcls', 'llama_lm', 'mistral_lm']) {
@@ -149,6 +152,8 @@ for (const name of ['gpt2_lm', 'bert_seqcls', 'roberta_tokcls', 'distilbert_seqc
     const a = gradsOf(model, exp, rng, state, false);
     const b = gradsOf(model, exp, rng, state, true);
     assert.equal(a.loss, b.loss);
+    // The point of checkpointing: a step holds fewer bytes at its peak.
+    assert.ok(b.peak < a.peak, `${name}: peak step memory ${b.peak} with checkpointing vs ${a.peak} without`);
     const evalLoss = expected(name).get('loss')!.data[0];
     assert.ok(Math.abs(a.loss - evalLoss) > 1e-6, 'dropout was active in training mode');
     let nonzero = 0;

@@ -8,11 +8,15 @@ const pool = new Map<string, Buf[]>();
 let pooledBytes = 0;
 const MAX_POOLED_BYTES = 1 << 30;
 let liveBytes = 0;
+let peakLiveBytes = 0;
 
 export class Storage {
   refs = 0;
   constructor(readonly data: Buf, private readonly pooled: boolean) {
-    if (pooled) liveBytes += data.byteLength;
+    if (pooled) {
+      liveBytes += data.byteLength;
+      if (liveBytes > peakLiveBytes) peakLiveBytes = liveBytes;
+    }
   }
   get length(): number { return this.data.length; }
   release(): void {
@@ -49,9 +53,13 @@ export function allocStorage(n: number, dtype: DType, zero: boolean): Storage {
 /** Wraps a caller's buffer; it is never recycled. */
 export function wrapStorage(data: Buf): Storage { return new Storage(data, false); }
 
-export function memoryStats(): { liveBytes: number; pooledBytes: number } {
-  return { liveBytes, pooledBytes };
+/** Bytes held by live pooled tensors now, at their peak (since resetPeakMemory), and idle in the pool. */
+export function memoryStats(): { liveBytes: number; peakLiveBytes: number; pooledBytes: number } {
+  return { liveBytes, peakLiveBytes, pooledBytes };
 }
+
+/** Starts a new peak measurement from the current live bytes. */
+export function resetPeakMemory(): void { peakLiveBytes = liveBytes; }
 
 /** Drops every pooled buffer (e.g. between phases with different shapes). */
 export function clearPool(): void { pool.clear(); pooledBytes = 0; }
