@@ -10,7 +10,7 @@ import { readSafetensors, writeSafetensors } from '../src/io/safetensors.js';
 import { noGrad, tensor, tidy } from '../src/tensor/index.js';
 import type { Tensor } from '../src/tensor/tensor.js';
 import {
-  AutoModelForCausalLM, AutoModelForSequenceClassification, AutoModelForTokenClassification, type HFModel, ropeSpec, seqClsLoss,
+  AutoModelForCausalLM, AutoModelForSequenceClassification, AutoModelForTokenClassification, type HFModel, RopeCache, ropeSpec, seqClsLoss,
 } from '../src/models/index.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -175,7 +175,32 @@ test('RoPE: transformers 4 (rope_theta + rope_scaling) and 5 (rope_parameters) c
   const plain = ropeSpec({ rope_theta: 500000 }, 128, 8192);
   assert.ok(Math.abs(a.invFreq[63] - plain.invFreq[63] / 8) < 1e-12);
   assert.ok(Math.abs(ropeSpec({ rope_scaling: { type: 'linear', factor: 2 } }, 8, 64).invFreq[1] - 0.05) < 1e-7);
-  assert.throws(() => ropeSpec({ rope_scaling: { type: 'yarn', factor: 2 } }, 8, 64), /'yarn' is not supported/);
+  assert.throws(() => ropeSpec({ rope_scaling: { type: 'su', factor: 2 } }, 8, 64), /'su' is not supported/);
+  assert.throws(() => ropeSpec({ rope_scaling: { type: 'yarn' } }, 8, 64), /needs 'factor'/);
+});
+
+test('RoPE yarn, dynamic and longrope match transformers (frequencies, scaling, per-length state)', () => {
+  const fix = JSON.parse(fs.readFileSync(path.join(FIX, 'rope.json'), 'utf8'));
+  const hd: number = fix.head_dim;
+  const close = (got: ArrayLike<number>, want: number[], what: string) => {
+    assert.equal(got.length, want.length, what);
+    assert.ok(relErr(Array.from(got), want) < 1e-6, `${what}: ${Array.from(got)} vs ${want}`);
+  };
+  for (const [name, c] of Object.entries<any>(fix.cases)) {
+    const raw = { rope_parameters: c.config.rope_parameters, max_position_embeddings: c.config.max_position_embeddings };
+    const spec = ropeSpec(raw, hd, c.config.max_position_embeddings);
+    close(spec.invFreq, c.init.inv_freq, `${name} inv_freq`);
+    assert.ok(Math.abs(spec.attentionScaling - c.init.attention_scaling) < 1e-9, `${name} scaling ${spec.attentionScaling}`);
+    if (!c.steps) continue;
+    // The stateful update over a sequence of forwards with growing and shrinking lengths.
+    const cache = new RopeCache(raw, hd, c.config.max_position_embeddings, 4);
+    for (const st of c.steps) {
+      const { cos } = cache.tables(st.len - 1);
+      close(cache.spec.invFreq, st.inv_freq, `${name} after length ${st.len}`);
+      const row = cos.data.subarray((st.len - 1) * (hd / 2), st.len * (hd / 2));
+      close(row, st.cos_last.slice(0, hd / 2), `${name} cos at position ${st.len - 1}`);
+    }
+  }
 });
 
 test('multi-label loss is BCE-with-logits over float labels (transformers problem_type)', () => {

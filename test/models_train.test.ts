@@ -17,6 +17,9 @@ const FIX = [path.join(here, 'fixtures', 'models'), path.join(here, '..', '..', 
   .find((p) => fs.existsSync(p))!;
 const FIXTURES = fs.readdirSync(FIX).filter((n) => fs.existsSync(path.join(FIX, n, 'config.json'))).sort();
 const LMS = FIXTURES.filter((n) => n.endsWith('_lm'));
+// Dynamic and longrope frequencies change with the sequence length, so keys cached at a
+// shorter length differ from a full forward (in transformers too): not an invariant there.
+const CACHE_INVARIANT = LMS.filter((n) => !/_(dynamic|longrope)_/.test(n));
 
 function autoFor(name: string) {
   if (name.endsWith('_lm')) return AutoModelForCausalLM;
@@ -58,7 +61,7 @@ function positionsFromMask(mask: Tensor): Tensor {
   return tensor(out, [b, s]);
 }
 
-for (const name of LMS) {
+for (const name of CACHE_INVARIANT) {
   test(`${name}: KV-cache incremental decoding equals the full forward`, () => {
     const model = load(name);
     const exp = expected(name);

@@ -15,4 +15,4 @@ export {
 } from './bert.js';
 export { DistilBertForSequenceClassification, DistilBertForTokenClassification } from './distilbert.js';
 export { toModelConfig, attentionBias, poolLastNonPad, causalLmLoss, seqClsLoss, tokenClsLoss } from './common.js';
-export { ropeSpec } from './rope.js';
+export { RopeCache, ropeSpec } from './rope.js';

@@ -13,7 +13,7 @@ import {
   Container, appendKv, attentionBias, asModelConfig, bool, cacheLength, causalLmLoss, emb, lin, maybeCheckpoint,
   mergeHeads, norm, num, optNum, poolLastNonPad, positionsFor, seqClsLoss, splitHeads, str, type RawConfig,
 } from './common.js';
-import { RopeCache, ropeSpec } from './rope.js';
+import { RopeCache } from './rope.js';
 
 export const DECODER_TYPES = ['llama', 'mistral', 'qwen2'] as const;
 
@@ -46,7 +46,7 @@ abstract class DecoderBase extends HFModel {
     const oBias = mt === 'qwen2' ? false : bool(raw, 'attention_bias', false);
     const mlpBias = bool(raw, 'mlp_bias', false);
     this.act = activation(str(raw, ['hidden_act'], 'silu'));
-    this.rope = new RopeCache(ropeSpec(raw, this.headDim, c.maxPositions), Math.min(c.maxPositions, 4096));
+    this.rope = new RopeCache(raw, this.headDim, c.maxPositions, Math.min(c.maxPositions, 4096));
     this.windows = layerWindows(raw, mt, c.numLayers);
 
     const model = this.registerModule('model', new Container());
