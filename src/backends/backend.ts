@@ -12,8 +12,22 @@ export type UnaryOp =
   | 'silu' | 'gelu' | 'gelu_tanh' | 'abs' | 'square' | 'recip';
 export type BinaryOp = 'add' | 'sub' | 'mul' | 'div' | 'max' | 'min' | 'pow';
 
+/** Buffers a backend allocates (float32, int32 ids, or 16-bit floats). */
+export type AnyBuf = Float32Array | Int32Array | Uint16Array;
+
 export interface Backend {
   readonly name: string;
+
+  /**
+   * Optional, for asynchronous (device) backends. alloc returns a host-visible buffer the
+   * backend's kernels can use without copies (CUDA managed memory), contents unspecified.
+   * Kernels may run after they return, in call order (one stream). synchronize() waits for
+   * them: the tensor layer calls it before any host read or write of a buffer. fill() zeroes
+   * or sets a buffer in stream order (a host fill could race queued kernels).
+   */
+  alloc?(n: number, kind: 'float32' | 'int32' | 'uint16'): AnyBuf;
+  synchronize?(): void;
+  fill?(out: AnyBuf, value: number): void;
 
   /**
    * Batched GEMM: for each b in [0,batch): C_b = alpha * op(A_b) @ op(B_b) + beta * C_b.
