@@ -2,13 +2,19 @@
 // native addon loads, unless PEFT_TS_BACKEND=reference; otherwise the reference backend
 // stays active and one line on stderr says how to build the addon.
 import { getBackend, registerBackend, setBackend } from '../tensor/registry.js';
-import { BUILD_HINT, cpuBackend } from './cpu/index.js';
+import { BUILD_HINT, cpuAvailable, cpuBackend } from './cpu/index.js';
+import { referenceBackend } from './reference/index.js';
+import { makeDeferredBackend } from './deferred/index.js';
 
 export type { Backend, BinaryOp, UnaryOp, F32, I32 } from './backend.js';
 export { referenceBackend } from './reference/index.js';
+export { makeDeferredBackend } from './deferred/index.js';
 export { cpuBackend, cpuAvailable, nativeInfo, setNumThreads, getNumThreads } from './cpu/index.js';
 
 registerBackend('cpu', cpuBackend);
+// Test-only: queues kernels until synchronize() to catch host reads that skip the wait.
+let deferred: ReturnType<typeof makeDeferredBackend> | null = null;
+registerBackend('deferred', () => (deferred ??= makeDeferredBackend(cpuAvailable() ? cpuBackend() : referenceBackend)));
 
 let initialized = false;
 let warned = false;

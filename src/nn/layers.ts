@@ -32,7 +32,7 @@ export class Conv1D extends Module implements LinearLike {
   constructor(readonly inFeatures: number, readonly outFeatures: number, rng: Rng = defaultRng(), std = 0.02) {
     super();
     const w = rand([inFeatures, outFeatures], 0, 1, rng);
-    for (let i = 0; i < w.data.length; i++) w.data[i] = rng.normal() * std;
+    { const d = w.data; for (let i = 0; i < d.length; i++) d[i] = rng.normal() * std; }
     this.registerParameter('weight', param(w));
     this.registerParameter('bias', param(zeros([outFeatures])));
   }
@@ -48,7 +48,7 @@ export class Embedding extends Module {
   constructor(readonly numEmbeddings: number, readonly embeddingDim: number, rng: Rng = defaultRng(), std = 1) {
     super();
     const w = zeros([numEmbeddings, embeddingDim]);
-    for (let i = 0; i < w.data.length; i++) w.data[i] = rng.normal() * std;
+    { const d = w.data; for (let i = 0; i < d.length; i++) d[i] = rng.normal() * std; }
     this.registerParameter('weight', param(w));
   }
   get weight(): Tensor { return this.getParameter('weight')!; }

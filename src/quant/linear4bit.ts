@@ -4,7 +4,7 @@
 // gives the input gradient only (the quantized weight is frozen; a float32 bias that
 // requires grad gets its gradient through the ordinary add op).
 import { Tensor, empty, result } from '../tensor/tensor.js';
-import { getBackend } from '../tensor/registry.js';
+import { getBackend, hostSync } from '../tensor/registry.js';
 import { add } from '../tensor/ops/basic.js';
 import { tensor } from '../tensor/ops/basic.js';
 import { Module } from '../nn/module.js';
@@ -163,8 +163,10 @@ export class Linear4bit extends Module implements LinearLike {
       roundToDtype(w, this.computeDtype);
       if (!tile) { be.matmul(xd, w, yd, 1, M, rows, inF, false, true, 0, 0, 1, 0); break; }
       be.matmul(xd, w, tile, 1, M, rows, inF, false, true, 0, 0, 1, 0);
+      hostSync(); // the tile and the scratch are host buffers reused next iteration
       for (let i = 0; i < M; i++) yd.set(tile.subarray(i * rows, (i + 1) * rows), i * outF + r0);
     }
+    hostSync();
     const out = result(y, 'linear4bit', [x], (gy) => [this.inputGrad(gy, M)]);
     const b = this.bias;
     return b ? add(out, b) : out;
@@ -185,6 +187,7 @@ export class Linear4bit extends Module implements LinearLike {
       roundToDtype(w, this.computeDtype);
       // op(A) = (gyT[rows, M])^T [M, rows]; B = W tile [rows, in]; accumulate into gx.
       be.matmul(gyT.data.subarray(r0 * M, r1 * M), w, gx.data, 1, M, inF, rows, true, false, 0, 0, 1, 1);
+      hostSync(); // the scratch is rewritten on the host next iteration
     }
     gyT.dispose();
     return gx;
