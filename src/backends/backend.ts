@@ -51,6 +51,11 @@ export interface Backend {
     outShape: number[]): void;
   /** out[i] = x[i] * s + t */
   affine(x: F32, s: number, t: number, out: F32): void;
+  /**
+   * Inverted-dropout mask: out[i] = 1/(1-p) where dropoutHash(seed, i) >= floor(p * 2^32),
+   * else 0 (reference/math.ts). Counter-based, so every backend makes the same mask.
+   */
+  dropoutMask(out: F32, p: number, seed: number): void;
   /** y[i] += alpha * x[i] */
   axpy(alpha: number, x: F32, y: F32): void;
 

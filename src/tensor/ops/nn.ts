@@ -215,9 +215,9 @@ export function indexSelect(x: Tensor, ids: Tensor): Tensor {
 export function dropout(x: Tensor, p: number, training: boolean, rng: Rng = defaultRng()): Tensor {
   if (!training || p === 0) return x;
   if (p < 0 || p >= 1) throw new RangeError(`dropout p must be in [0, 1), got ${p}`);
+  // One draw from the Rng seeds a counter-based mask, so a device backend makes it in place.
   const mask = empty(x.shape, 'float32', false);
-  const m = mask.data, scale = 1 / (1 - p);
-  for (let i = 0; i < m.length; i++) m[i] = rng.next() >= p ? scale : 0;
+  B().dropoutMask(mask.buf, p, rng.nextU32());
   return mul(x, mask);
 }
 
