@@ -53,7 +53,8 @@ export function makeCpuBackend(n: NativeAddon): Backend {
     bf16ToF32: (x, out) => n.bf16ToF32(x, out),
     f32ToBf16: (x, out) => n.f32ToBf16(x, out),
   };
-  return { ...referenceBackend, ...overrides, name: 'cpu' };
+  // No native fused attention yet: the composite path (sgemm + softmax) beats the plain-loop oracle.
+  return { ...referenceBackend, attention: undefined, attentionBackward: undefined, ...overrides, name: 'cpu' };
 }
 
 let backend: Backend | null = null;

@@ -2,6 +2,7 @@
 // every faster kernel is tested against these.
 import type { Backend, BinaryOp, F32, I32, UnaryOp } from '../backend.js';
 import { dropoutHash, dropoutThreshold, erf } from './math.js';
+import { attentionBackward, attentionForward } from './attention.js';
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 const INV_SQRT2 = 1 / Math.SQRT2;
@@ -357,6 +358,9 @@ export const referenceBackend: Backend = {
       p[i] = p[i] - lr * weightDecay * p[i] - lr * mh / (Math.sqrt(vh) + eps);
     }
   },
+
+  attention: attentionForward,
+  attentionBackward,
 
   bf16ToF32(x, out) {
     const u = new Uint32Array(out.buffer, out.byteOffset, out.length);

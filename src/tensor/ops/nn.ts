@@ -2,7 +2,7 @@
 // embedding, dropout and attention. Forward and backward side by side.
 import { getBackend } from '../registry.js';
 import { Tensor, empty, fillTensor, result } from '../tensor.js';
-import { numel, shapeStr } from '../shape.js';
+import { broadcastShapes, broadcastStrides, numel, sameShape, shapeStr } from '../shape.js';
 import { Rng, defaultRng } from '../random.js';
 import { add, affine, expandTo, full, mul, reshape, sub, sum, sumToShape, zeros } from './basic.js';
 
@@ -287,19 +287,54 @@ export function maskedFill(x: Tensor, mask: Tensor, value: number): Tensor {
  * and broadcasts to [B, H, T, S]. Heads of k/v are repeated when fewer (grouped-query).
  */
 export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor,
-  opts: { mask?: Tensor | null; causal?: boolean; scale?: number; dropout?: number; training?: boolean; rng?: Rng } = {}): Tensor {
+  opts: { mask?: Tensor | null; causal?: boolean; scale?: number; dropout?: number; training?: boolean; rng?: Rng; fused?: boolean } = {}): Tensor {
   const [, h, t, d] = q.shape;
   const hk = k.shape[1], s = k.shape[2];
   if (h % hk !== 0) throw new Error(`attention: ${h} query heads not a multiple of ${hk} key heads`);
-  if (hk !== h) { k = repeatKv(k, h / hk); v = repeatKv(v, h / hk); }
   const scale = opts.scale ?? 1 / Math.sqrt(d);
-  let scores = affine(matmul(q, k, false, true), scale, 0);
   let mask = opts.mask ?? null;
   if (opts.causal) mask = mask ? add(mask, causalMask(t, s)) : causalMask(t, s);
+  const p = opts.dropout && opts.training ? opts.dropout : 0;
+  if (opts.fused !== false && B().attention && fusable(q, mask, s)) {
+    // Same Rng use as the composite path (one draw for the dropout mask), same mask bits.
+    const seed = p > 0 ? (opts.rng ?? defaultRng()).nextU32() : 0;
+    return fusedAttention(q, k, v, mask, scale, p, seed);
+  }
+  if (hk !== h) { k = repeatKv(k, h / hk); v = repeatKv(v, h / hk); }
+  let scores = affine(matmul(q, k, false, true), scale, 0);
   if (mask) scores = add(scores, mask);
-  let p = softmax(scores);
-  if (opts.dropout && opts.training) p = dropout(p, opts.dropout, true, opts.rng);
-  return matmul(p, v);
+  let probs = softmax(scores);
+  if (p > 0) probs = dropout(probs, p, true, opts.rng);
+  return matmul(probs, v);
+}
+
+/** The fused kernel takes an additive mask without gradient that broadcasts to [B, H, T, S]. */
+function fusable(q: Tensor, mask: Tensor | null, s: number): boolean {
+  if (q.ndim !== 4) return false;
+  if (!mask) return true;
+  if (mask.requiresGrad || mask.ndim > 4) return false;
+  const full4 = [q.shape[0], q.shape[1], q.shape[2], s];
+  try { return sameShape(broadcastShapes(mask.shape, full4), full4); } catch { return false; }
+}
+
+/** softmax(q k^T * scale + mask) v in one backend call each way (see Backend.attention). */
+function fusedAttention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | null, scale: number, dropoutP: number, seed: number): Tensor {
+  const [b, h, t, d] = q.shape;
+  const hk = k.shape[1], s = k.shape[2];
+  if (k.shape[0] !== b || v.shape[0] !== b || k.shape[3] !== d || !sameShape(k.shape, v.shape)) {
+    throw new Error(`attention: q ${shapeStr(q.shape)}, k ${shapeStr(k.shape)}, v ${shapeStr(v.shape)} do not fit together`);
+  }
+  const bst = mask ? broadcastStrides(mask.shape, [b, h, t, s]) : [0, 0, 0, 0];
+  const shape = { B: b, H: h, Hk: hk, T: t, S: s, D: d, scale, biasStrides: bst as [number, number, number, number], dropoutP, seed };
+  const out = empty(q.shape, 'float32', false);
+  const lse = empty([b, h, t], 'float32', false);
+  B().attention!(q.buf, k.buf, v.buf, mask ? mask.buf : null, shape, out.buf, lse.buf);
+  return result(out, 'attention', [q, k, v], (g) => {
+    const gq = empty(q.shape, 'float32', false), gk = empty(k.shape, 'float32', false), gv = empty(v.shape, 'float32', false);
+    B().attentionBackward!(q.buf, k.buf, v.buf, mask ? mask.buf : null, shape, out.buf, lse.buf, g.buf, gq.buf, gk.buf, gv.buf);
+    const pick = (x: Tensor, gx: Tensor): Tensor | null => { if (x.requiresGrad) return gx; gx.dispose(); return null; };
+    return [pick(q, gq), pick(k, gk), pick(v, gv)];
+  });
 }
 
 /** [B, Hk, S, D] -> [B, Hk*n, S, D], each kv head repeated n times (as HF repeat_kv). */
