@@ -11,7 +11,9 @@ import { Module } from '../nn/module.js';
 import type { LinearLike } from '../nn/layers.js';
 import { halfToF32 } from '../tensor/tensor.js';
 import { f32ToF16Bits } from '../io/half.js';
-import { Quantized4bit, Quantize4bitOptions, QuantState, dequantizeNF4, dequantizeNF4Range, quantizeNF4, quantizedBytes } from './nf4.js';
+import {
+  NF4Quantizer, Quantized4bit, Quantize4bitOptions, QuantState, dequantizeNF4, dequantizeNF4Range, quantizeNF4, quantizedBytes,
+} from './nf4.js';
 import { quantizedToTensors } from './serialize.js';
 
 /** bnb_4bit_compute_dtype: the precision the matmul inputs are rounded to (accumulation is float32). */
@@ -105,6 +107,22 @@ export class Linear4bit extends Module implements LinearLike {
       throw new Error(`Linear4bit: weight has ${weight.length} values, expected ${this.outFeatures}x${this.inFeatures}`);
     }
     this.q = quantizeNF4(weight, [this.outFeatures, this.inFeatures], { ...this.quantOptions, dtype });
+  }
+
+  /**
+   * Quantizes a float32 weight [out, in] that is read piece by piece: read(start, out) fills
+   * out with elements [start, start + out.length). Only a 1 MiB piece is held at a time; the
+   * bits are the same as quantizeWeight's.
+   */
+  quantizeStreaming(read: (start: number, out: Float32Array) => void, dtype = 'float32'): void {
+    const q = new NF4Quantizer([this.outFeatures, this.inFeatures], { ...this.quantOptions, dtype });
+    const n = q.numel, step = Math.max(q.blocksize, tileElems - (tileElems % q.blocksize));
+    for (let s = 0; s < n; s += step) {
+      const piece = scratchOf(Math.min(step, n - s));
+      read(s, piece);
+      q.push(piece);
+    }
+    this.q = q.finish();
   }
 
   /** The dequantized weight as a float32 tensor [out, in] (materialises it: for merging/export). */
