@@ -28,7 +28,7 @@
 #define ATTN_UNROLL
 #define ATTN_DYN_SMEM(name) float* name = emu::dynamicShared()
 #define ATTN_LAUNCH(kern, blocks, threads, bytes, st, ...) \
-  emu::launch((blocks), (threads), (bytes), [&] { kern(__VA_ARGS__); })
+  ((void)(st), emu::launch((blocks), (threads), (bytes), [&] { kern(__VA_ARGS__); }))
 #else
 #include <cuda_runtime.h>
 #define ATTN_UNROLL _Pragma("unroll")
