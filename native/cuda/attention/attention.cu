@@ -97,6 +97,24 @@ __device__ __forceinline__ float rowSum16(float v) {
 }
 
 /**
+ * Whether the tile of query rows [t0, t0 + R) x keys [j0, j0 + C) of head (b, h) has a live
+ * score: a bias other than -inf at some t < T, j < S (always true without a bias). A tile
+ * with none contributes exactly nothing (every probability is exp(-inf) = 0), so the
+ * kernels skip it: causal and padding masks come in through the bias, and this halves the
+ * work of a causal mask. Block-uniform (a barrier: every thread must call it).
+ */
+template <int R, int C>
+__device__ __forceinline__ bool tileLive(const float* bias, const Params& p, int b, int h, int t0, int j0) {
+  if (bias == nullptr) return true;
+  int live = 0;
+  for (int i = threadIdx.x; i < R * C && !live; i += kThreads) {
+    const int t = t0 + i / C, j = j0 + i % C;  // consecutive threads read consecutive keys
+    if (t < p.T && j < p.S && score(0.0f, bias, p, b, h, t, j) != -INFINITY) live = 1;
+  }
+  return __syncthreads_or(live) != 0;
+}
+
+/**
  * dst[r * ld + c] = src[(r0 + r) * D + c] for r < R, c < DP, zero where r0 + r >= nRows or
  * c >= D. src is one head's [nRows, D] matrix.
  */
@@ -158,6 +176,7 @@ fwdKernel(const float* __restrict__ q, const float* __restrict__ k, const float*
 
   for (int j0 = 0; j0 < p.S; j0 += BK) {
     __syncthreads();  // Qs is loaded; the previous tile's Ks, Vs, Ps reads are done
+    if (!tileLive<kRows, BK>(bias, p, b, h, t0, j0)) continue;
     loadTile<BK, DP>(Ks, C::KLD, kh, j0, p.S, p.D);
     loadTile<BK, DP>(Vs, C::VLD, vh, j0, p.S, p.D);
     __syncthreads();
@@ -299,6 +318,7 @@ kvKernel(const float* __restrict__ q, const float* __restrict__ k, const float* 
     const float* gh = gOut + bh * p.T * p.D;
     for (int t0 = 0; t0 < p.T; t0 += BQ) {
       __syncthreads();  // Ks, Vs loaded; the previous tile's Qs, dOs, Ps, dSs reads are done
+      if (!tileLive<BQ, kRows>(bias, p, b, h, t0, j0)) continue;
       loadTile<BQ, DP>(Qs, C::QLD, qh, t0, p.T, p.D);
       loadTile<BQ, DP>(dOs, C::QLD, gh, t0, p.T, p.D);
       for (int r = threadIdx.x; r < BQ; r += kThreads) {
@@ -438,6 +458,7 @@ qKernel(const float* __restrict__ q, const float* __restrict__ k, const float* _
 
   for (int j0 = 0; j0 < p.S; j0 += BK) {
     __syncthreads();  // the previous tile's Ks, dSs reads are done
+    if (!tileLive<kRows, BK>(bias, p, b, h, t0, j0)) continue;
     loadTile<BK, DP>(Ks, C::KLD, kh, j0, p.S, p.D);
     loadTile<BK, DP>(Vs, C::KLD, vh, j0, p.S, p.D);
     __syncthreads();

@@ -88,6 +88,23 @@ inline void syncthreads() {
   }
 }
 
+/** __syncthreads_or: a barrier that also returns whether any thread passed a nonzero pred. */
+inline int gVoteAcc = 0, gVoteResult = 0;
+inline int syncthreadsOr(int pred) {
+  const int64_t gen = gBarrierGen;
+  ++gProgress;
+  gVoteAcc |= pred != 0;
+  if (++gBarrierCount == gThreads) {
+    gVoteResult = gVoteAcc;  // stable until every waiter has read it: the next barrier needs them all
+    gVoteAcc = 0;
+    gBarrierCount = 0;
+    ++gBarrierGen;
+  } else {
+    while (gBarrierGen == gen) yield();
+  }
+  return gVoteResult;
+}
+
 inline void warpBarrier() {
   const int w = (int)gThreadIdx.x >> 5;
   const int size = std::min(32, gThreads - w * 32);
@@ -153,6 +170,7 @@ inline void launch(unsigned blocks, unsigned threads, size_t smemBytes, const st
     gSmem.assign(smemBytes / sizeof(float) + 1, std::nanf(""));
     gBarrierGen = 0;
     gBarrierCount = 0;
+    gVoteAcc = 0;
     for (unsigned t = 0; t < threads; t++) {
       initFiber(gFibers[t]);
       ord[t] = (int)t;
@@ -187,6 +205,7 @@ inline void launch(unsigned blocks, unsigned threads, size_t smemBytes, const st
 #define blockDim (emu::gBlockDim)
 #define gridDim (emu::gGridDim)
 #define __syncthreads() emu::syncthreads()
+#define __syncthreads_or(pred) emu::syncthreadsOr(pred)
 #define __shfl_xor_sync(mask, v, off) emu::shflXor((mask), (v), (off))
 
 struct emuEvent { std::chrono::steady_clock::time_point t; };
