@@ -4,16 +4,17 @@
 // Every kernel uses 256 threads as a 16 x 16 grid: thread (ty, tx) = threadIdx.x / 16, % 16.
 // A block owns 64 "rows" (query rows in the forward and dQ kernels, keys in the dK/dV
 // kernel); thread ty owns rows ty*4 .. ty*4+3, and within a row the 16 threads tx split the
-// columns: column tx + 16*n of a score tile, dimension tx + 16*n of an output row. The 16
-// threads sharing a row are one half warp, so row reductions are 4 xor-shuffles.
+// columns: column tx + 16*n of a score tile, and dims 4*tx .. 4*tx+3 of each 64-dim block
+// of an output row (dimOf). The 16 threads sharing a row are one half warp, so row
+// reductions are 4 xor-shuffles.
 //
 // Head dimensions are padded to DP = 64 or 128 in shared memory (zeros beyond D), so a
 // D of 40 runs the DP = 64 kernels; only c < D is ever written back.
 //
-// Shared-memory row strides are padded (+1 or +4 floats) so the two access patterns used
-// are free of bank conflicts: a tile read row-wise by the 16 tx lanes uses stride DP+1
-// (lanes hit consecutive banks), and a tile read column-wise broadcast per half warp uses
-// stride DP+4 (the two half warps of a warp read rows 4 apart, 16 banks apart).
+// Shared-memory reads are float4 (every row stride is a multiple of 4 floats). Strides are
+// padded by 4 floats: a tile read one row per lane (rows tx + 16n) then puts 8 consecutive
+// lanes on 8 disjoint 4-bank groups, and a tile read broadcast per half warp (rows ty*4+i)
+// puts the two half warps of a warp 16 banks apart, so neither pattern has bank conflicts.
 //
 // Compiles with nvcc (the real thing) and, with -DATTN_EMULATE, with g++ against
 // emu/cuda_emu.h, a CPU emulation of blocks, barriers and shuffles used to check the
@@ -32,7 +33,7 @@
 #else
 #include <cuda_runtime.h>
 #define ATTN_UNROLL _Pragma("unroll")
-#define ATTN_DYN_SMEM(name) extern __shared__ float name[]
+#define ATTN_DYN_SMEM(name) extern __shared__ __align__(16) float name[]
 #define ATTN_LAUNCH(kern, blocks, threads, bytes, st, ...) kern<<<(blocks), (threads), (bytes), (st)>>>(__VA_ARGS__)
 #endif
 
@@ -128,6 +129,29 @@ __device__ __forceinline__ void loadTile(float* dst, int ld, const float* src, i
   }
 }
 
+/** 4 consecutive floats of shared memory (p 16-byte aligned: every stride and offset is a multiple of 4). */
+__device__ __forceinline__ float4 ld4(const float* p) {
+#ifdef ATTN_EMULATE
+  emu::checkAligned16(p);  // a misaligned float4 load faults on the GPU
+#endif
+  return *reinterpret_cast<const float4*>(p);
+}
+/** Component e (a compile-time constant after unrolling) of v. */
+__device__ __forceinline__ float comp(const float4& v, int e) { return e == 0 ? v.x : e == 1 ? v.y : e == 2 ? v.z : v.w; }
+/** acc + a . b */
+__device__ __forceinline__ float dot4(const float4& a, const float4& b, float acc) {
+  acc = fmaf(a.x, b.x, acc);
+  acc = fmaf(a.y, b.y, acc);
+  acc = fmaf(a.z, b.z, acc);
+  return fmaf(a.w, b.w, acc);
+}
+/**
+ * Head dimension held by output slot n (n < DP/16) of thread tx: slots come in groups of 4
+ * consecutive dims, 4*tx .. 4*tx+3 in each 64-dim block, so a half warp reads a 64-float
+ * row segment as 16 float4.
+ */
+__device__ __forceinline__ int dimOf(int tx, int n) { return 64 * (n >> 2) + 4 * tx + (n & 3); }
+
 // ---------------------------------------------------------------------------------------
 // Forward. Block = 64 query rows of one (b, h); loop over key tiles of BK keys with the
 // online softmax: running max m and sum l per row, output accumulator o rescaled by
@@ -137,10 +161,10 @@ __device__ __forceinline__ void loadTile(float* dst, int ld, const float* src, i
 
 template <int DP, int BK>
 struct FwdCfg {
-  static constexpr int QLD = DP + 4;  // Qs: read broadcast per half warp
-  static constexpr int KLD = DP + 1;  // Ks: read row-wise by the 16 lanes
-  static constexpr int VLD = DP;      // Vs: lanes read consecutive columns of one row
-  static constexpr int PLD = BK + 1;  // Ps: read broadcast per half warp
+  static constexpr int QLD = DP + 4;  // Qs [row][dim]: float4 along dims, broadcast per half warp
+  static constexpr int KLD = DP + 4;  // Ks [key][dim]: float4 along dims, a key per lane
+  static constexpr int VLD = DP + 4;  // Vs [key][dim]: float4 along dims, lanes on consecutive dims
+  static constexpr int PLD = BK + 4;  // Ps [row][key]: float4 along keys, broadcast per half warp
   static constexpr int kFloats = kRows * QLD + BK * KLD + BK * VLD + kRows * PLD;
 };
 
@@ -167,11 +191,11 @@ fwdKernel(const float* __restrict__ q, const float* __restrict__ k, const float*
 
   loadTile<kRows, DP>(Qs, C::QLD, qh, t0, p.T, p.D);
 
-  float m[RI], l[RI], o[RI][CC];
+  float m[RI], l[RI], o[RI][CC];  // o[i][n]: row ty*4+i, dim dimOf(tx, n)
   ATTN_UNROLL for (int i = 0; i < RI; i++) {
     m[i] = -INFINITY;
     l[i] = 0.0f;
-    ATTN_UNROLL for (int cc = 0; cc < CC; cc++) o[i][cc] = 0.0f;
+    ATTN_UNROLL for (int n = 0; n < CC; n++) o[i][n] = 0.0f;
   }
 
   for (int j0 = 0; j0 < p.S; j0 += BK) {
@@ -184,12 +208,12 @@ fwdKernel(const float* __restrict__ q, const float* __restrict__ k, const float*
     // s[i][jj] = q[row ty*4+i] . k[key tx+16*jj]
     float s[RI][JJ];
     ATTN_UNROLL for (int i = 0; i < RI; i++) ATTN_UNROLL for (int jj = 0; jj < JJ; jj++) s[i][jj] = 0.0f;
-    for (int c = 0; c < DP; c++) {
-      float qv[RI], kv[JJ];
-      ATTN_UNROLL for (int i = 0; i < RI; i++) qv[i] = Qs[(ty * RI + i) * C::QLD + c];
-      ATTN_UNROLL for (int jj = 0; jj < JJ; jj++) kv[jj] = Ks[(tx + 16 * jj) * C::KLD + c];
+    for (int c = 0; c < DP; c += 4) {
+      float4 qv[RI], kv[JJ];
+      ATTN_UNROLL for (int i = 0; i < RI; i++) qv[i] = ld4(&Qs[(ty * RI + i) * C::QLD + c]);
+      ATTN_UNROLL for (int jj = 0; jj < JJ; jj++) kv[jj] = ld4(&Ks[(tx + 16 * jj) * C::KLD + c]);
       ATTN_UNROLL for (int i = 0; i < RI; i++) ATTN_UNROLL for (int jj = 0; jj < JJ; jj++)
-        s[i][jj] = fmaf(qv[i], kv[jj], s[i][jj]);
+        s[i][jj] = dot4(qv[i], kv[jj], s[i][jj]);
     }
 
     ATTN_UNROLL for (int i = 0; i < RI; i++) {
@@ -218,17 +242,27 @@ fwdKernel(const float* __restrict__ q, const float* __restrict__ k, const float*
       rs = rowSum16(rs);
       l[i] = l[i] * alpha + rs;
       m[i] = mNew;
-      ATTN_UNROLL for (int cc = 0; cc < CC; cc++) o[i][cc] *= alpha;
+      ATTN_UNROLL for (int n = 0; n < CC; n++) o[i][n] *= alpha;
     }
     __syncthreads();  // Ps complete
 
-    // o[i][cc] += sum_j Ps[row][j] * v[j][tx+16*cc]
-    for (int jl = 0; jl < BK; jl++) {
-      float pv[RI], vv[CC];
-      ATTN_UNROLL for (int i = 0; i < RI; i++) pv[i] = Ps[(ty * RI + i) * C::PLD + jl];
-      ATTN_UNROLL for (int cc = 0; cc < CC; cc++) vv[cc] = Vs[jl * C::VLD + tx + 16 * cc];
-      ATTN_UNROLL for (int i = 0; i < RI; i++) ATTN_UNROLL for (int cc = 0; cc < CC; cc++)
-        o[i][cc] = fmaf(pv[i], vv[cc], o[i][cc]);
+    // o[i][n] += sum_j Ps[row][j] * v[j][dimOf(tx, n)], 4 keys at a time
+    for (int jl = 0; jl < BK; jl += 4) {
+      float4 pv[RI];
+      ATTN_UNROLL for (int i = 0; i < RI; i++) pv[i] = ld4(&Ps[(ty * RI + i) * C::PLD + jl]);
+      ATTN_UNROLL for (int e = 0; e < 4; e++) {
+        float4 vv[CC / 4];
+        ATTN_UNROLL for (int g = 0; g < CC / 4; g++) vv[g] = ld4(&Vs[(jl + e) * C::VLD + 64 * g + 4 * tx]);
+        ATTN_UNROLL for (int i = 0; i < RI; i++) {
+          const float pe = comp(pv[i], e);
+          ATTN_UNROLL for (int g = 0; g < CC / 4; g++) {
+            o[i][4 * g + 0] = fmaf(pe, vv[g].x, o[i][4 * g + 0]);
+            o[i][4 * g + 1] = fmaf(pe, vv[g].y, o[i][4 * g + 1]);
+            o[i][4 * g + 2] = fmaf(pe, vv[g].z, o[i][4 * g + 2]);
+            o[i][4 * g + 3] = fmaf(pe, vv[g].w, o[i][4 * g + 3]);
+          }
+        }
+      }
     }
   }
 
@@ -238,9 +272,9 @@ fwdKernel(const float* __restrict__ q, const float* __restrict__ k, const float*
       const bool any = l[i] > 0.0f;
       const float inv = any ? 1.0f / l[i] : 0.0f;
       float* orow = out + (bh * p.T + t) * p.D;
-      ATTN_UNROLL for (int cc = 0; cc < CC; cc++) {
-        const int c = tx + 16 * cc;
-        if (c < p.D) orow[c] = o[i][cc] * inv;
+      ATTN_UNROLL for (int n = 0; n < CC; n++) {
+        const int c = dimOf(tx, n);
+        if (c < p.D) orow[c] = o[i][n] * inv;
       }
       if (tx == 0) lse[bh * p.T + t] = any ? m[i] + logf(l[i]) : -INFINITY;
     }
@@ -271,9 +305,9 @@ rowDotKernel(const float* __restrict__ a, const float* __restrict__ b, int64_t r
 
 template <int DP, int BQ>
 struct KvCfg {
-  static constexpr int KLD = DP + 4;  // Ks, Vs (this block's keys): read broadcast per half warp
-  static constexpr int QLD = DP + 1;  // Qs, dOs (a query tile): read row-wise, then column-wise
-  static constexpr int PLD = BQ + 1;  // Ps, dSs [key][query row]: read broadcast per half warp
+  static constexpr int KLD = DP + 4;  // Ks, Vs [key][dim] (this block's keys): float4, broadcast per half warp
+  static constexpr int QLD = DP + 4;  // Qs, dOs [row][dim] (a query tile): float4, a row per lane, then dims per lane
+  static constexpr int PLD = BQ + 4;  // Ps, dSs [key][row]: float4 along rows, broadcast per half warp
   static constexpr int kFloats = 2 * kRows * KLD + 2 * BQ * QLD + 2 * kRows * PLD + 2 * BQ;
 };
 
@@ -305,10 +339,10 @@ kvKernel(const float* __restrict__ q, const float* __restrict__ k, const float* 
   loadTile<kRows, DP>(Ks, C::KLD, kh, j0, p.S, p.D);
   loadTile<kRows, DP>(Vs, C::KLD, vh, j0, p.S, p.D);
 
-  float dk[RI][CC], dv[RI][CC];
-  ATTN_UNROLL for (int i = 0; i < RI; i++) ATTN_UNROLL for (int cc = 0; cc < CC; cc++) {
-    dk[i][cc] = 0.0f;
-    dv[i][cc] = 0.0f;
+  float dk[RI][CC], dv[RI][CC];  // [i][n]: key ty*4+i, dim dimOf(tx, n)
+  ATTN_UNROLL for (int i = 0; i < RI; i++) ATTN_UNROLL for (int n = 0; n < CC; n++) {
+    dk[i][n] = 0.0f;
+    dv[i][n] = 0.0f;
   }
 
   for (int g = 0; g < p.group; g++) {
@@ -334,19 +368,19 @@ kvKernel(const float* __restrict__ q, const float* __restrict__ k, const float* 
         s[i][jj] = 0.0f;
         dp[i][jj] = 0.0f;
       }
-      for (int c = 0; c < DP; c++) {
-        float kv[RI], vv[RI], qv[JJ], gv2[JJ];
+      for (int c = 0; c < DP; c += 4) {
+        float4 kv[RI], vv[RI], qv[JJ], ov[JJ];
         ATTN_UNROLL for (int i = 0; i < RI; i++) {
-          kv[i] = Ks[(ty * RI + i) * C::KLD + c];
-          vv[i] = Vs[(ty * RI + i) * C::KLD + c];
+          kv[i] = ld4(&Ks[(ty * RI + i) * C::KLD + c]);
+          vv[i] = ld4(&Vs[(ty * RI + i) * C::KLD + c]);
         }
         ATTN_UNROLL for (int jj = 0; jj < JJ; jj++) {
-          qv[jj] = Qs[(tx + 16 * jj) * C::QLD + c];
-          gv2[jj] = dOs[(tx + 16 * jj) * C::QLD + c];
+          qv[jj] = ld4(&Qs[(tx + 16 * jj) * C::QLD + c]);
+          ov[jj] = ld4(&dOs[(tx + 16 * jj) * C::QLD + c]);
         }
         ATTN_UNROLL for (int i = 0; i < RI; i++) ATTN_UNROLL for (int jj = 0; jj < JJ; jj++) {
-          s[i][jj] = fmaf(kv[i], qv[jj], s[i][jj]);
-          dp[i][jj] = fmaf(vv[i], gv2[jj], dp[i][jj]);
+          s[i][jj] = dot4(kv[i], qv[jj], s[i][jj]);
+          dp[i][jj] = dot4(vv[i], ov[jj], dp[i][jj]);
         }
       }
 
@@ -366,20 +400,32 @@ kvKernel(const float* __restrict__ q, const float* __restrict__ k, const float* 
       }
       __syncthreads();  // Ps, dSs complete
 
-      // dv[i][cc] += sum_r Ps[key][r] * gOut[r][c], dk[i][cc] += sum_r dSs[key][r] * q[r][c]
-      for (int r = 0; r < BQ; r++) {
-        float pv[RI], sv[RI], ov[CC], qv[CC];
+      // dv[i][n] += sum_r Ps[key][r] * gOut[r][dim], dk[i][n] += sum_r dSs[key][r] * q[r][dim], 4 rows at a time
+      for (int r = 0; r < BQ; r += 4) {
+        float4 pv[RI], sv[RI];
         ATTN_UNROLL for (int i = 0; i < RI; i++) {
-          pv[i] = Ps[(ty * RI + i) * C::PLD + r];
-          sv[i] = dSs[(ty * RI + i) * C::PLD + r];
+          pv[i] = ld4(&Ps[(ty * RI + i) * C::PLD + r]);
+          sv[i] = ld4(&dSs[(ty * RI + i) * C::PLD + r]);
         }
-        ATTN_UNROLL for (int cc = 0; cc < CC; cc++) {
-          ov[cc] = dOs[r * C::QLD + tx + 16 * cc];
-          qv[cc] = Qs[r * C::QLD + tx + 16 * cc];
-        }
-        ATTN_UNROLL for (int i = 0; i < RI; i++) ATTN_UNROLL for (int cc = 0; cc < CC; cc++) {
-          dv[i][cc] = fmaf(pv[i], ov[cc], dv[i][cc]);
-          dk[i][cc] = fmaf(sv[i], qv[cc], dk[i][cc]);
+        ATTN_UNROLL for (int e = 0; e < 4; e++) {
+          float4 ov[CC / 4], qv[CC / 4];
+          ATTN_UNROLL for (int g4 = 0; g4 < CC / 4; g4++) {
+            ov[g4] = ld4(&dOs[(r + e) * C::QLD + 64 * g4 + 4 * tx]);
+            qv[g4] = ld4(&Qs[(r + e) * C::QLD + 64 * g4 + 4 * tx]);
+          }
+          ATTN_UNROLL for (int i = 0; i < RI; i++) {
+            const float pe = comp(pv[i], e), se = comp(sv[i], e);
+            ATTN_UNROLL for (int g4 = 0; g4 < CC / 4; g4++) {
+              dv[i][4 * g4 + 0] = fmaf(pe, ov[g4].x, dv[i][4 * g4 + 0]);
+              dv[i][4 * g4 + 1] = fmaf(pe, ov[g4].y, dv[i][4 * g4 + 1]);
+              dv[i][4 * g4 + 2] = fmaf(pe, ov[g4].z, dv[i][4 * g4 + 2]);
+              dv[i][4 * g4 + 3] = fmaf(pe, ov[g4].w, dv[i][4 * g4 + 3]);
+              dk[i][4 * g4 + 0] = fmaf(se, qv[g4].x, dk[i][4 * g4 + 0]);
+              dk[i][4 * g4 + 1] = fmaf(se, qv[g4].y, dk[i][4 * g4 + 1]);
+              dk[i][4 * g4 + 2] = fmaf(se, qv[g4].z, dk[i][4 * g4 + 2]);
+              dk[i][4 * g4 + 3] = fmaf(se, qv[g4].w, dk[i][4 * g4 + 3]);
+            }
+          }
         }
       }
     }
@@ -390,11 +436,11 @@ kvKernel(const float* __restrict__ q, const float* __restrict__ k, const float* 
     if (j < p.S) {
       float* gkr = gk + (bkv * p.S + j) * p.D;
       float* gvr = gv + (bkv * p.S + j) * p.D;
-      ATTN_UNROLL for (int cc = 0; cc < CC; cc++) {
-        const int c = tx + 16 * cc;
+      ATTN_UNROLL for (int n = 0; n < CC; n++) {
+        const int c = dimOf(tx, n);
         if (c < p.D) {
-          gkr[c] = dk[i][cc];
-          gvr[c] = dv[i][cc];
+          gkr[c] = dk[i][n];
+          gvr[c] = dv[i][n];
         }
       }
     }
@@ -403,9 +449,9 @@ kvKernel(const float* __restrict__ q, const float* __restrict__ k, const float* 
 
 template <int DP, int BK>
 struct QCfg {
-  static constexpr int QLD = DP + 4;  // Qs, dOs (this block's rows): read broadcast per half warp
-  static constexpr int KLD = DP + 1;  // Ks, Vs (a key tile): read row-wise, then column-wise
-  static constexpr int SLD = BK + 1;  // dSs [row][key]: read broadcast per half warp
+  static constexpr int QLD = DP + 4;  // Qs, dOs [row][dim] (this block's rows): float4, broadcast per half warp
+  static constexpr int KLD = DP + 4;  // Ks, Vs [key][dim] (a key tile): float4, a key per lane, then dims per lane
+  static constexpr int SLD = BK + 4;  // dSs [row][key]: float4 along keys, broadcast per half warp
   static constexpr int kFloats = 2 * kRows * QLD + 2 * BK * KLD + kRows * SLD;
 };
 
@@ -444,17 +490,18 @@ qKernel(const float* __restrict__ q, const float* __restrict__ k, const float* _
   ATTN_UNROLL for (int i = 0; i < RI; i++) {
     const int t = t0 + ty * RI + i;
     float part = 0.0f;
-    if (t < p.T)
-      ATTN_UNROLL for (int cc = 0; cc < CC; cc++) {
-        const int c = tx + 16 * cc;
+    if (t < p.T) {
+      ATTN_UNROLL for (int n = 0; n < CC; n++) {
+        const int c = dimOf(tx, n);
         if (c < p.D) part = fmaf(dOs[(ty * RI + i) * C::QLD + c], oh[(int64_t)t * p.D + c], part);
       }
+    }
     diR[i] = rowSum16(part);
     lseR[i] = t < p.T ? lse[bh * p.T + t] : -INFINITY;
   }
 
-  float dq[RI][CC];
-  ATTN_UNROLL for (int i = 0; i < RI; i++) ATTN_UNROLL for (int cc = 0; cc < CC; cc++) dq[i][cc] = 0.0f;
+  float dq[RI][CC];  // [i][n]: row ty*4+i, dim dimOf(tx, n)
+  ATTN_UNROLL for (int i = 0; i < RI; i++) ATTN_UNROLL for (int n = 0; n < CC; n++) dq[i][n] = 0.0f;
 
   for (int j0 = 0; j0 < p.S; j0 += BK) {
     __syncthreads();  // the previous tile's Ks, dSs reads are done
@@ -469,19 +516,19 @@ qKernel(const float* __restrict__ q, const float* __restrict__ k, const float* _
       s[i][jj] = 0.0f;
       dp[i][jj] = 0.0f;
     }
-    for (int c = 0; c < DP; c++) {
-      float qv[RI], gv2[RI], kv[JJ], vv[JJ];
+    for (int c = 0; c < DP; c += 4) {
+      float4 qv[RI], ov[RI], kv[JJ], vv[JJ];
       ATTN_UNROLL for (int i = 0; i < RI; i++) {
-        qv[i] = Qs[(ty * RI + i) * C::QLD + c];
-        gv2[i] = dOs[(ty * RI + i) * C::QLD + c];
+        qv[i] = ld4(&Qs[(ty * RI + i) * C::QLD + c]);
+        ov[i] = ld4(&dOs[(ty * RI + i) * C::QLD + c]);
       }
       ATTN_UNROLL for (int jj = 0; jj < JJ; jj++) {
-        kv[jj] = Ks[(tx + 16 * jj) * C::KLD + c];
-        vv[jj] = Vs[(tx + 16 * jj) * C::KLD + c];
+        kv[jj] = ld4(&Ks[(tx + 16 * jj) * C::KLD + c]);
+        vv[jj] = ld4(&Vs[(tx + 16 * jj) * C::KLD + c]);
       }
       ATTN_UNROLL for (int i = 0; i < RI; i++) ATTN_UNROLL for (int jj = 0; jj < JJ; jj++) {
-        s[i][jj] = fmaf(qv[i], kv[jj], s[i][jj]);
-        dp[i][jj] = fmaf(gv2[i], vv[jj], dp[i][jj]);
+        s[i][jj] = dot4(qv[i], kv[jj], s[i][jj]);
+        dp[i][jj] = dot4(ov[i], vv[jj], dp[i][jj]);
       }
     }
 
@@ -498,13 +545,23 @@ qKernel(const float* __restrict__ q, const float* __restrict__ k, const float* _
     }
     __syncthreads();  // dSs complete
 
-    // dq[i][cc] += sum_j dSs[row][j] * k[j][tx+16*cc]
-    for (int jl = 0; jl < BK; jl++) {
-      float sv[RI], kv[CC];
-      ATTN_UNROLL for (int i = 0; i < RI; i++) sv[i] = dSs[(ty * RI + i) * C::SLD + jl];
-      ATTN_UNROLL for (int cc = 0; cc < CC; cc++) kv[cc] = Ks[jl * C::KLD + tx + 16 * cc];
-      ATTN_UNROLL for (int i = 0; i < RI; i++) ATTN_UNROLL for (int cc = 0; cc < CC; cc++)
-        dq[i][cc] = fmaf(sv[i], kv[cc], dq[i][cc]);
+    // dq[i][n] += sum_j dSs[row][j] * k[j][dim], 4 keys at a time
+    for (int jl = 0; jl < BK; jl += 4) {
+      float4 sv[RI];
+      ATTN_UNROLL for (int i = 0; i < RI; i++) sv[i] = ld4(&dSs[(ty * RI + i) * C::SLD + jl]);
+      ATTN_UNROLL for (int e = 0; e < 4; e++) {
+        float4 kv[CC / 4];
+        ATTN_UNROLL for (int g4 = 0; g4 < CC / 4; g4++) kv[g4] = ld4(&Ks[(jl + e) * C::KLD + 64 * g4 + 4 * tx]);
+        ATTN_UNROLL for (int i = 0; i < RI; i++) {
+          const float se = comp(sv[i], e);
+          ATTN_UNROLL for (int g4 = 0; g4 < CC / 4; g4++) {
+            dq[i][4 * g4 + 0] = fmaf(se, kv[g4].x, dq[i][4 * g4 + 0]);
+            dq[i][4 * g4 + 1] = fmaf(se, kv[g4].y, dq[i][4 * g4 + 1]);
+            dq[i][4 * g4 + 2] = fmaf(se, kv[g4].z, dq[i][4 * g4 + 2]);
+            dq[i][4 * g4 + 3] = fmaf(se, kv[g4].w, dq[i][4 * g4 + 3]);
+          }
+        }
+      }
     }
   }
 
@@ -512,9 +569,9 @@ qKernel(const float* __restrict__ q, const float* __restrict__ k, const float* _
     const int t = t0 + ty * RI + i;
     if (t < p.T) {
       float* gqr = gq + (bh * p.T + t) * p.D;
-      ATTN_UNROLL for (int cc = 0; cc < CC; cc++) {
-        const int c = tx + 16 * cc;
-        if (c < p.D) gqr[c] = dq[i][cc];
+      ATTN_UNROLL for (int n = 0; n < CC; n++) {
+        const int c = dimOf(tx, n);
+        if (c < p.D) gqr[c] = dq[i][n];
       }
     }
   }
@@ -609,7 +666,7 @@ cudaError_t cudaAttentionForward(const float* q, const float* k, const float* v,
   cudaError_t e = makeParams(s, p);
   if (e != cudaSuccess) return e;
   if (s.B == 0 || s.T == 0) return cudaSuccess;  // nothing to write
-  // D <= 64: 64 keys per tile (67 KB of shared memory); D <= 128: 32 keys (75 KB).
+  // D <= 64: 64 keys per tile (68 KiB of shared memory); D <= 128: 32 keys (75 KiB).
   return s.D <= 64 ? launchForward<64, 64>(q, k, v, bias, p, out, lse, st)
                    : launchForward<128, 32>(q, k, v, bias, p, out, lse, st);
 }
@@ -626,8 +683,8 @@ cudaError_t cudaAttentionBackward(const float* q, const float* k, const float* v
     if ((e = cudaMemsetAsync(gk, 0, bytes, st)) != cudaSuccess) return e;
     return cudaMemsetAsync(gv, 0, bytes, st);
   }
-  // D <= 64: 64-row query tiles in kvKernel (101 KB), 64-key tiles in qKernel (85 KB);
-  // D <= 128: 32 and 32 (118 KB, 109 KB).
+  // D <= 64: 64-row query tiles in kvKernel (102.5 KiB), 64-key tiles in qKernel (85 KiB);
+  // D <= 128: 32 and 32 (117.3 KiB, 108 KiB).
   return s.D <= 64 ? launchBackward<64, 64, 64>(q, k, v, bias, p, out, lse, gOut, gq, gk, gv, st)
                    : launchBackward<128, 32, 32>(q, k, v, bias, p, out, lse, gOut, gq, gk, gv, st);
 }

@@ -322,6 +322,8 @@ int main(int argc, char** argv) {
     {"causal dropout D128 T<S", 1, 2, 1, 80, 100, 128, kCausal, 0.1, 6, 0},
     {"row bias dropout D17 T>S scale 0.3", 2, 2, 2, 90, 20, 17, kRowBias, 0.1, 7, 0.3},
     {"full bias dropout D96, several tiles", 1, 2, 2, 130, 140, 96, kFull, 0.1, 8, 0},
+    {"no bias, dropout, several tiles, GQA D64", 1, 4, 2, 100, 150, 64, kNone, 0.1, 11, 0},
+    {"no bias, several tiles D128", 1, 2, 2, 70, 100, 128, kNone, 0.0, 12, 0},
     {"tiny", 1, 1, 1, 1, 1, 1, kNone, 0.0, 9, 0},
     {"no keys", 1, 2, 1, 5, 0, 8, kNone, 0.0, 10, 0},
   };

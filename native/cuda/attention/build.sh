@@ -30,7 +30,7 @@ case "$mode" in
     ;;
   emu)
     # -O1: quick to build, and the emulation's fibers need no more.
-    g++ -std=c++17 -O1 -g -Wall -Wextra "${werr_cc[@]}" -DATTN_EMULATE -I"$here" \
+    g++ -std=c++17 -O1 -g -fno-strict-aliasing -Wall -Wextra "${werr_cc[@]}" -DATTN_EMULATE -I"$here" \
       -x c++ "$here/attention.cu" -x c++ "$here/attention_test.cu" -o "$out/attention_emu"
     echo "built $out/attention_emu (EMU_ORDER=forward|reverse|random $out/attention_emu [case name substring])"
     ;;

@@ -26,6 +26,8 @@
 #define __forceinline__ inline
 #define __launch_bounds__(n)
 
+struct alignas(16) float4 { float x, y, z, w; };
+
 typedef int cudaError_t;
 enum : int {
   cudaSuccess = 0,
@@ -74,6 +76,13 @@ inline int order() {  // 0 forward, 1 reverse, 2 random
 }
 
 inline float* dynamicShared() { return gSmem.data(); }
+
+inline void checkAligned16(const void* p) {
+  if (reinterpret_cast<uintptr_t>(p) % 16 != 0) {
+    std::fprintf(stderr, "emu: misaligned 16-byte load at %p\n", p);
+    std::abort();
+  }
+}
 
 inline void yield() { swapcontext(&gFibers[gCur].ctx, &gSched); }
 
@@ -168,6 +177,7 @@ inline void launch(unsigned blocks, unsigned threads, size_t smemBytes, const st
     gBlockIdx = {bi, 0, 0};
     // Fresh shared memory full of NaN: reading a slot nobody wrote poisons the result.
     gSmem.assign(smemBytes / sizeof(float) + 1, std::nanf(""));
+    checkAligned16(gSmem.data());  // as the GPU's dynamic shared memory
     gBarrierGen = 0;
     gBarrierCount = 0;
     gVoteAcc = 0;
