@@ -41,15 +41,15 @@ void* BlockCache::take(size_t bytes, size_t* blockBytes, bool* fresh) {
   return p;
 }
 
-bool BlockCache::give(void* p) {
+size_t BlockCache::give(void* p) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = blocks_.find((uintptr_t)p);
-  if (it == blocks_.end() || !it->second.live) return false;
+  if (it == blocks_.end() || !it->second.live) return 0;
   it->second.live = false;
   free_[it->second.bytes].push_back(p);
   st_.liveBytes -= it->second.bytes;
   st_.cachedBytes += it->second.bytes;
-  return true;
+  return it->second.bytes;
 }
 
 bool BlockCache::contains(const void* p, size_t bytes) const {

@@ -40,8 +40,8 @@ class BlockCache {
    * and asks once more. nullptr when that fails too. *fresh says whether it is new memory.
    */
   void* take(size_t bytes, size_t* blockBytes = nullptr, bool* fresh = nullptr);
-  /** Returns a block (its start address) to the cache. False if p is not a live block. */
-  bool give(void* p);
+  /** Returns a block (its start address) to the cache: its bucket size, 0 if p is not a live block. */
+  size_t give(void* p);
   /** True when [p, p + bytes) lies inside one block we hold (live or cached). */
   bool contains(const void* p, size_t bytes) const;
   /** Frees every cached block through the raw allocator; returns the bytes freed. */

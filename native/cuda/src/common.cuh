@@ -62,17 +62,4 @@ __device__ __forceinline__ float blockMax(float v, float* sh) {
   return warpMax(lane < nw ? sh[lane] : -CUDART_INF_F);
 }
 
-/** Offsets into a and b of element i of a walk (row-major over w.shape). */
-template <typename Idx>
-__device__ __forceinline__ void walkOffsets(Idx i, const Walk& w, int64_t& oa, int64_t& ob) {
-  oa = 0; ob = 0;
-  for (int d = w.nd - 1; d >= 0; d--) {
-    const Idx n = (Idx)w.shape[d];
-    const Idx c = i % n;
-    i /= n;
-    oa += (int64_t)c * w.a[d];
-    ob += (int64_t)c * w.b[d];
-  }
-}
-
 }  // namespace pc

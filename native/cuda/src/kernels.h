@@ -7,23 +7,14 @@
 #include <cstdint>
 #include <cuda_runtime_api.h>
 
+#include "walk.h"
+
 namespace pc {
 
 // Same order as UNARY_OPS / BINARY_OPS in src/backends/cpu/index.ts.
 enum Unary { U_NEG, U_EXP, U_LOG, U_SQRT, U_RSQRT, U_TANH, U_RELU, U_SIGMOID, U_SILU, U_GELU,
   U_GELU_TANH, U_ABS, U_SQUARE, U_RECIP, U_COUNT };
 enum Binary { B_ADD, B_SUB, B_MUL, B_DIV, B_MAX, B_MIN, B_POW, B_COUNT };
-
-constexpr int kMaxDims = 8;
-
-// A strided walk over a row-major index space `shape`: element i of the walk reads
-// a[sum idx_d * a_d] (and b likewise for binary ops). Built by coalesceDims (strided.h).
-struct Walk {
-  int nd;
-  int64_t shape[kMaxDims];
-  int64_t a[kMaxDims];
-  int64_t b[kMaxDims];
-};
 
 // elementwise.cu
 cudaError_t unary(cudaStream_t s, int op, const float* x, float* y, int64_t n);
