@@ -117,6 +117,10 @@ test('alloc: managed arrays of each kind, sub-views are device arrays, plain arr
   const plain = new Float32Array(4);
   b.fill!(plain, 3); // a host array is filled on the host at once
   assert.deepEqual([...plain], [3, 3, 3, 3]);
+  const pu = new Uint16Array(2), pi = new Int32Array(2);
+  b.fill!(pu, -1); b.fill!(pi, 2 ** 32 + 5); b.fill!(u, -2);
+  b.synchronize!();
+  assert.deepEqual([...pu, ...pi, u[0]], [65535, 65535, 5, 5, 65534]); // as TypedArray.fill converts
 });
 
 test('staging: plain arrays are copied and counted, arrays from alloc() are not', { skip }, () => {

@@ -568,6 +568,14 @@ Napi::Value Alloc(const Napi::CallbackInfo& info) {
   return Napi::Uint16Array::New(env, (size_t)n, ab, 0);
 }
 
+// ECMAScript ToUint32 (what Int32Array / Uint16Array .fill do with a number, modulo 2^32).
+uint32_t toUint32(double v) {
+  if (!std::isfinite(v)) return 0;
+  double m = std::fmod(std::trunc(v), 4294967296.0);
+  if (m < 0) m += 4294967296.0;
+  return (uint32_t)m;
+}
+
 // fill(arr, value): in stream order for our arrays; a plain host fill for any other.
 Napi::Value Fill(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -583,11 +591,10 @@ Napi::Value Fill(const Napi::CallbackInfo& info) {
     std::memcpy(&bits32, &f, 4);
   } else if (kind == napi_int32_array) {
     v = I(info, 0, "out");
-    const int32_t i = (int32_t)value;
-    std::memcpy(&bits32, &i, 4);
+    bits32 = toUint32(value);  // the int32 bit pattern
   } else if (kind == napi_uint16_array) {
     v = U16(info, 0, "out");
-    bits16 = (uint16_t)value;
+    bits16 = (uint16_t)(toUint32(value) & 0xffffu);
   } else {
     fail(env, "fill: argument 0 must be a Float32Array, Int32Array or Uint16Array");
   }
