@@ -19,11 +19,13 @@
 #undef __host__
 #undef __forceinline__
 #undef __shared__
+#undef __launch_bounds__
 #define __global__
 #define __device__
 #define __host__
 #define __forceinline__ inline
 #define __shared__ static
+#define __launch_bounds__(...)
 #define CUDART_INF_F INFINITY
 
 namespace emu {

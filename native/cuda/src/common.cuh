@@ -20,7 +20,8 @@ inline unsigned gridFor(int64_t n, int threads = kThreads) {
 /** Blocks for one-block-per-row kernels (grid-stride over rows). */
 inline unsigned gridRows(int64_t rows) { return (unsigned)(rows < 65535 ? (rows < 1 ? 1 : rows) : 65535); }
 
-/** Threads per block for a row of `cols` elements: a power of two in [32, 1024]. */
+/** Threads per block for a row of `cols` elements: a power of two in [32, 1024] (row kernels
+ *  are declared __launch_bounds__(1024) so any of these fits their register budget). */
 inline int rowThreads(int64_t cols) {
   int t = 32;
   while (t < 1024 && (int64_t)t * 4 < cols) t *= 2;

@@ -5,14 +5,14 @@
 namespace pc {
 namespace {
 
-__global__ void embeddingKernel(const float* table, const int32_t* ids, int64_t n, int64_t dim, float* out) {
+__global__ void __launch_bounds__(1024) embeddingKernel(const float* table, const int32_t* ids, int64_t n, int64_t dim, float* out) {
   for (int64_t i = blockIdx.x; i < n; i += gridDim.x) {
     const float* src = table + (int64_t)ids[i] * dim;
     for (int64_t j = threadIdx.x; j < dim; j += blockDim.x) out[i * dim + j] = src[j];
   }
 }
 
-__global__ void embeddingBackwardKernel(const float* gy, const int32_t* ids, int64_t n, int64_t dim, float* gTable) {
+__global__ void __launch_bounds__(1024) embeddingBackwardKernel(const float* gy, const int32_t* ids, int64_t n, int64_t dim, float* gTable) {
   for (int64_t i = blockIdx.x; i < n; i += gridDim.x) {
     float* dst = gTable + (int64_t)ids[i] * dim;
     for (int64_t j = threadIdx.x; j < dim; j += blockDim.x) atomicAdd(dst + j, gy[i * dim + j]);

@@ -7,7 +7,7 @@
 namespace pc {
 namespace {
 
-__global__ void layerNormKernel(const float* x, const float* w, const float* b, int64_t rows, int64_t cols, float eps,
+__global__ void __launch_bounds__(1024) layerNormKernel(const float* x, const float* w, const float* b, int64_t rows, int64_t cols, float eps,
   float* out, float* mean, float* rstd) {
   __shared__ float sh[32];
   const float n = (float)cols;
@@ -31,7 +31,7 @@ __global__ void layerNormKernel(const float* x, const float* w, const float* b, 
 }
 
 // gx = rs * (d - mean(d) - xh * mean(d * xh)), d = gy * w, xh = (x - mean) * rs.
-__global__ void layerNormBackwardKernel(const float* x, const float* w, const float* mean, const float* rstd,
+__global__ void __launch_bounds__(1024) layerNormBackwardKernel(const float* x, const float* w, const float* mean, const float* rstd,
   const float* gy, int64_t rows, int64_t cols, float* gx) {
   __shared__ float sh[32];
   const float n = (float)cols;
@@ -54,7 +54,7 @@ __global__ void layerNormBackwardKernel(const float* x, const float* w, const fl
   }
 }
 
-__global__ void rmsNormKernel(const float* x, const float* w, int64_t rows, int64_t cols, float eps, float* out,
+__global__ void __launch_bounds__(1024) rmsNormKernel(const float* x, const float* w, int64_t rows, int64_t cols, float eps, float* out,
   float* rstd) {
   __shared__ float sh[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -69,7 +69,7 @@ __global__ void rmsNormKernel(const float* x, const float* w, int64_t rows, int6
 }
 
 // gx = d * rs - x * (sum(d * x) * rs^3 / cols), d = gy * w.
-__global__ void rmsNormBackwardKernel(const float* x, const float* w, const float* rstd, const float* gy, int64_t rows,
+__global__ void __launch_bounds__(1024) rmsNormBackwardKernel(const float* x, const float* w, const float* rstd, const float* gy, int64_t rows,
   int64_t cols, float* gx) {
   __shared__ float sh[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {

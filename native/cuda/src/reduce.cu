@@ -20,7 +20,7 @@ struct MaxOp {
 };
 
 template <class Op>
-__global__ void rowReduce(const float* x, int64_t rows, int64_t cols, float* out) {
+__global__ void __launch_bounds__(1024) rowReduce(const float* x, int64_t rows, int64_t cols, float* out) {
   __shared__ float sh[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const float* xr = x + r * cols;

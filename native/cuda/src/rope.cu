@@ -6,7 +6,7 @@
 namespace pc {
 namespace {
 
-__global__ void ropeKernel(const float* x, const float* cosT, const float* sinT, const int32_t* pos, int64_t npos,
+__global__ void __launch_bounds__(1024) ropeKernel(const float* x, const float* cosT, const float* sinT, const int32_t* pos, int64_t npos,
   int64_t B, int64_t H, int64_t T, int64_t D, float sg, float* out) {
   const int64_t half = D / 2, rows = B * H * T;
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {

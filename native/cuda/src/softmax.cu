@@ -6,7 +6,7 @@
 namespace pc {
 namespace {
 
-__global__ void softmaxKernel(const float* x, int64_t rows, int64_t cols, float* out) {
+__global__ void __launch_bounds__(1024) softmaxKernel(const float* x, int64_t rows, int64_t cols, float* out) {
   __shared__ float sh[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const float* xr = x + r * cols;
@@ -26,7 +26,7 @@ __global__ void softmaxKernel(const float* x, int64_t rows, int64_t cols, float*
   }
 }
 
-__global__ void logSoftmaxKernel(const float* x, int64_t rows, int64_t cols, float* out) {
+__global__ void __launch_bounds__(1024) logSoftmaxKernel(const float* x, int64_t rows, int64_t cols, float* out) {
   __shared__ float sh[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const float* xr = x + r * cols;
@@ -43,7 +43,7 @@ __global__ void logSoftmaxKernel(const float* x, int64_t rows, int64_t cols, flo
 
 // softmax: gx = y * (gy - sum(y*gy)); log-softmax: gx = gy - exp(y) * sum(gy).
 template <bool LOG>
-__global__ void softmaxBackwardKernel(const float* y, const float* gy, int64_t rows, int64_t cols, float* gx) {
+__global__ void __launch_bounds__(1024) softmaxBackwardKernel(const float* y, const float* gy, int64_t rows, int64_t cols, float* gx) {
   __shared__ float sh[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const int64_t o = r * cols;
@@ -55,7 +55,7 @@ __global__ void softmaxBackwardKernel(const float* y, const float* gy, int64_t r
   }
 }
 
-__global__ void crossEntropyKernel(const float* x, const int32_t* t, int64_t rows, int64_t cols, int ignore, float* loss,
+__global__ void __launch_bounds__(1024) crossEntropyKernel(const float* x, const int32_t* t, int64_t rows, int64_t cols, int ignore, float* loss,
   float* lse) {
   __shared__ float sh[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -75,7 +75,7 @@ __global__ void crossEntropyKernel(const float* x, const int32_t* t, int64_t row
   }
 }
 
-__global__ void crossEntropyBackwardKernel(const float* x, const int32_t* t, const float* lse, const float* gLoss,
+__global__ void __launch_bounds__(1024) crossEntropyBackwardKernel(const float* x, const int32_t* t, const float* lse, const float* gLoss,
   int64_t rows, int64_t cols, int ignore, float* gx) {
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const int64_t o = r * cols;
