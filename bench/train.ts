@@ -2,16 +2,22 @@
 // here and (when a Python with transformers + peft is found) by the Python baseline in the
 // same command, so the ratio is measured on one machine. Prints a table, writes JSON.
 //
-//   node dist/bench/train.js [gpt2-clm|distilbert-cls] [--steps N] [--warmup N] [--threads N]
-//        [--python /path/to/python] [--baseline path/to/peft_baseline.py] [--out file.json]
+//   node dist/bench/train.js [gpt2-clm|distilbert-cls|llama1b-clm|llama1b-qlora] [--device cpu|cuda]
+//        [--steps N] [--warmup N] [--threads N] [--python /path/to/python]
+//        [--baseline path/to/peft_baseline.py] [--out file.json]
 //        [--batch B] [--seq T] [--gradient-checkpointing] [--no-baseline]
+//
+// --device cuda selects the cuda backend and runs the baseline on the GPU with the baseline's
+// GPU shapes (B16 x T1024 for gpt2-clm, B8 x T1024 for llama1b); peak GPU memory comes from
+// the backend's own allocator statistics.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cpus } from 'node:os';
 import { backendName, setNumThreads, nativeInfo } from '../src/backends/index.js';
-import { Rng, tidy, tensor, memoryStats, resetPeakMemory } from '../src/tensor/index.js';
+import { Rng, tidy, tensor, memoryStats, resetPeakMemory, getBackend, setBackend } from '../src/tensor/index.js';
+import { quantizeModel } from '../src/quant/model.js';
 import { readFileSync } from 'node:fs';
 import { AutoModelForCausalLM, AutoModelForSequenceClassification } from '../src/models/index.js';
 import { LoraConfig, getPeftModel } from '../src/peft/index.js';
@@ -23,7 +29,11 @@ const workload = argv.find((a) => !a.startsWith('--') && !argv[argv.indexOf(a) -
 const steps = Number(flag('steps', '5')), warm = Number(flag('warmup', '2'));
 const threads = Number(flag('threads', String(cpus().length)));
 const ckpt = argv.includes('--gradient-checkpointing');
+const device = flag('device', 'cpu')!;
+if (device !== 'cpu' && device !== 'cuda') throw new Error(`--device must be cpu or cuda, got ${device}`);
+const gpu = device === 'cuda';
 setNumThreads(threads);
+if (gpu) setBackend('cuda'); // throws with the reason when the cuda addon or a GPU is missing
 
 const root = (() => { let d = dirname(fileURLToPath(import.meta.url)); while (!existsSync(join(d, 'package.json'))) d = dirname(d); return d; })();
 
@@ -33,14 +43,38 @@ function buildWorkload() {
     // GPT-2 124M shape, random init (the FLOPs are those of the pretrained model).
     const model = AutoModelForCausalLM.fromConfig({ model_type: 'gpt2', vocab_size: 50257, n_positions: 1024, n_embd: 768, n_layer: 12, n_head: 12 }, { rng });
     const peft = getPeftModel(model, new LoraConfig({ taskType: 'CAUSAL_LM', r: 8, loraAlpha: 16, loraDropout: 0.05, targetModules: ['c_attn'], fanInFanOut: true }));
-    return { peft, B: 4, T: 256, vocab: 50257, unit: 'tokens', cls: false };
+    return { peft, B: gpu ? 16 : 4, T: gpu ? 1024 : 256, vocab: 50257, unit: 'tokens', cls: false };
   }
   if (workload === 'distilbert-cls') {
     const model = AutoModelForSequenceClassification.fromConfig({ model_type: 'distilbert', vocab_size: 30522, dim: 768, n_layers: 6, n_heads: 12, hidden_dim: 3072, max_position_embeddings: 512, num_labels: 3 }, { rng });
     const peft = getPeftModel(model, new LoraConfig({ taskType: 'SEQ_CLS', r: 8, loraAlpha: 32, loraDropout: 0.1, targetModules: ['q_lin', 'v_lin'] }));
-    return { peft, B: 16, T: 128, vocab: 30522, unit: 'samples', cls: true };
+    return { peft, B: gpu ? 32 : 16, T: 128, vocab: 30522, unit: 'samples', cls: true };
   }
-  throw new Error(`unknown workload '${workload}' (gpt2-clm | distilbert-cls)`);
+  if (workload === 'llama1b-clm' || workload === 'llama1b-qlora') {
+    // Llama-3.2-1B shape, as peft_baseline.py builds it.
+    const model = AutoModelForCausalLM.fromConfig({
+      model_type: 'llama', vocab_size: 128256, hidden_size: 2048, intermediate_size: 8192, num_hidden_layers: 16,
+      num_attention_heads: 32, num_key_value_heads: 8, max_position_embeddings: 4096, rope_theta: 500000.0,
+      tie_word_embeddings: true, rms_norm_eps: 1e-5,
+    }, { rng });
+    if (workload === 'llama1b-qlora') quantizeModel(model, { computeDtype: 'bfloat16', compressStatistics: true });
+    const peft = getPeftModel(model, new LoraConfig({
+      taskType: 'CAUSAL_LM', r: 16, loraAlpha: 32, loraDropout: 0.05,
+      targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+    }));
+    return { peft, B: gpu ? 8 : 1, T: gpu ? 1024 : 256, vocab: 128256, unit: 'tokens', cls: false };
+  }
+  throw new Error(`unknown workload '${workload}' (gpt2-clm | distilbert-cls | llama1b-clm | llama1b-qlora)`);
+}
+
+/** Device memory statistics of an asynchronous backend (cuda), when it keeps them. */
+type DeviceStats = { peakBytes: number; currentBytes: number; stagedBytes?: number };
+function deviceStats(): DeviceStats | null {
+  const b = getBackend() as unknown as { memoryStats?: () => DeviceStats };
+  return b.memoryStats ? b.memoryStats() : null;
+}
+function resetDevicePeak(): void {
+  (getBackend() as unknown as { resetPeakMemory?: () => void }).resetPeakMemory?.();
 }
 
 /** Peak resident set of this process (VmHWM), GiB. */
@@ -75,6 +109,7 @@ function measureOurs() {
   };
   for (let i = 0; i < warm; i++) step();
   resetPeakMemory();
+  resetDevicePeak();
   const live0 = memoryStats().liveBytes;
   const t0 = performance.now();
   let loss = 0;
@@ -90,7 +125,17 @@ function measureOurs() {
     // activations kept for backward, gradients and temporaries.
     step_peak_tensor_GiB: +((memoryStats().peakLiveBytes - live0) / 2 ** 30).toFixed(3),
     gradient_checkpointing: ckpt,
+    ...(gpu ? { device: 'cuda', peak_mem_GiB: gpuPeak(), staged_GiB: gpuStaged() } : {}),
   };
+}
+
+function gpuPeak(): number | null {
+  const st = deviceStats();
+  return st ? +(st.peakBytes / 2 ** 30).toFixed(2) : null;
+}
+function gpuStaged(): number | null {
+  const st = deviceStats();
+  return st && st.stagedBytes !== undefined ? +(st.stagedBytes / 2 ** 30).toFixed(3) : null;
 }
 
 function measureBaseline(): Record<string, unknown> | null {
@@ -98,7 +143,7 @@ function measureBaseline(): Record<string, unknown> | null {
   const script = flag('baseline', [resolve(root, '../shared/bench/peft_baseline.py'), resolve(root, 'shared/bench/peft_baseline.py')].find(existsSync));
   if (!script || !existsSync(script)) { console.error('baseline script not found; pass --baseline'); return null; }
   try {
-    const out = execFileSync(py!, [script, workload, 'cpu', String(threads)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 900_000 });
+    const out = execFileSync(py!, gpu ? [script, workload, 'cuda'] : [script, workload, 'cpu', String(threads)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 900_000 });
     const line = out.trim().split('\n').pop()!;
     return { impl: 'python peft', ...JSON.parse(line) };
   } catch (e) {
@@ -111,12 +156,16 @@ const ours = measureOurs();
 // The Python baseline runs its fixed B x T only, so it is skipped when they are overridden.
 const base = argv.includes('--no-baseline') || flag('batch') || flag('seq') || ckpt ? null : measureBaseline();
 const rows = [ours, ...(base ? [base] : [])];
-console.log(`\nworkload ${workload} on ${cpus()[0]?.model ?? 'cpu'} (${threads} threads), native: ${JSON.stringify(nativeInfo?.() ?? null)}`);
-console.log('| impl | B x T | grad ckpt | step ms | throughput | step peak tensors GiB | peak RSS GiB | trainable | total |');
-console.log('|---|---|---|---|---|---|---|---|---|');
-for (const r of rows) console.log(`| ${r.impl} | ${r.batch}x${r.seq} | ${r.gradient_checkpointing ?? '-'} | ${r.step_ms} | ${r.throughput} ${r.unit} | ${r.step_peak_tensor_GiB ?? '-'} | ${r.peak_rss_GiB ?? '-'} | ${r.trainable} | ${r.total} |`);
-if (base) console.log(`ratio peft-ts / python peft throughput: ${(ours.throughput / Number(base.throughput)).toFixed(2)}x`);
-const outFile = flag('out', join(root, 'bench', 'results', `train-${workload}${flag('batch') || flag('seq') ? `-B${ours.batch}xT${ours.seq}` : ''}${ckpt ? '-ckpt' : ''}-${new Date().toISOString().slice(0, 10)}.json`))!;
+const where = gpu ? `cuda (${String((base as { gpu?: string } | null)?.gpu ?? 'GPU')})` : `${cpus()[0]?.model ?? 'cpu'} (${threads} threads), native: ${JSON.stringify(nativeInfo?.() ?? null)}`;
+console.log(`\nworkload ${workload} on ${where}`);
+console.log('| impl | B x T | grad ckpt | step ms | throughput | step peak tensors GiB | peak RSS GiB | peak GPU GiB | trainable | total |');
+console.log('|---|---|---|---|---|---|---|---|---|---|');
+for (const r of rows) console.log(`| ${r.impl} | ${r.batch}x${r.seq} | ${r.gradient_checkpointing ?? '-'} | ${r.step_ms} | ${r.throughput} ${r.unit} | ${r.step_peak_tensor_GiB ?? '-'} | ${r.peak_rss_GiB ?? '-'} | ${(r as { peak_mem_GiB?: number }).peak_mem_GiB ?? '-'} | ${r.trainable} | ${r.total} |`);
+if (base) {
+  console.log(`ratio peft-ts / python peft throughput: ${(ours.throughput / Number(base.throughput)).toFixed(2)}x`);
+  if (gpu && base.peak_mem_GiB) console.log(`ratio peak GPU memory: ${(Number(ours.peak_mem_GiB) / Number(base.peak_mem_GiB)).toFixed(2)}x`);
+}
+const outFile = flag('out', join(root, 'bench', 'results', `train-${workload}${gpu ? '-cuda' : ''}${flag('batch') || flag('seq') ? `-B${ours.batch}xT${ours.seq}` : ''}${ckpt ? '-ckpt' : ''}-${new Date().toISOString().slice(0, 10)}.json`))!;
 mkdirSync(dirname(outFile), { recursive: true });
 writeFileSync(outFile, JSON.stringify({ date: new Date().toISOString(), rows }, null, 2));
 console.log(`wrote ${outFile}`);

@@ -75,6 +75,7 @@ const cases: Case[] = [
   { name: 'maskedFill', fn: (x) => T.maskedFill(x, tensor([0, 1, 0], [3]), -5), inputs: () => [P([2, 3])] },
   { name: 'attention causal', fn: (q, k, v) => T.scaledDotProductAttention(q, k, v, { causal: true }), inputs: () => [P([1, 2, 3, 4]), P([1, 2, 3, 4]), P([1, 2, 3, 4])] },
   { name: 'attention padding mask + GQA', fn: (q, k, v) => T.scaledDotProductAttention(q, k, v, { mask: T.paddingMask(ids([1, 1, 0, 1, 1, 1, 1, 0], [2, 4])) }), inputs: () => [P([2, 4, 2, 3]), P([2, 2, 4, 3]), P([2, 2, 4, 3])] },
+  { name: 'attention causal + dropout (fixed rng)', fn: (q, k, v) => T.scaledDotProductAttention(q, k, v, { causal: true, dropout: 0.3, training: true, rng: new Rng(3) }), inputs: () => [P([1, 2, 4, 3]), P([1, 1, 4, 3]), P([1, 1, 4, 3])] },
   { name: 'repeatKv', fn: (x) => T.repeatKv(x, 2), inputs: () => [P([1, 2, 3, 2])] },
   { name: 'checkpoint (with params closed over, dropout rng restored)', fn: (() => {
       const w = P([4, 4]); const rng = new Rng(9); const st = rng.getState();

@@ -94,6 +94,23 @@ for (const [label, skip, C] of TARGETS) {
     }
   });
 
+  test(`dropoutMask: bit-exact across backends, rate p, scale 1/(1-p), seeds differ on ${label}`, { skip }, () => {
+    for (const [n, p, seed] of [[1, 0.5, 1], [33, 0.1, 7], [100003, 0.3, 0xdeadbeef], [200000, 0.05, 12345]] as [number, number, number][]) {
+      const a = f32(n), b = f32(n);
+      C().dropoutMask(a, p, seed); R.dropoutMask(b, p, seed);
+      assert.deepEqual(a, b, `dropoutMask n=${n} p=${p}`);
+      const scale = Math.fround(1 / (1 - p));
+      let dropped = 0;
+      for (const v of a) { if (v === 0) dropped++; else assert.equal(v, scale); }
+      if (n > 1000) assert.ok(Math.abs(dropped / n - p) < 4 * Math.sqrt(p * (1 - p) / n), `rate ${dropped / n} vs p=${p}`);
+    }
+    const x = f32(1000), y = f32(1000);
+    R.dropoutMask(x, 0.5, 1); R.dropoutMask(y, 0.5, 2);
+    let same = 0;
+    for (let i = 0; i < 1000; i++) if (x[i] === y[i]) same++;
+    assert.ok(same > 400 && same < 600, `masks for two seeds agree on ${same}/1000`);
+  });
+
   test(`sumMid and maxMid on ${label}`, { skip }, () => {
     const cases: [number, number, number][] = [[1, 1, 1], [3, 7, 1], [1, 257, 1], [2, 33, 7], [5, 1, 33], [1, 100000, 1],
       [3, 4099, 1], [1, 4096, 257], [400, 7, 33], [2, 300, 600]];

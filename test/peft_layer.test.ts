@@ -1,6 +1,7 @@
 // LoRA layers, config and targeting on toy modules: gradients against finite differences,
 // DoRA's formula (with dropout) written out by hand, merge/unmerge, peft's matching rules.
 import { test } from 'node:test';
+import { dropoutHash, dropoutThreshold } from '../src/backends/reference/math.js';
 import assert from 'node:assert/strict';
 import { Rng, Tensor, tensor, tidy, noGrad, sum, mul, randn } from '../src/tensor/index.js';
 import { Module } from '../src/nn/module.js';
@@ -142,7 +143,9 @@ test('DoRA with dropout in training: base term recomputed on the dropped input, 
   const y = noGrad(() => layer.forward(x).toFloat32Array());
   // replay the same mask
   drng.setState(state);
-  const mask = Array.from({ length: 18 }, () => (drng.next() >= 0.5 ? 2 : 0));
+  const seed = drng.nextU32(); // dropout draws one seed for a counter-based mask
+  const mask = Array.from({ length: 18 }, (_, i) => (dropoutHash(seed, i) >= dropoutThreshold(0.5) ? 2 : 0));
+  assert.ok(mask.includes(0) && mask.includes(2));
   const xd = Array.from(x.data, (v, i) => v * mask[i]);
   const A = layer.loraA.get('default')!.weight.data, B = layer.loraB.get('default')!.weight.data;
   const W = b.weight.data, bias = b.bias!.data, m = layer.loraMagnitudeVector.get('default')!.weight.data, s = 2;

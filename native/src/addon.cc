@@ -203,6 +203,30 @@ Napi::Value Affine(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Same hash as dropoutHash in src/backends/reference/math.ts (bit for bit).
+inline uint32_t fmix32(uint32_t h) {
+  h = (h ^ (h >> 16)) * 0x85ebca6bu;
+  h = (h ^ (h >> 13)) * 0xc2b2ae35u;
+  return h ^ (h >> 16);
+}
+
+Napi::Value DropoutMask(const Napi::CallbackInfo& info) {
+  size_t n;
+  float* out = F(info, 0, n, "out");
+  const double p = Num(info, 1);
+  const uint32_t seed = (uint32_t)(int64_t)Num(info, 2);
+  const uint64_t thr = (uint64_t)std::floor(p * 4294967296.0);
+  const float scale = (float)(1.0 / (1.0 - p));
+  parallelFor(n, 16384, [&](size_t b, size_t e) {
+    for (size_t i = b; i < e; i++) {
+      uint32_t z = fmix32(seed ^ ((uint32_t)(i + 1) * 0x9e3779b9u));
+      z = fmix32(z + seed);
+      out[i] = (uint64_t)z >= thr ? scale : 0.0f;
+    }
+  });
+  return info.Env().Undefined();
+}
+
 Napi::Value Axpy(const Napi::CallbackInfo& info) {
   size_t nx, ny;
   const float alpha = (float)Num(info, 0); float* x = F(info, 1, nx, "x"); float* y = F(info, 2, ny, "y");
@@ -548,6 +572,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   (void)kernels();
   auto def = [&](const char* name, Napi::Value (*fn)(const Napi::CallbackInfo&)) { exports.Set(name, Napi::Function::New(env, fn, name)); };
   def("matmul", Matmul); def("sgemmRaw", SgemmRaw);
+  def("dropoutMask", DropoutMask);
   def("unary", Unary); def("unaryBackward", UnaryBackward); def("binary", Binary); def("affine", Affine); def("axpy", Axpy);
   def("sumMid", SumMid); def("maxMid", MaxMid);
   def("permute", Permute); def("stridedCopy", StridedCopy); def("stridedAdd", StridedAdd);

@@ -15,6 +15,17 @@ export type BinaryOp = 'add' | 'sub' | 'mul' | 'div' | 'max' | 'min' | 'pow';
 /** Buffers a backend allocates (float32, int32 ids, or 16-bit floats). */
 export type AnyBuf = Float32Array | Int32Array | Uint16Array;
 
+/** Sizes and options of a fused attention call (see Backend.attention). */
+export interface AttentionShape {
+  B: number; H: number; Hk: number; T: number; S: number; D: number;
+  scale: number;
+  /** Strides of the additive bias over [B, H, T, S] (0 where broadcast); ignored without a bias. */
+  biasStrides: [number, number, number, number];
+  /** Dropout on the probabilities (0 for none), mask from dropoutHash(seed, flat [B,H,T,S] index). */
+  dropoutP: number;
+  seed: number;
+}
+
 export interface Backend {
   readonly name: string;
 
@@ -51,6 +62,11 @@ export interface Backend {
     outShape: number[]): void;
   /** out[i] = x[i] * s + t */
   affine(x: F32, s: number, t: number, out: F32): void;
+  /**
+   * Inverted-dropout mask: out[i] = 1/(1-p) where dropoutHash(seed, i) >= floor(p * 2^32),
+   * else 0 (reference/math.ts). Counter-based, so every backend makes the same mask.
+   */
+  dropoutMask(out: F32, p: number, seed: number): void;
   /** y[i] += alpha * x[i] */
   axpy(alpha: number, x: F32, y: F32): void;
 
@@ -109,6 +125,18 @@ export interface Backend {
   /** AdamW step in place (decoupled weight decay, bias correction with step t >= 1). */
   adamw(p: F32, g: F32, m: F32, v: F32, lr: number, beta1: number, beta2: number, eps: number,
     weightDecay: number, step: number): void;
+
+  /**
+   * Optional fused attention that never materialises the [T, S] matrix. q/out [B,H,T,D],
+   * k/v [B,Hk,S,D] (query head h reads kv head floor(h / (H/Hk))), bias additive or null.
+   * out = dropout(softmax(scale * q k^T + bias)) v per row; a fully masked row gives zeros.
+   * lse [B,H,T] keeps each row's log-sum-exp (-inf when fully masked) for the backward.
+   * Backends without it get the composite (matmul, softmax, dropout, matmul) path.
+   */
+  attention?(q: F32, k: F32, v: F32, bias: F32 | null, shape: AttentionShape, out: F32, lse: F32): void;
+  /** Gradients of attention for q, k and v (overwritten; gk/gv sum over the query heads sharing a kv head). */
+  attentionBackward?(q: F32, k: F32, v: F32, bias: F32 | null, shape: AttentionShape, out: F32, lse: F32, gOut: F32,
+    gq: F32, gk: F32, gv: F32): void;
 
   /** bf16 bits (Uint16) -> f32 and back (round to nearest even). */
   bf16ToF32(x: Uint16Array, out: F32): void;

@@ -3,17 +3,23 @@
 // stays active and one line on stderr says how to build the addon. `cuda` is registered
 // too but only ever selected explicitly (PEFT_TS_BACKEND=cuda or setBackend('cuda')).
 import { getBackend, registerBackend, setBackend } from '../tensor/registry.js';
-import { BUILD_HINT, cpuBackend } from './cpu/index.js';
+import { BUILD_HINT, cpuAvailable, cpuBackend } from './cpu/index.js';
 import { cudaBackend } from './cuda/index.js';
+import { referenceBackend } from './reference/index.js';
+import { makeDeferredBackend } from './deferred/index.js';
 
 export type { Backend, BinaryOp, UnaryOp, F32, I32 } from './backend.js';
 export { referenceBackend } from './reference/index.js';
+export { makeDeferredBackend } from './deferred/index.js';
 export { cpuBackend, cpuAvailable, nativeInfo, setNumThreads, getNumThreads } from './cpu/index.js';
 export { cudaBackend, cudaAvailable, cudaStatus, cudaInfo, cudaStats, cudaEmptyCache, setCudaTf32 } from './cuda/index.js';
 export type { CudaInfo, CudaStats } from './cuda/index.js';
 
 registerBackend('cpu', cpuBackend);
 registerBackend('cuda', cudaBackend);
+// Test-only: queues kernels until synchronize() to catch host reads that skip the wait.
+let deferred: ReturnType<typeof makeDeferredBackend> | null = null;
+registerBackend('deferred', () => (deferred ??= makeDeferredBackend(cpuAvailable() ? cpuBackend() : referenceBackend)));
 
 let initialized = false;
 let warned = false;

@@ -13,7 +13,7 @@ import { LoraConfig } from '../peft/config.js';
 import { PeftModel } from '../peft/model.js';
 import { inspectModules } from '../peft/inject.js';
 import type { Module } from '../nn/module.js';
-import { quantizeModel } from '../quant/model.js';
+import '../quant/load.js'; // registers the 4-bit loader behind fromPretrained({ quantizationConfig })
 import { Rng } from '../tensor/random.js';
 import { UsageError, bool, camel, list, num, parseArgs, str } from './args.js';
 
@@ -98,9 +98,8 @@ export function loadBaseModel(task: CliTask, dir: string, o: LoadModelOptions = 
     logger: o.quiet ? () => {} : (m: string) => process.stderr.write(m.split('\n')[0].slice(0, 300) + '\n'),
   };
   const auto = task === 'seq-cls' ? AutoModelForSequenceClassification : task === 'token-cls' ? AutoModelForTokenClassification : AutoModelForCausalLM;
-  const model = auto.fromPretrained(dir, opts);
-  if (o.load4bit) quantizeModel(model);
-  return model;
+  // In 4 bit the Linear weights are quantized as they are read: never whole in float32.
+  return auto.fromPretrained(dir, o.load4bit ? { ...opts, quantizationConfig: { loadIn4bit: true } } : opts);
 }
 
 /** LoraConfig from the LoRA flags (peft defaults where not given). */

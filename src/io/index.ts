@@ -1,6 +1,7 @@
 export {
   readSafetensorsHeader, readSafetensors, iterSafetensors, writeSafetensors, readTensorBytes,
-  loadCheckpointDir, iterCheckpointDir, saveCheckpointDir, checkpointShards, SAFETENSORS_WEIGHTS, SAFETENSORS_INDEX,
+  loadCheckpointDir, iterCheckpointDir, openCheckpointDir, SafetensorsReader, saveCheckpointDir, checkpointShards,
+  SAFETENSORS_WEIGHTS, SAFETENSORS_INDEX,
 } from './safetensors.js';
 export type { SafetensorsHeader, TensorInfo, ReadOptions, WriteOptions } from './safetensors.js';
 export { f32ToF16, f32ToBf16, bf16ToF32, f32ToF16Bits } from './half.js';

@@ -214,20 +214,100 @@ function readOne(fd: number, h: SafetensorsHeader, name: string, file: string, t
   return t;
 }
 
+/**
+ * An open safetensors file: tensors are read on demand, whole (tensor()) or, for floating
+ * tensors, as float32 ranges converted chunk by chunk (readFloat32()), so a loader can put
+ * values straight into their destination without a full-size temporary.
+ */
+export class SafetensorsReader {
+  readonly header: SafetensorsHeader;
+  private fd: number | null;
+  private scratch = new Uint8Array(0);
+
+  constructor(readonly file: string) {
+    this.fd = openOrFail(file);
+    try { this.header = parseHeader(this.fd, file); } catch (e) { this.close(); throw e; }
+  }
+
+  /** Tensor names in data order (the order reading them sequentially is cheapest). */
+  names(): string[] {
+    const t = this.header.tensors;
+    return Object.keys(t).sort((a, b) => t[a].dataOffsets[0] - t[b].dataOffsets[0]);
+  }
+
+  info(name: string): TensorInfo {
+    const i = this.header.tensors[name];
+    if (!i) fail(this.file, `no tensor named "${name}"`);
+    return i;
+  }
+
+  private open(): number {
+    if (this.fd === null) fail(this.file, 'reader was closed');
+    return this.fd;
+  }
+
+  /** The whole tensor, decoded as iterSafetensors does. */
+  tensor(name: string, toFloat32 = true): Tensor {
+    this.info(name);
+    return readOne(this.open(), this.header, name, this.file, toFloat32);
+  }
+
+  /** The tensor's raw bytes (e.g. bitsandbytes' packed uint8 weights). */
+  bytes(name: string): Uint8Array {
+    const info = this.info(name);
+    const out = new Uint8Array(info.dataOffsets[1] - info.dataOffsets[0]);
+    readFully(this.open(), out, this.header.dataStart + info.dataOffsets[0], this.file);
+    return out;
+  }
+
+  /**
+   * Elements [start, start + out.length) of a floating tensor (F32, F16, BF16, F64) as
+   * float32 into out. F32 is read in place; other dtypes through a small reused buffer.
+   */
+  readFloat32(name: string, start: number, out: Float32Array): void {
+    const info = this.info(name);
+    const esize = DTYPE_SIZE[info.dtype];
+    const n = info.shape.reduce((a, s) => a * s, 1);
+    if (!['F32', 'F16', 'BF16', 'F64'].includes(info.dtype)) fail(this.file, `tensor "${name}" is ${info.dtype}, not a floating point tensor`);
+    if (start < 0 || start + out.length > n) fail(this.file, `tensor "${name}": range [${start}, ${start + out.length}) outside its ${n} elements`);
+    const fd = this.open();
+    const base = this.header.dataStart + info.dataOffsets[0] + start * esize;
+    if (info.dtype === 'F32') {
+      readFully(fd, new Uint8Array(out.buffer, out.byteOffset, out.byteLength), base, this.file);
+      return;
+    }
+    const CHUNK = 1 << 20; // elements per read
+    if (this.scratch.length < CHUNK * esize) this.scratch = new Uint8Array(CHUNK * esize);
+    for (let done = 0; done < out.length; done += CHUNK) {
+      const m = Math.min(CHUNK, out.length - done);
+      const bytes = this.scratch.subarray(0, m * esize);
+      readFully(fd, bytes, base + done * esize, this.file);
+      const dst = out.subarray(done, done + m);
+      if (info.dtype === 'F64') { const v = new Float64Array(bytes.buffer, 0, m); for (let i = 0; i < m; i++) dst[i] = v[i]; }
+      else if (info.dtype === 'BF16') bf16ToF32(new Uint16Array(bytes.buffer, 0, m), dst);
+      else halfToF32(new Uint16Array(bytes.buffer, 0, m), dst);
+    }
+  }
+
+  close(): void {
+    if (this.fd !== null) { fs.closeSync(this.fd); this.fd = null; }
+  }
+}
+
 /** Yields [name, Tensor] one at a time in file order; only one tensor is read per step. */
 export function* iterSafetensors(file: string, opts: ReadOptions = {}): Generator<[string, Tensor]> {
-  const fd = openOrFail(file);
+  const r = new SafetensorsReader(file);
   try {
-    const h = parseHeader(fd, file);
-    let names = Object.keys(h.tensors).sort((a, b) => h.tensors[a].dataOffsets[0] - h.tensors[b].dataOffsets[0]);
+    const h = r.header;
+    let names = r.names();
     if (opts.names) {
       const missing = opts.names.filter((x) => !(x in h.tensors));
       if (missing.length) fail(file, `no tensor named ${missing.map((m) => `"${m}"`).join(', ')}`);
       const want = new Set(opts.names);
       names = names.filter((x) => want.has(x));
     }
-    for (const name of names) yield [name, readOne(fd, h, name, file, opts.toFloat32 ?? true)];
-  } finally { fs.closeSync(fd); }
+    for (const name of names) yield [name, r.tensor(name, opts.toFloat32 ?? true)];
+  } finally { r.close(); }
 }
 
 export function readSafetensors(file: string, opts: ReadOptions = {}): Map<string, Tensor> {
@@ -362,6 +442,34 @@ export function* iterCheckpointDir(dir: string, opts: { toFloat32?: boolean } = 
     // names is validated against the shard header: an index naming a missing tensor is an error.
     yield* iterSafetensors(full, { names, toFloat32: opts.toFloat32 });
   }
+}
+
+/**
+ * Opens every shard of a checkpoint folder without reading tensors: each tensor name (in
+ * shard and data order, filtered by the index as iterCheckpointDir does) with the reader of
+ * its file. Call close() when done.
+ */
+export function openCheckpointDir(dir: string): { entries: [string, SafetensorsReader][]; close(): void } {
+  const { files, weightMap } = checkpointShards(dir);
+  const readers: SafetensorsReader[] = [];
+  const close = () => { for (const r of readers) r.close(); };
+  const entries: [string, SafetensorsReader][] = [];
+  try {
+    for (const f of files) {
+      const r = new SafetensorsReader(path.join(dir, f));
+      readers.push(r);
+      let names = r.names();
+      if (weightMap) {
+        const want = Object.keys(weightMap).filter((k) => weightMap[k] === f);
+        const missing = want.filter((x) => !(x in r.header.tensors));
+        if (missing.length) fail(r.file, `no tensor named ${missing.map((m) => `"${m}"`).join(', ')}`);
+        const set = new Set(want);
+        names = names.filter((x) => set.has(x));
+      }
+      for (const n of names) entries.push([n, r]);
+    }
+  } catch (e) { close(); throw e; }
+  return { entries, close };
 }
 
 export function loadCheckpointDir(dir: string, opts: { toFloat32?: boolean } = {}): Map<string, Tensor> {

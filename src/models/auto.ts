@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Tensor } from '../tensor/tensor.js';
-import { checkpointShards, iterCheckpointDir, readSafetensorsHeader } from '../io/safetensors.js';
+import { openCheckpointDir, type SafetensorsReader } from '../io/safetensors.js';
 import { resolveLocalModelPath, resolveModelPath, type ResolveOptions } from '../io/hub.js';
 import type { TaskType } from './types.js';
 import type { HFModel, ModelInitOptions } from './base.js';
@@ -13,6 +13,8 @@ import { DECODER_TYPES, LlamaForCausalLM, LlamaForSequenceClassification } from 
 import { BertForSequenceClassification, BertForTokenClassification, ENCODER_TYPES } from './bert.js';
 import { DistilBertForSequenceClassification, DistilBertForTokenClassification } from './distilbert.js';
 import type { RawConfig } from './common.js';
+// Type only: models/ does not depend on quant/ at run time (quant registers its loader below).
+import type { BitsAndBytesConfig } from '../quant/model.js';
 
 type Ctor = new (config: RawConfig, opts: ModelInitOptions) => HFModel;
 
@@ -42,7 +44,18 @@ export interface FromPretrainedOptions extends ModelInitOptions, ResolveOptions 
   strict?: boolean;
   /** Override config fields (e.g. { pad_token_id: 0 }). */
   configOverrides?: RawConfig;
+  /**
+   * Load the Linear layers in 4 bit (transformers' quantization_config=BitsAndBytesConfig(
+   * load_in_4bit=True)): they are quantized as they are read and never exist in float32.
+   * A folder whose config.json has a bitsandbytes quantization_config loads this way too.
+   */
+  quantizationConfig?: BitsAndBytesConfig;
 }
+
+/** Builds and loads a model in 4 bit from a folder (set by src/quant when it is imported). */
+export type QuantizedLoader = (task: TaskType, dir: string, config: RawConfig, opts: FromPretrainedOptions) => HFModel;
+let quantizedLoader: QuantizedLoader | null = null;
+export function registerQuantizedLoader(fn: QuantizedLoader): void { quantizedLoader = fn; }
 
 export interface LoadingInfo { missingKeys: string[]; unexpectedKeys: string[]; newlyInitialized: string[]; mismatchedKeys: string[] }
 
@@ -75,7 +88,8 @@ export function modelFromConfig(task: TaskType, config: RawConfig, opts: ModelIn
 /**
  * Maps a checkpoint key to this model's key the way transformers does: legacy gamma/beta
  * renamed, and the base-model prefix added when the checkpoint was saved from the bare
- * base model (e.g. GPT-2's "h.0.attn..." or a "bert.*"-less encoder).
+ * base model (e.g. GPT-2's "h.0.attn..." or a "bert.*"-less encoder). A bitsandbytes state
+ * entry ("<path>.weight.absmax") follows its weight.
  */
 function keyMapper(model: HFModel, ckptKeys: string[], own: Set<string>): (k: string) => string {
   const pre = model.baseModelPrefix + '.';
@@ -85,49 +99,77 @@ function keyMapper(model: HFModel, ckptKeys: string[], own: Set<string>): (k: st
   return (k0: string) => {
     let k = k0;
     if (!own.has(k)) k = k.replace(/\.gamma$/, '.weight').replace(/\.beta$/, '.bias');
-    if (addPrefix && !own.has(k) && own.has(pre + k)) k = pre + k;
+    if (addPrefix && !own.has(k)) {
+      const i = k.indexOf('.weight.');
+      if (own.has(pre + k) || (i >= 0 && own.has(pre + k.slice(0, i + 7)))) k = pre + k;
+    }
     return k;
   };
 }
 
-/** Loads a checkpoint folder's tensors into model (float32), reporting what did not fit. */
-export function loadWeights(model: HFModel, dir: string, opts: FromPretrainedOptions = {}): LoadingInfo {
+/**
+ * Lets another loader take over some tensors while loadWeights streams a checkpoint (the
+ * 4-bit loader quantizes Linear weights as they are read).
+ */
+export interface LoadWeightsHook {
+  /** Model keys it loads that model.stateDict() does not list (e.g. "<path>.weight" of a 4-bit layer). */
+  keys: Set<string>;
+  /**
+   * Offered every checkpoint tensor first, with its model key; returns true when it read
+   * (consumed) the tensor from reader. A consumed key in `keys` counts as loaded.
+   */
+  take(key: string, name: string, reader: SafetensorsReader): boolean;
+}
+
+const FLOAT_DTYPES = new Set(['F32', 'F16', 'BF16', 'F64']);
+
+/**
+ * Loads a checkpoint folder's tensors into model (float32), reporting what did not fit. Each
+ * tensor is read straight into its parameter (16-bit ones converted chunk by chunk), so no
+ * second copy of a weight is made.
+ */
+export function loadWeights(model: HFModel, dir: string, opts: FromPretrainedOptions = {}, hook?: LoadWeightsHook): LoadingInfo {
   const log = opts.logger ?? ((m: string) => console.warn(m));
   const own = model.stateDict();
-  const ownKeys = new Set(own.keys());
+  const ownKeys = new Set([...own.keys(), ...(hook?.keys ?? [])]);
   const tied = new Set(model.tiedWeightKeys());
   const ignored = model.ignoredUnexpectedKeys();
   const loaded = new Set<Tensor>();
   const loadedKeys = new Set<string>();
   const unexpected: string[] = [], mismatched: string[] = [];
-  // The prefix decision needs every key name: read the headers first, then stream tensors.
-  const { files } = checkpointShards(dir);
-  const names = files.flatMap((f) => Object.keys(readSafetensorsHeader(path.join(dir, f)).tensors));
-  const mapKey = keyMapper(model, names, ownKeys);
-  const put = (key: string, src: Tensor): void => {
-    const dst = own.get(key)!;
-    if (tied.has(key) && loaded.has(dst)) return; // the tied source wins, as in transformers
-    if (src.shape.length !== dst.shape.length || src.shape.some((s, i) => s !== dst.shape[i])) {
-      const msg = `${key}: checkpoint shape [${src.shape.join(', ')}] vs model shape [${dst.shape.join(', ')}]`;
-      if (!opts.ignoreMismatchedSizes) throw new Error(`size mismatch loading ${dir}: ${msg}. Pass ignoreMismatchedSizes: true to re-initialise it instead.`);
-      mismatched.push(msg);
-      return;
+  // The prefix decision needs every key name: open the shards (headers only), then read tensors.
+  const ckpt = openCheckpointDir(dir);
+  try {
+    const names = ckpt.entries.map(([n]) => n);
+    const mapKey = keyMapper(model, names, ownKeys);
+    const put = (key: string, name: string, r: SafetensorsReader): void => {
+      const dst = own.get(key)!;
+      if (tied.has(key) && loaded.has(dst)) return; // the tied source wins, as in transformers
+      const info = r.info(name);
+      if (info.shape.length !== dst.shape.length || info.shape.some((s, i) => s !== dst.shape[i])) {
+        const msg = `${key}: checkpoint shape [${info.shape.join(', ')}] vs model shape [${dst.shape.join(', ')}]`;
+        if (!opts.ignoreMismatchedSizes) throw new Error(`size mismatch loading ${dir}: ${msg}. Pass ignoreMismatchedSizes: true to re-initialise it instead.`);
+        mismatched.push(msg);
+        return;
+      }
+      if (!FLOAT_DTYPES.has(info.dtype)) throw new Error(`${key}: checkpoint tensor is ${info.dtype}, expected a floating point weight`);
+      r.readFloat32(name, 0, dst.data);
+      loaded.add(dst);
+      loadedKeys.add(key);
+    };
+    for (const [name, r] of ckpt.entries) {
+      const key = mapKey(name);
+      if (hook && hook.take(key, name, r)) { if (hook.keys.has(key)) loadedKeys.add(key); continue; }
+      if (own.has(key)) put(key, name, r);
+      else if (!ignored.some((re) => re.test(name))) unexpected.push(name);
     }
-    if (src.dtype !== 'float32') throw new Error(`${key}: checkpoint tensor is ${src.dtype}, expected a floating point weight`);
-    dst.data.set(src.data);
-    loaded.add(dst);
-    loadedKeys.add(key);
-  };
-  for (const [name, t] of iterCheckpointDir(dir, { toFloat32: true })) {
-    const key = mapKey(name);
-    if (ownKeys.has(key)) put(key, t);
-    else if (!ignored.some((r) => r.test(name))) unexpected.push(name);
-  }
+    if (loadedKeys.size === 0) {
+      throw new Error(`no weight in ${dir} matches ${model.architecture} (checkpoint keys like ${names.slice(0, 3).map((n) => `'${n}'`).join(', ')}; model keys like ${[...ownKeys].slice(0, 3).map((k) => `'${k}'`).join(', ')})`);
+    }
+  } finally { ckpt.close(); }
   const missing: string[] = [];
   for (const [k, p] of own) if (!loaded.has(p) && !(tied.has(k))) missing.push(k);
-  if (loadedKeys.size === 0) {
-    throw new Error(`no weight in ${dir} matches ${model.architecture} (checkpoint keys like ${names.slice(0, 3).map((n) => `'${n}'`).join(', ')}; model keys like ${[...ownKeys].slice(0, 3).map((k) => `'${k}'`).join(', ')})`);
-  }
+  for (const k of hook?.keys ?? []) if (!loadedKeys.has(k)) missing.push(k);
   const base = model.baseModelPrefix + '.';
   const newlyInitialized = missing.filter((k) => !k.startsWith(base));
   const bodyMissing = missing.filter((k) => k.startsWith(base));
@@ -147,6 +189,10 @@ function fromPretrained(task: TaskType, dirOrId: string, opts: FromPretrainedOpt
 
 function fromDir(task: TaskType, dir: string, opts: FromPretrainedOptions): HFModel {
   const raw = { ...readConfigJson(dir), ...(opts.configOverrides ?? {}) };
+  if (opts.quantizationConfig || raw.quantization_config) {
+    if (!quantizedLoader) throw new Error(`loading ${dir} in 4 bit needs the quant module: import 'peft-ts' (or its src/quant) first`);
+    return quantizedLoader(task, dir, raw, opts);
+  }
   const model = modelFromConfig(task, raw, { ...opts, initWeights: false });
   const info = loadWeights(model, dir, opts);
   model.initParameters(info.missingKeys); // what the checkpoint lacked gets transformers' init

@@ -123,10 +123,12 @@ export class LoraLinear extends Module implements LinearLike {
     const A = this.loraA.get(name)!.weight, B = this.loraB.get(name)!.weight;
     if (init === true) {
       const bound = 1 / Math.sqrt(this.inFeatures); // kaiming_uniform_(a=sqrt(5)) on [r, in]
-      for (let i = 0; i < A.data.length; i++) A.data[i] = -bound + 2 * bound * rng.next();
+      const a = A.data;
+      for (let i = 0; i < a.length; i++) a[i] = -bound + 2 * bound * rng.next();
     } else if (init === 'gaussian') {
       const std = 1 / this.r[name];
-      for (let i = 0; i < A.data.length; i++) A.data[i] = rng.normal() * std;
+      const a = A.data;
+      for (let i = 0; i < a.length; i++) a[i] = rng.normal() * std;
     } else {
       throw new Error(`Unknown initialization init_lora_weights=${JSON.stringify(init)}`);
     }

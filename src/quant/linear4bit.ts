@@ -4,14 +4,16 @@
 // gives the input gradient only (the quantized weight is frozen; a float32 bias that
 // requires grad gets its gradient through the ordinary add op).
 import { Tensor, empty, result } from '../tensor/tensor.js';
-import { getBackend } from '../tensor/registry.js';
+import { getBackend, hostSync } from '../tensor/registry.js';
 import { add } from '../tensor/ops/basic.js';
 import { tensor } from '../tensor/ops/basic.js';
 import { Module } from '../nn/module.js';
 import type { LinearLike } from '../nn/layers.js';
 import { halfToF32 } from '../tensor/tensor.js';
 import { f32ToF16Bits } from '../io/half.js';
-import { Quantized4bit, Quantize4bitOptions, QuantState, dequantizeNF4, dequantizeNF4Range, quantizeNF4, quantizedBytes } from './nf4.js';
+import {
+  NF4Quantizer, Quantized4bit, Quantize4bitOptions, QuantState, dequantizeNF4, dequantizeNF4Range, quantizeNF4, quantizedBytes,
+} from './nf4.js';
 import { quantizedToTensors } from './serialize.js';
 
 /** bnb_4bit_compute_dtype: the precision the matmul inputs are rounded to (accumulation is float32). */
@@ -107,6 +109,22 @@ export class Linear4bit extends Module implements LinearLike {
     this.q = quantizeNF4(weight, [this.outFeatures, this.inFeatures], { ...this.quantOptions, dtype });
   }
 
+  /**
+   * Quantizes a float32 weight [out, in] that is read piece by piece: read(start, out) fills
+   * out with elements [start, start + out.length). Only a 1 MiB piece is held at a time; the
+   * bits are the same as quantizeWeight's.
+   */
+  quantizeStreaming(read: (start: number, out: Float32Array) => void, dtype = 'float32'): void {
+    const q = new NF4Quantizer([this.outFeatures, this.inFeatures], { ...this.quantOptions, dtype });
+    const n = q.numel, step = Math.max(q.blocksize, tileElems - (tileElems % q.blocksize));
+    for (let s = 0; s < n; s += step) {
+      const piece = scratchOf(Math.min(step, n - s));
+      read(s, piece);
+      q.push(piece);
+    }
+    this.q = q.finish();
+  }
+
   /** The dequantized weight as a float32 tensor [out, in] (materialises it: for merging/export). */
   dequantizeWeight(): Tensor {
     const q = this.need();
@@ -163,8 +181,10 @@ export class Linear4bit extends Module implements LinearLike {
       roundToDtype(w, this.computeDtype);
       if (!tile) { be.matmul(xd, w, yd, 1, M, rows, inF, false, true, 0, 0, 1, 0); break; }
       be.matmul(xd, w, tile, 1, M, rows, inF, false, true, 0, 0, 1, 0);
+      hostSync(); // the tile and the scratch are host buffers reused next iteration
       for (let i = 0; i < M; i++) yd.set(tile.subarray(i * rows, (i + 1) * rows), i * outF + r0);
     }
+    hostSync();
     const out = result(y, 'linear4bit', [x], (gy) => [this.inputGrad(gy, M)]);
     const b = this.bias;
     return b ? add(out, b) : out;
@@ -185,6 +205,7 @@ export class Linear4bit extends Module implements LinearLike {
       roundToDtype(w, this.computeDtype);
       // op(A) = (gyT[rows, M])^T [M, rows]; B = W tile [rows, in]; accumulate into gx.
       be.matmul(gyT.data.subarray(r0 * M, r1 * M), w, gx.data, 1, M, inF, rows, true, false, 0, 0, 1, 1);
+      hostSync(); // the scratch is rewritten on the host next iteration
     }
     gyT.dispose();
     return gx;

@@ -6,9 +6,10 @@ import { clearPool } from '../tensor/storage.js';
 import { Rng } from '../tensor/random.js';
 import { toFloat32 } from '../tensor/ops/basic.js';
 import { Module } from '../nn/module.js';
-import { Conv1D, Linear } from '../nn/layers.js';
+import { Conv1D, Linear, materializeEmptyWeights } from '../nn/layers.js';
 import { ComputeDtype, Linear4bit } from './linear4bit.js';
-import { StoredTensor, quantizedFromTensors } from './serialize.js';
+import type { StoredTensor } from './serialize.js';
+import { Load4bitSink, type WeightLayout } from './sink.js';
 
 /** transformers' BitsAndBytesConfig, the 4-bit part. */
 export interface BitsAndBytesConfig {
@@ -40,7 +41,8 @@ export interface QuantizeModelOptions {
   releasePool?: boolean;
 }
 
-function optionsFromConfig(c: BitsAndBytesConfig): QuantizeModelOptions {
+/** The quantizeModel options a BitsAndBytesConfig stands for. */
+export function optionsFromConfig(c: BitsAndBytesConfig): QuantizeModelOptions {
   if (c.bnb4bitQuantType && c.bnb4bitQuantType !== 'nf4') throw new Error(`bnb_4bit_quant_type '${c.bnb4bitQuantType}' is not supported (only nf4)`);
   return {
     skip: c.llmInt8SkipModules, computeDtype: c.bnb4bitComputeDtype ?? 'float32',
@@ -102,9 +104,10 @@ export function quantizeModel(model: Module, opts: QuantizeModelOptions = {}): s
     if (!opts.placeholders) q.quantizeWeight(weightOutIn(m));
     q.training = m.training;
     model.setSubmodule(path, q);
-    const w = m.weight;
+    // A layer built inside initEmptyWeights has no weight to free.
+    const w = m.getParameter('weight');
     m.deleteParameter('weight');
-    if (!sharedElsewhere(model, w, m)) w.dispose();
+    if (w && !sharedElsewhere(model, w, m)) w.dispose();
   }
   if (opts.releasePool ?? true) clearPool();
   return paths;
@@ -120,68 +123,45 @@ export interface Load4bitReport {
 }
 
 /**
+ * Replaces the quantizable layers of `model` by Linear4bit placeholders and gives back the
+ * sink that fills them (see sink.ts). Layers built inside initEmptyWeights never had a
+ * float32 weight; the other deferred weights (output head, skipped layers) get a buffer.
+ */
+export function prepare4bitPlaceholders(model: Module, opts: QuantizeModelOptions): Load4bitSink {
+  const layouts = new Map<string, WeightLayout>();
+  for (const p of quantizableModules(model, opts.skip)) layouts.set(p, model.getSubmodule(p) instanceof Conv1D ? 'conv1d' : 'linear');
+  quantizeModel(model, { ...opts, placeholders: true });
+  materializeEmptyWeights(model);
+  const layers = new Map([...layouts].map(([p, layout]) => [p, { mod: model.getSubmodule(p) as Linear4bit, layout }]));
+  return new Load4bitSink(layers);
+}
+
+/**
  * Loads a checkpoint into `model` in 4-bit, reading tensors one at a time (e.g. from
  * iterSafetensors / iterCheckpointDir): Linear layers become Linear4bit placeholders first,
  * then each float weight is quantized as it arrives and dropped, and bnb-quantized entries
  * ("<path>.weight" uint8 + quant state) are installed as they complete. Other tensors are
- * copied into the model's parameters. The float32 weights the model was constructed with are
- * freed before loading starts.
+ * copied into the model's parameters. Build the model inside initEmptyWeights() and its
+ * Linear layers never get a float32 weight; otherwise their random weights are freed first.
+ * (To load a model folder, AutoModelFor*.fromPretrained(dir, { quantizationConfig }) also
+ * reads each weight piece by piece.)
  */
 export function loadModelIn4bit<M extends Module>(model: M, tensors: Iterable<[string, StoredTensor]>,
   config: BitsAndBytesConfig = {}): Load4bitReport {
-  const opts = optionsFromConfig(config);
-  const sources = new Map<string, 'linear' | 'conv1d'>();
-  for (const p of quantizableModules(model, opts.skip)) sources.set(p, model.getSubmodule(p) instanceof Conv1D ? 'conv1d' : 'linear');
-  quantizeModel(model, { ...opts, placeholders: true });
+  const sink = prepare4bitPlaceholders(model, optionsFromConfig(config));
   const params = model.stateDict();
-  const report: Load4bitReport = { quantized: [], prequantized: [], missingKeys: [], unexpectedKeys: [] };
+  const report: Load4bitReport = { quantized: sink.quantized, prequantized: sink.prequantized, missingKeys: [], unexpectedKeys: [] };
   const seen = new Set<string>();
-  const pending = new Map<string, Map<string, StoredTensor>>(); // layer path -> its bnb entries so far
-
-  const layerOf = (name: string): string | null => {
-    const i = name.indexOf('.weight');
-    if (i < 0) return null;
-    const p = name.slice(0, i);
-    return sources.has(p) && (name === p + '.weight' || name.startsWith(p + '.weight.')) ? p : null;
-  };
   const dispose = (t: StoredTensor) => { if (t instanceof Tensor) t.dispose(); };
-
-  const tryAssemble = (p: string): void => {
-    const parts = pending.get(p)!;
-    const w = p + '.weight';
-    const qsKey = [...parts.keys()].find((k) => k.startsWith(w + '.quant_state.'));
-    if (!parts.has(w) || !qsKey || !parts.has(w + '.absmax') || !parts.has(w + '.quant_map')) return;
-    const meta = parts.get(qsKey)!;
-    const bytes = meta instanceof Tensor ? Uint8Array.from(meta.ints) : meta;
-    const nested = 'nested_blocksize' in JSON.parse(new TextDecoder().decode(bytes));
-    if (nested && !(parts.has(w + '.nested_absmax') && parts.has(w + '.nested_quant_map'))) return;
-    (model.getSubmodule(p) as Linear4bit).loadQuantized(quantizedFromTensors(w, parts));
-    for (const t of parts.values()) dispose(t);
-    pending.delete(p);
-    report.prequantized.push(p);
-  };
-
   for (const [name, t] of tensors) {
     seen.add(name);
-    const p = layerOf(name);
+    const p = sink.layerOf(name);
     if (p) {
-      const lin = model.getSubmodule(p) as Linear4bit;
-      const isFloat = t instanceof Tensor && t.dtype !== 'int32';
-      if (name === p + '.weight' && isFloat) {
-        let w = t.dtype === 'float32' ? t.data : t.toFloat32Array();
-        if (sources.get(p) === 'conv1d') {
-          const [inF, outF] = t.shape, tr = new Float32Array(w.length);
-          for (let i = 0; i < inF; i++) for (let o = 0; o < outF; o++) tr[o * inF + i] = w[i * outF + o];
-          w = tr;
-        }
-        lin.quantizeWeight(w, t.dtype);
+      if (name === p + '.weight' && t instanceof Tensor && t.dtype !== 'int32') {
+        const w = t.dtype === 'float32' ? t.data : t.toFloat32Array();
+        sink.floatWeight(p, t.shape, t.dtype, (s, out) => out.set(w.subarray(s, s + out.length)));
         t.dispose();
-        report.quantized.push(p);
-      } else {
-        if (!pending.has(p)) pending.set(p, new Map());
-        pending.get(p)!.set(name, t);
-        tryAssemble(p);
-      }
+      } else sink.stateEntry(p, name, t);
       continue;
     }
     const dst = params.get(name);
@@ -191,13 +171,7 @@ export function loadModelIn4bit<M extends Module>(model: M, tensors: Iterable<[s
     dst.data.set(t.dtype === 'float32' ? t.data : t.toFloat32Array());
     t.dispose();
   }
-  for (const [p, parts] of pending) {
-    report.missingKeys.push(`${p}.weight (incomplete 4-bit state: have ${[...parts.keys()].join(', ')})`);
-    for (const t of parts.values()) dispose(t);
-  }
-  for (const p of sources.keys()) {
-    if (!(model.getSubmodule(p) as Linear4bit).isLoaded && !pending.has(p)) report.missingKeys.push(`${p}.weight`);
-  }
+  report.missingKeys.push(...sink.incomplete(), ...sink.unloaded().map((p) => `${p}.weight`));
   for (const n of params.keys()) if (!seen.has(n)) report.missingKeys.push(n);
   clearPool();
   return report;

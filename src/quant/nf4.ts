@@ -140,37 +140,82 @@ function meanF32(x: Float32Array): number {
  * with quant_type='nf4'. An odd element count is padded with one 0 value (code 7).
  */
 export function quantizeNF4(x: Float32Array, shape: number[], opts: Quantize4bitOptions = {}): Quantized4bit {
-  const blocksize = opts.blocksize ?? 64;
-  if (![64, 128, 256, 512, 1024, 2048, 4096].includes(blocksize)) {
-    throw new Error(`quantizeNF4: blocksize must be one of bitsandbytes' 64..4096 powers of two, got ${blocksize}`);
-  }
-  const n = shape.reduce((a, b) => a * b, 1);
-  if (n !== x.length) throw new Error(`quantizeNF4: shape [${shape}] has ${n} elements, data has ${x.length}`);
-  if (n === 0) throw new Error('quantizeNF4: empty tensor');
-  const absmax = blockAbsmax(x, blocksize);
-  const packed = new Uint8Array(Math.ceil(n / 2));
-  for (let b = 0; b < absmax.length; b++) {
-    const r = f(1 / absmax[b]);
-    const end = Math.min(n, (b + 1) * blocksize);
-    for (let i = b * blocksize; i < end; i++) {
-      const q = nf4Index(f(x[i] * r));
-      packed[i >> 1] |= (i & 1) ? q : q << 4;
+  const q = new NF4Quantizer(shape, opts);
+  if (q.numel !== x.length) throw new Error(`quantizeNF4: shape [${shape}] has ${q.numel} elements, data has ${x.length}`);
+  q.push(x);
+  return q.finish();
+}
+
+/**
+ * quantizeNF4 for a weight that arrives in pieces (a loader reading a checkpoint chunk by
+ * chunk): push() takes the next elements in row-major order, a whole number of blocks at a
+ * time except for the last piece. Only the packed codes and the absmax vector are held, so
+ * the float32 weight never has to exist whole. finish() gives the same bits as quantizeNF4.
+ */
+export class NF4Quantizer {
+  readonly numel: number;
+  readonly blocksize: number;
+  private readonly packed: Uint8Array;
+  private readonly absmax: Float32Array;
+  private pos = 0;
+
+  constructor(readonly shape: number[], private readonly opts: Quantize4bitOptions = {}) {
+    const blocksize = opts.blocksize ?? 64;
+    if (![64, 128, 256, 512, 1024, 2048, 4096].includes(blocksize)) {
+      throw new Error(`quantizeNF4: blocksize must be one of bitsandbytes' 64..4096 powers of two, got ${blocksize}`);
     }
+    const n = shape.reduce((a, b) => a * b, 1);
+    if (n === 0) throw new Error('quantizeNF4: empty tensor');
+    this.numel = n;
+    this.blocksize = blocksize;
+    this.packed = new Uint8Array(Math.ceil(n / 2));
+    this.absmax = new Float32Array(Math.ceil(n / blocksize));
   }
-  if (n & 1) packed[n >> 1] |= nf4Index(0);
-  const state: QuantState = {
-    quantType: 'nf4', blocksize, dtype: opts.dtype ?? 'float32', shape: shape.slice(),
-    absmax, code: NF4_CODE as Float32Array, nested: null, // maps are shared, never written
-  };
-  if (opts.compressStatistics) {
-    const offset = meanF32(absmax);
-    const centered = new Float32Array(absmax.length);
-    for (let i = 0; i < absmax.length; i++) centered[i] = f(absmax[i] - offset);
-    const { q, absmax: nAbs } = quantizeBlockwise(centered, DYNAMIC_MAP, 256);
-    state.absmax = q;
-    state.nested = { absmax: nAbs, code: DYNAMIC_MAP as Float32Array, blocksize: 256, offset, dtype: 'float32' };
+
+  /** Elements pushed so far. */
+  get position(): number { return this.pos; }
+
+  /** Quantizes the next x.length elements (a multiple of blocksize unless they end the weight). */
+  push(x: Float32Array): this {
+    const bs = this.blocksize, p0 = this.pos, n = x.length;
+    if (p0 + n > this.numel) throw new Error(`NF4Quantizer: ${p0 + n} elements pushed, the weight has ${this.numel}`);
+    if (n % bs !== 0 && p0 + n !== this.numel) throw new Error(`NF4Quantizer: pieces must hold whole blocks of ${bs} (got ${n} elements at ${p0})`);
+    const packed = this.packed, b0 = p0 / bs;
+    for (let b = 0; b * bs < n; b++) {
+      const s = b * bs, e = Math.min(n, s + bs);
+      let m = 0;
+      for (let i = s; i < e; i++) { const a = Math.abs(x[i]); if (a > m) m = a; }
+      this.absmax[b0 + b] = m;
+      const r = f(1 / m); // the kernel multiplies by the float32 reciprocal
+      for (let i = s; i < e; i++) {
+        const q = nf4Index(f(x[i] * r)), j = p0 + i;
+        packed[j >> 1] |= (j & 1) ? q : q << 4;
+      }
+    }
+    this.pos += n;
+    return this;
   }
-  return { packed, state };
+
+  /** The quantized weight (with double quantization of absmax when compressStatistics). */
+  finish(): Quantized4bit {
+    const n = this.numel;
+    if (this.pos !== n) throw new Error(`NF4Quantizer: ${this.pos} of ${n} elements pushed`);
+    const packed = this.packed, absmax = this.absmax;
+    if (n & 1) packed[n >> 1] |= nf4Index(0);
+    const state: QuantState = {
+      quantType: 'nf4', blocksize: this.blocksize, dtype: this.opts.dtype ?? 'float32', shape: this.shape.slice(),
+      absmax, code: NF4_CODE as Float32Array, nested: null, // maps are shared, never written
+    };
+    if (this.opts.compressStatistics) {
+      const offset = meanF32(absmax);
+      const centered = new Float32Array(absmax.length);
+      for (let i = 0; i < absmax.length; i++) centered[i] = f(absmax[i] - offset);
+      const { q, absmax: nAbs } = quantizeBlockwise(centered, DYNAMIC_MAP, 256);
+      state.absmax = q;
+      state.nested = { absmax: nAbs, code: DYNAMIC_MAP as Float32Array, blocksize: 256, offset, dtype: 'float32' };
+    }
+    return { packed, state };
+  }
 }
 
 /** Number of absmax blocks of a state. */

@@ -9,10 +9,15 @@ export function registerBackend(name: string, factory: () => Backend): void { kn
 
 export function getBackend(): Backend { return active; }
 
+/** Waits for queued kernels of an asynchronous backend (a no-op for cpu and reference). */
+export function hostSync(): void { if (active.synchronize) active.synchronize(); }
+
 export function setBackend(name: string): Backend {
   const f = known.get(name);
   if (!f) throw new Error(`unknown backend '${name}' (known: ${[...known.keys()].join(', ')})`);
-  active = f();
+  const next = f();
+  hostSync(); // work queued on the previous backend finishes before another one takes over
+  active = next;
   return active;
 }
 
@@ -20,5 +25,5 @@ export function setBackend(name: string): Backend {
 export function withBackend<T>(name: string, fn: () => T): T {
   const prev = active;
   setBackend(name);
-  try { return fn(); } finally { active = prev; }
+  try { return fn(); } finally { hostSync(); active = prev; }
 }

@@ -1,6 +1,7 @@
 // Buffers with a reference count, recycled through a size-keyed pool so that the steady
 // state of a training loop allocates nothing (and V8 never has to guess when to free).
 import type { DType } from './tensor.js';
+import { getBackend } from './registry.js';
 
 type Buf = Float32Array | Int32Array | Uint16Array;
 
@@ -12,7 +13,7 @@ let peakLiveBytes = 0;
 
 export class Storage {
   refs = 0;
-  constructor(readonly data: Buf, private readonly pooled: boolean) {
+  constructor(readonly data: Buf, private readonly pooled: boolean, private readonly key = '') {
     if (pooled) {
       liveBytes += data.byteLength;
       if (liveBytes > peakLiveBytes) peakLiveBytes = liveBytes;
@@ -23,10 +24,9 @@ export class Storage {
     if (--this.refs > 0) return;
     if (!this.pooled) return;
     liveBytes -= this.data.byteLength;
-    const key = keyOf(this.data.constructor.name, this.data.length);
     if (pooledBytes + this.data.byteLength > MAX_POOLED_BYTES) return;
-    let list = pool.get(key);
-    if (!list) { list = []; pool.set(key, list); }
+    let list = pool.get(this.key);
+    if (!list) { list = []; pool.set(this.key, list); }
     list.push(this.data);
     pooledBytes += this.data.byteLength;
   }
@@ -38,20 +38,40 @@ function ctorFor(dtype: DType) {
   return dtype === 'float32' ? Float32Array : dtype === 'int32' ? Int32Array : Uint16Array;
 }
 
+// Pools are per backend: a device backend's buffers and plain host arrays are not interchangeable.
 export function allocStorage(n: number, dtype: DType, zero: boolean): Storage {
   const C = ctorFor(dtype);
-  const list = pool.get(keyOf(C.name, n));
+  const b = getBackend();
+  const key = b.alloc ? b.name + ':' + keyOf(C.name, n) : keyOf(C.name, n);
+  const list = pool.get(key);
   const reused = list && list.pop();
+  let buf: Buf;
   if (reused) {
     pooledBytes -= reused.byteLength;
-    if (zero) reused.fill(0);
-    return new Storage(reused, true);
+    buf = reused;
+  } else if (b.alloc) {
+    buf = b.alloc(n, dtype === 'float32' ? 'float32' : dtype === 'int32' ? 'int32' : 'uint16');
+  } else {
+    return new Storage(new C(n), true, key); // fresh JS arrays are zeroed already
   }
-  return new Storage(new C(n), true);
+  // Zero in stream order when the backend can: a host fill could race kernels still queued.
+  if (zero) { if (b.fill) b.fill(buf, 0); else buf.fill(0); }
+  return new Storage(buf, true, key);
 }
 
-/** Wraps a caller's buffer; it is never recycled. */
-export function wrapStorage(data: Buf): Storage { return new Storage(data, false); }
+/**
+ * Wraps a caller's buffer; it is never recycled. On a backend with its own memory the
+ * values are copied into a backend buffer, so kernels never have to stage them.
+ */
+export function wrapStorage(data: Buf): Storage {
+  const b = getBackend();
+  if (!b.alloc) return new Storage(data, false);
+  const kind = data instanceof Float32Array ? 'float32' : data instanceof Int32Array ? 'int32' : 'uint16';
+  const buf = b.alloc(data.length, kind);
+  b.synchronize?.();
+  buf.set(data as never);
+  return new Storage(buf, false);
+}
 
 /** Bytes held by live pooled tensors now, at their peak (since resetPeakMemory), and idle in the pool. */
 export function memoryStats(): { liveBytes: number; peakLiveBytes: number; pooledBytes: number } {

@@ -3,7 +3,7 @@
 // row-major; ops that would make a strided view (transpose, slice) copy instead, which keeps
 // every kernel simple. Memory is released explicitly by dispose() or a tidy() scope and
 // recycled through a pool, so a long training run stays flat.
-import { getBackend } from './registry.js';
+import { getBackend, hostSync } from './registry.js';
 import { keep, trackTensor } from './memory.js';
 import { Storage, allocStorage } from './storage.js';
 import { numel, shapeStr } from './shape.js';
@@ -66,21 +66,32 @@ export class Tensor {
   get disposed(): boolean { return this.storage === null; }
   get isLeaf(): boolean { return this.node === null; }
 
-  /** The float32 buffer (throws for other dtypes or after dispose). */
-  get data(): Float32Array {
+  /**
+   * The float32 buffer for host code to read or write (throws for other dtypes or after
+   * dispose). On an asynchronous backend this first waits for queued kernels.
+   */
+  get data(): Float32Array { hostSync(); return this.buf; }
+  get ints(): Int32Array { hostSync(); return this.intBuf; }
+  /** Raw 16-bit storage for bfloat16/float16 tensors (host access). */
+  get halfBits(): Uint16Array { hostSync(); return this.halfBuf; }
+
+  /**
+   * The same buffers as kernel arguments: no wait, because kernels run in call order. Only
+   * ops that hand the buffer to a backend kernel use these; host code uses data/ints/halfBits.
+   */
+  get buf(): Float32Array {
     const s = this.live();
     if (this.dtype !== 'float32') throw new TypeError(`tensor ${this.label()} is ${this.dtype}, expected float32`);
     return s.data as Float32Array;
   }
 
-  get ints(): Int32Array {
+  get intBuf(): Int32Array {
     const s = this.live();
     if (this.dtype !== 'int32') throw new TypeError(`tensor ${this.label()} is ${this.dtype}, expected int32`);
     return s.data as Int32Array;
   }
 
-  /** Raw 16-bit storage for bfloat16/float16 tensors. */
-  get halfBits(): Uint16Array {
+  get halfBuf(): Uint16Array {
     const s = this.live();
     if (this.dtype !== 'bfloat16' && this.dtype !== 'float16') throw new TypeError(`tensor ${this.label()} is ${this.dtype}, expected a 16-bit dtype`);
     return s.data as Uint16Array;
@@ -100,12 +111,14 @@ export class Tensor {
 
   item(): number {
     if (this.size !== 1) throw new Error(`item() needs a single element, tensor ${this.label()} has ${this.size}`);
+    hostSync();
     const d = this.live().data;
     return this.dtype === 'float32' || this.dtype === 'int32' ? Number(d[0]) : this.toFloat32Array()[0];
   }
 
   /** A fresh JS copy of the values as float32. */
   toFloat32Array(): Float32Array {
+    hostSync();
     const d = this.live().data;
     if (this.dtype === 'float32' || this.dtype === 'int32') return Float32Array.from(d as ArrayLike<number>);
     const out = new Float32Array(d.length);
@@ -193,7 +206,7 @@ function backward(root: Tensor, grad?: Tensor): void {
       grads.delete(t.id);
       if (!t.node) {
         // A leaf: accumulate into .grad, which outlives any scope.
-        if (t.grad) { getBackend().axpy(1, g.data, t.grad.data); g.dispose(); }
+        if (t.grad) { getBackend().axpy(1, g.buf, t.grad.buf); g.dispose(); }
         else { t.grad = g; keep(g); }
         continue;
       }
@@ -212,7 +225,7 @@ function backward(root: Tensor, grad?: Tensor): void {
         if (!inp || !gi || !inp.requiresGrad) { if (gi && gi !== g) gi.dispose(); continue; }
         if (gi.size !== inp.size) throw new Error(`internal: ${node.name} gave grad ${gi.label()} for input ${inp.label()}`);
         const prev = grads.get(inp.id);
-        if (prev) { getBackend().axpy(1, gi.data, prev.data); gi.dispose(); }
+        if (prev) { getBackend().axpy(1, gi.buf, prev.buf); gi.dispose(); }
         else grads.set(inp.id, gi.shape.length === inp.shape.length ? gi : gi.shareAs(inp.shape));
       }
     }
@@ -221,13 +234,26 @@ function backward(root: Tensor, grad?: Tensor): void {
 
 function cloneTensor(t: Tensor): Tensor {
   const out = empty(t.shape, 'float32', false);
-  out.data.set(t.data);
+  copyInto(t, out);
   return out;
 }
 
 function fillLike(t: Tensor, v: number): Tensor {
   const out = empty(t.shape, 'float32', false);
-  out.data.fill(v);
+  fillTensor(out, v);
   return out;
+}
+
+/** Sets every element of a float32 tensor to v, in stream order on asynchronous backends. */
+export function fillTensor(t: Tensor, v: number): void {
+  const b = getBackend();
+  if (b.fill) b.fill(t.buf, v);
+  else t.buf.fill(v);
+}
+
+/** Copies src's float32 values into dst (same size) with a backend kernel. */
+export function copyInto(src: Tensor, dst: Tensor): void {
+  if (src.size !== dst.size) throw new Error(`copyInto: ${src.label()} and ${dst.label()} differ in size`);
+  getBackend().stridedCopy(src.buf, 0, [1], [src.size], dst.buf);
 }
 

@@ -2,7 +2,7 @@
 // parameter grouping: biases and norm weights get no weight decay. Global-norm gradient
 // clipping as torch.nn.utils.clip_grad_norm_.
 import type { Tensor } from '../tensor/tensor.js';
-import { getBackend } from '../tensor/registry.js';
+import { getBackend, hostSync } from '../tensor/registry.js';
 import type { Module } from '../nn/module.js';
 import { LayerNorm } from '../nn/layers.js';
 
@@ -61,8 +61,8 @@ export class AdamW {
       for (const [name, p] of g.params) {
         if (!p.grad) continue;
         let s = this.slots.get(name);
-        if (!s) { s = { m: new Float32Array(p.size), v: new Float32Array(p.size) }; this.slots.set(name, s); }
-        be.adamw(p.data, p.grad.data, s.m, s.v, this.lr, this.beta1, this.beta2, this.eps, g.weightDecay, this.stepCount);
+        if (!s) { s = { m: zeroBuffer(p.size), v: zeroBuffer(p.size) }; this.slots.set(name, s); }
+        be.adamw(p.buf, p.grad.buf, s.m, s.v, this.lr, this.beta1, this.beta2, this.eps, g.weightDecay, this.stepCount);
       }
     }
   }
@@ -76,6 +76,7 @@ export class AdamW {
 
   stateDict(): AdamWState {
     const m = new Map<string, Float32Array>(), v = new Map<string, Float32Array>();
+    hostSync();
     for (const [n, s] of this.slots) { m.set(n, s.m.slice()); v.set(n, s.v.slice()); }
     return { step: this.stepCount, m, v };
   }
@@ -89,10 +90,28 @@ export class AdamW {
       const v = st.v.get(n);
       if (!v) throw new Error(`optimizer state for '${n}' has exp_avg but no exp_avg_sq`);
       if (m.length !== p.size || v.length !== p.size) throw new Error(`optimizer state for '${n}' has ${m.length} values, the parameter has ${p.size}`);
-      this.slots.set(n, { m: m.slice(), v: v.slice() });
+      this.slots.set(n, { m: bufferFrom(m), v: bufferFrom(v) });
     }
     this.stepCount = st.step;
   }
+}
+
+/** Moment buffers live where the backend's kernels can use them (device memory on cuda). */
+function zeroBuffer(n: number): Float32Array {
+  const be = getBackend();
+  if (!be.alloc) return new Float32Array(n);
+  const b = be.alloc(n, 'float32') as Float32Array;
+  if (be.fill) be.fill(b, 0); else { hostSync(); b.fill(0); }
+  return b;
+}
+
+function bufferFrom(src: Float32Array): Float32Array {
+  const be = getBackend();
+  if (!be.alloc) return src.slice();
+  const b = be.alloc(src.length, 'float32') as Float32Array;
+  hostSync();
+  b.set(src);
+  return b;
 }
 
 function isGroupList(g: ParamGroup[] | [string, Tensor][]): g is ParamGroup[] {

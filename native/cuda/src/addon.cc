@@ -215,6 +215,29 @@ Napi::Value Affine(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// ECMAScript ToUint32 (what Int32Array / Uint16Array .fill do with a number, modulo 2^32).
+uint32_t toUint32(double v) {
+  if (!std::isfinite(v)) return 0;
+  double m = std::fmod(std::trunc(v), 4294967296.0);
+  if (m < 0) m += 4294967296.0;
+  return (uint32_t)m;
+}
+
+// dropoutMask(out, p, seed): the reference's counter-based mask, bit for bit.
+Napi::Value DropoutMask(const Napi::CallbackInfo& info) {
+  View out = F(info, 0, "out");
+  const double p = Num(info, 1);
+  const uint32_t seed = toUint32(Num(info, 2));  // the reference takes seed >>> 0
+  // floor(p * 2^32), clamped to what the comparison with a 32-bit hash can tell apart
+  const double t = std::floor(p * 4294967296.0);
+  const uint64_t thr = std::isnan(t) || t >= 4294967296.0 ? (uint64_t)1 << 32 : t <= 0 ? 0 : (uint64_t)t;
+  const float scale = (float)(1.0 / (1.0 - p));
+  Call call(device());
+  call.launched(dropoutMask(device().stream, call.out<float>(out), out.n, seed, thr, scale), "dropoutMask kernel launch");
+  call.finish();
+  return info.Env().Undefined();
+}
+
 Napi::Value Axpy(const Napi::CallbackInfo& info) {
   const float alpha = (float)Num(info, 0); View x = F(info, 1, "x"), y = F(info, 2, "y");
   need(info.Env(), y.n, x.n, "y");
@@ -568,14 +591,6 @@ Napi::Value Alloc(const Napi::CallbackInfo& info) {
   return Napi::Uint16Array::New(env, (size_t)n, ab, 0);
 }
 
-// ECMAScript ToUint32 (what Int32Array / Uint16Array .fill do with a number, modulo 2^32).
-uint32_t toUint32(double v) {
-  if (!std::isfinite(v)) return 0;
-  double m = std::fmod(std::trunc(v), 4294967296.0);
-  if (m < 0) m += 4294967296.0;
-  return (uint32_t)m;
-}
-
 // fill(arr, value): in stream order for our arrays; a plain host fill for any other.
 Napi::Value Fill(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -700,6 +715,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 #define DEF(name, fn) exports.Set(name, Napi::Function::New(env, guarded<fn>, name))
   DEF("matmul", Matmul);
   DEF("unary", Unary); DEF("unaryBackward", UnaryBackward); DEF("binary", Binary); DEF("affine", Affine); DEF("axpy", Axpy);
+  DEF("dropoutMask", DropoutMask);
   DEF("sumMid", SumMid); DEF("maxMid", MaxMid);
   DEF("permute", Permute); DEF("stridedCopy", StridedCopy); DEF("stridedAdd", StridedAdd);
   DEF("softmax", SoftmaxF); DEF("softmaxBackward", SoftmaxBackF); DEF("logSoftmax", LogSoftmaxF);

@@ -1,6 +1,6 @@
 // Elementwise kernels: unary ops and their gradients (the formulas of the reference
 // backend, in float32 with the accurate libdevice functions), broadcasting binary ops,
-// affine, axpy, scale and fills. One thread per element in a grid-stride loop.
+// affine, axpy, dropout masks, scale and fills. One thread per element in a grid-stride loop.
 #include "common.cuh"
 
 namespace pc {
@@ -100,6 +100,21 @@ __global__ void axpyKernel(float alpha, const float* x, float* y, int64_t n) {
   PC_GRID_STRIDE(i, n) y[i] += alpha * x[i];
 }
 
+// murmur3's finalizer; two rounds make dropoutHash (src/backends/reference/math.ts).
+__device__ __forceinline__ uint32_t fmix32(uint32_t h) {
+  h = (h ^ (h >> 16)) * 0x85ebca6bu;
+  h = (h ^ (h >> 13)) * 0xc2b2ae35u;
+  return h ^ (h >> 16);
+}
+
+__global__ void dropoutKernel(float* out, int64_t n, uint32_t seed, uint64_t thr, float scale) {
+  PC_GRID_STRIDE(i, n) {
+    uint32_t z = fmix32(seed ^ ((uint32_t)(i + 1) * 0x9e3779b9u));
+    z = fmix32(z + seed);
+    out[i] = (uint64_t)z >= thr ? scale : 0.0f;
+  }
+}
+
 __global__ void scaleKernel(float beta, float* c, int64_t n) {
   PC_GRID_STRIDE(i, n) c[i] = beta == 0.0f ? 0.0f : beta * c[i];
 }
@@ -162,6 +177,12 @@ cudaError_t affine(cudaStream_t s, const float* x, float sc, float t, float* y, 
 cudaError_t axpy(cudaStream_t s, float alpha, const float* x, float* y, int64_t n) {
   if (n <= 0) return cudaSuccess;
   axpyKernel<<<gridFor(n), kThreads, 0, s>>>(alpha, x, y, n);
+  return cudaGetLastError();
+}
+
+cudaError_t dropoutMask(cudaStream_t s, float* out, int64_t n, uint32_t seed, uint64_t thr, float scale) {
+  if (n <= 0) return cudaSuccess;
+  dropoutKernel<<<gridFor(n), kThreads, 0, s>>>(out, n, seed, thr, scale);
   return cudaGetLastError();
 }
 

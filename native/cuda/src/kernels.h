@@ -22,6 +22,8 @@ cudaError_t unaryBackward(cudaStream_t s, int op, const float* x, const float* g
 cudaError_t binary(cudaStream_t s, int op, const float* a, const float* b, float* out, const Walk& w, int64_t total);
 cudaError_t affine(cudaStream_t s, const float* x, float sc, float t, float* y, int64_t n);
 cudaError_t axpy(cudaStream_t s, float alpha, const float* x, float* y, int64_t n);
+/** out[i] = dropoutHash(seed, i) >= thr ? scale : 0 (the hash of src/backends/reference/math.ts). */
+cudaError_t dropoutMask(cudaStream_t s, float* out, int64_t n, uint32_t seed, uint64_t thr, float scale);
 /** c = beta * c, and exactly 0 when beta == 0 (so NaN/Inf in c do not leak, as BLAS). */
 cudaError_t scale(cudaStream_t s, float beta, float* c, int64_t n);
 cudaError_t fill32(cudaStream_t s, uint32_t* p, uint32_t bits, int64_t n);

@@ -29,6 +29,7 @@ export function makeCpuBackend(n: NativeAddon): Backend {
     unaryBackward: (op, x, gy, gx) => n.unaryBackward(code(unaryCode, op, 'unary'), x, gy, gx),
     binary: (op, a, sa, b, sb, out, shape) => n.binary(code(binaryCode, op, 'binary'), a, sa, b, sb, out, shape),
     affine: (x, s, t, out) => n.affine(x, s, t, out),
+    dropoutMask: (out, p, seed) => n.dropoutMask(out, p, seed),
     axpy: (alpha, x, y) => n.axpy(alpha, x, y),
     sumMid: (x, o, m, i, out) => n.sumMid(x, o, m, i, out),
     maxMid: (x, o, m, i, out) => n.maxMid(x, o, m, i, out),
@@ -52,7 +53,8 @@ export function makeCpuBackend(n: NativeAddon): Backend {
     bf16ToF32: (x, out) => n.bf16ToF32(x, out),
     f32ToBf16: (x, out) => n.f32ToBf16(x, out),
   };
-  return { ...referenceBackend, ...overrides, name: 'cpu' };
+  // No native fused attention yet: the composite path (sgemm + softmax) beats the plain-loop oracle.
+  return { ...referenceBackend, attention: undefined, attentionBackward: undefined, ...overrides, name: 'cpu' };
 }
 
 let backend: Backend | null = null;

@@ -21,7 +21,11 @@ function code<T extends string>(table: Record<T, number>, op: T, kind: string): 
   return c;
 }
 
-/** Builds the backend object around a loaded addon (every method is the addon's own). */
+/**
+ * Builds the backend object around a loaded addon (every method is the addon's own). No
+ * fused attention yet (the optional attention / attentionBackward): the tensor layer then
+ * composes matmul, softmax and dropout, all on the GPU.
+ */
 export function makeCudaBackend(n: CudaAddon): Backend {
   return {
     name: 'cuda',
@@ -33,6 +37,7 @@ export function makeCudaBackend(n: CudaAddon): Backend {
     unaryBackward: (op, x, gy, gx) => n.unaryBackward(code(unaryCode, op, 'unary'), x, gy, gx),
     binary: (op, a, sa, b, sb, out, shape) => n.binary(code(binaryCode, op, 'binary'), a, sa, b, sb, out, shape),
     affine: (x, s, t, out) => n.affine(x, s, t, out),
+    dropoutMask: (out, p, seed) => n.dropoutMask(out, p, seed),
     axpy: (alpha, x, y) => n.axpy(alpha, x, y),
     sumMid: (x, o, m, i, out) => n.sumMid(x, o, m, i, out),
     maxMid: (x, o, m, i, out) => n.maxMid(x, o, m, i, out),

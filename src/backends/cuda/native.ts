@@ -56,6 +56,7 @@ export interface CudaAddon {
   unaryBackward(op: number, x: F32, gy: F32, gx: F32): void;
   binary(op: number, a: F32, aStrides: number[], b: F32, bStrides: number[], out: F32, outShape: number[]): void;
   affine(x: F32, s: number, t: number, out: F32): void;
+  dropoutMask(out: F32, p: number, seed: number): void;
   axpy(alpha: number, x: F32, y: F32): void;
   sumMid(x: F32, outer: number, mid: number, inner: number, out: F32): void;
   maxMid(x: F32, outer: number, mid: number, inner: number, out: F32): void;

@@ -1,7 +1,8 @@
 // The reference backend: plain loops a reader can check line by line. Slow on purpose;
 // every faster kernel is tested against these.
 import type { Backend, BinaryOp, F32, I32, UnaryOp } from '../backend.js';
-import { erf } from './math.js';
+import { dropoutHash, dropoutThreshold, erf } from './math.js';
+import { attentionBackward, attentionForward } from './attention.js';
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 const INV_SQRT2 = 1 / Math.SQRT2;
@@ -116,6 +117,11 @@ export const referenceBackend: Backend = {
 
   binary(op, a, aStrides, b, bStrides, out, outShape) {
     forEachBroadcast(outShape, aStrides, bStrides, (i, oa, ob) => { out[i] = binaryF(op, a[oa], b[ob]); });
+  },
+
+  dropoutMask(out, p, seed) {
+    const thr = dropoutThreshold(p), scale = 1 / (1 - p);
+    for (let i = 0; i < out.length; i++) out[i] = dropoutHash(seed >>> 0, i) >= thr ? scale : 0;
   },
 
   affine(x, s, t, out) {
@@ -352,6 +358,9 @@ export const referenceBackend: Backend = {
       p[i] = p[i] - lr * weightDecay * p[i] - lr * mh / (Math.sqrt(vh) + eps);
     }
   },
+
+  attention: attentionForward,
+  attentionBackward,
 
   bf16ToF32(x, out) {
     const u = new Uint32Array(out.buffer, out.byteOffset, out.length);

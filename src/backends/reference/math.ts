@@ -31,3 +31,24 @@ export function erf(x: number): number {
   const r = 1 - erfc;
   return x < 0 ? -r : r;
 }
+
+/**
+ * Counter-based hash for dropout masks: element i of a mask with this seed. Every backend
+ * (TypeScript, C++, CUDA) computes the same 32-bit integer, so masks agree bit for bit and
+ * a device can make them without a host random stream. Two rounds of murmur3's finalizer.
+ */
+export function dropoutHash(seed: number, i: number): number {
+  let z = (seed ^ Math.imul(i + 1, 0x9e3779b9)) >>> 0;
+  z = fmix32(z);
+  z = fmix32((z + seed) >>> 0);
+  return z;
+}
+
+function fmix32(h: number): number {
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
+}
+
+/** Elements with hash below this are dropped: floor(p * 2^32). */
+export function dropoutThreshold(p: number): number { return Math.floor(p * 4294967296); }

@@ -1,7 +1,7 @@
 // Creation, elementwise, reduction and shape ops, each forward beside its backward.
 import type { BinaryOp, UnaryOp } from '../../backends/backend.js';
 import { getBackend } from '../registry.js';
-import { DType, Tensor, empty, result } from '../tensor.js';
+import { DType, Tensor, copyInto, empty, fillTensor, result } from '../tensor.js';
 import { wrapStorage } from '../storage.js';
 import { axis, broadcastShapes, broadcastStrides, numel, sameShape, shapeStr, stridesOf } from '../shape.js';
 import { Rng, defaultRng } from '../random.js';
@@ -12,7 +12,10 @@ const B = () => getBackend();
 
 export interface TensorOptions { dtype?: DType; requiresGrad?: boolean; name?: string }
 
-/** Makes a tensor from values (copied) or a typed array (shared, never pooled). */
+/**
+ * Makes a tensor from values (copied) or a typed array (shared, never pooled; copied into
+ * backend memory on a backend that has its own, such as cuda).
+ */
 export function tensor(values: ArrayLike<number> | Float32Array | Int32Array | Uint16Array,
   shape?: number[], opts: TensorOptions = {}): Tensor {
   const dtype = opts.dtype ?? (values instanceof Int32Array ? 'int32' : values instanceof Uint16Array ? 'bfloat16' : 'float32');
@@ -32,7 +35,7 @@ export function zeros(shape: number[], dtype: DType = 'float32'): Tensor { retur
 
 export function full(shape: number[], v: number): Tensor {
   const t = empty(shape, 'float32', false);
-  t.data.fill(v);
+  fillTensor(t, v);
   return t;
 }
 
@@ -62,20 +65,20 @@ export function arange(n: number): Tensor {
 export function toFloat32(x: Tensor): Tensor {
   if (x.dtype === 'float32') return x;
   const out = empty(x.shape, 'float32', false);
-  if (x.dtype === 'bfloat16') B().bf16ToF32(x.halfBits, out.data);
+  if (x.dtype === 'bfloat16') B().bf16ToF32(x.halfBuf, out.buf);
   else out.data.set(x.toFloat32Array());
   return out;
 }
 
 export function toBfloat16(x: Tensor): Tensor {
   const out = empty(x.shape, 'bfloat16', false);
-  B().f32ToBf16(x.data, out.halfBits);
+  B().f32ToBf16(x.buf, out.halfBuf);
   return out;
 }
 
 export function clone(x: Tensor): Tensor {
   const out = empty(x.shape, 'float32', false);
-  out.data.set(x.data);
+  copyInto(x, out);
   return result(out, 'clone', [x], (g) => [g]);
 }
 
@@ -94,7 +97,7 @@ export function sumToShape(g: Tensor, shape: number[]): Tensor {
 function binary(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
   const outShape = broadcastShapes(a.shape, b.shape);
   const out = empty(outShape, 'float32', false);
-  B().binary(op, a.data, broadcastStrides(a.shape, outShape), b.data, broadcastStrides(b.shape, outShape), out.data, outShape);
+  B().binary(op, a.buf, broadcastStrides(a.shape, outShape), b.buf, broadcastStrides(b.shape, outShape), out.buf, outShape);
   return out;
 }
 
@@ -143,10 +146,10 @@ export function maximum(a: Tensor, b: Tensor): Tensor {
 
 export function unary(op: UnaryOp, x: Tensor): Tensor {
   const out = empty(x.shape, 'float32', false);
-  B().unary(op, x.data, out.data);
+  B().unary(op, x.buf, out.buf);
   return result(out, op, [x], (g) => {
     const gx = empty(x.shape, 'float32', false);
-    B().unaryBackward(op, x.data, g.data, gx.data);
+    B().unaryBackward(op, x.buf, g.buf, gx.buf);
     return [gx];
   });
 }
@@ -168,7 +171,7 @@ export const gelu = (x: Tensor, approximate: 'none' | 'tanh' = 'none') => unary(
 /** x * s + t */
 export function affine(x: Tensor, s: number, t = 0): Tensor {
   const out = empty(x.shape, 'float32', false);
-  B().affine(x.data, s, t, out.data);
+  B().affine(x.buf, s, t, out.buf);
   return result(out, 'affine', [x], (g) => [affine(g, s, 0)]);
 }
 
@@ -190,17 +193,18 @@ export function sum(x: Tensor, axes?: number | number[], keepDim = false): Tenso
   const keptShape = x.shape.map((s, i) => (red.has(i) ? 1 : s));
   const outShape = keepDim ? keptShape : x.shape.filter((_, i) => !red.has(i));
   // Reduce one axis at a time as [outer, mid, inner]; consecutive reductions stay cheap.
-  let cur = x.data;
+  let cur: Tensor | null = null;
   let curShape = x.shape.slice();
   for (const a of [...red].sort((p, q) => q - p)) {
     const outer = numel(curShape.slice(0, a)), mid = curShape[a], inner = numel(curShape.slice(a + 1));
-    const next = new Float32Array(outer * inner);
-    B().sumMid(cur, outer, mid, inner, next);
+    const next = empty([outer * inner], 'float32', false);
+    B().sumMid((cur ?? x).buf, outer, mid, inner, next.buf);
+    cur?.dispose();
     cur = next;
     curShape[a] = 1;
   }
-  const out = empty(outShape, 'float32', false);
-  out.data.set(cur.length === out.size ? cur : cur.subarray(0, out.size));
+  const out = cur ? cur.shareAs(outShape) : empty(outShape, 'float32', false);
+  if (cur) cur.dispose(); else copyInto(x, out);
   return result(out, 'sum', [x], (g) => [expandTo(g.shareAs(keptShape), x.shape)]);
 }
 
@@ -215,7 +219,7 @@ export function maxAxis(x: Tensor, a: number, keepDim = false): Tensor {
   const outer = numel(x.shape.slice(0, ax)), mid = x.shape[ax], inner = numel(x.shape.slice(ax + 1));
   const outShape = keepDim ? x.shape.map((s, i) => (i === ax ? 1 : s)) : x.shape.filter((_, i) => i !== ax);
   const out = empty(outShape, 'float32', false);
-  B().maxMid(x.data, outer, mid, inner, out.data);
+  B().maxMid(x.buf, outer, mid, inner, out.buf);
   return out;
 }
 
@@ -237,7 +241,7 @@ export function permute(x: Tensor, perm: number[]): Tensor {
   if (p.every((v, i) => v === i)) return x;
   if (x.dtype === 'int32') return permuteInts(x, p);
   const out = empty(p.map((a) => x.shape[a]), 'float32', false);
-  B().permute(x.data, x.shape, p, out.data);
+  B().permute(x.buf, x.shape, p, out.buf);
   const inv = new Array<number>(p.length);
   p.forEach((v, i) => { inv[v] = i; });
   return result(out, 'permute', [x], (g) => [permute(g, inv)]);
@@ -267,7 +271,7 @@ export function squeeze(x: Tensor, a: number): Tensor {
 export function expandTo(x: Tensor, shape: number[]): Tensor {
   if (sameShape(x.shape, shape)) return x;
   const out = empty(shape, 'float32', false);
-  B().stridedCopy(x.data, 0, broadcastStrides(x.shape, shape), shape, out.data);
+  B().stridedCopy(x.buf, 0, broadcastStrides(x.shape, shape), shape, out.buf);
   return result(out, 'expand', [x], (g) => [sumToShape(g, x.shape)]);
 }
 
@@ -283,10 +287,10 @@ export function slice(x: Tensor, a: number, start: number, end: number): Tensor 
   const offset = s * st[ax];
   if (x.dtype === 'int32') return copyIntsStrided(x.ints, offset, st, outShape);
   const out = empty(outShape, 'float32', false);
-  B().stridedCopy(x.data, offset, st, outShape, out.data);
+  B().stridedCopy(x.buf, offset, st, outShape, out.buf);
   return result(out, 'slice', [x], (g) => {
     const gx = zeros(x.shape);
-    B().stridedAdd(g.data, outShape, gx.data, offset, st);
+    B().stridedAdd(g.buf, outShape, gx.buf, offset, st);
     return [gx];
   });
 }
@@ -308,13 +312,13 @@ export function concat(xs: Tensor[], a = 0): Tensor {
   let pos = 0;
   for (const t of xs) {
     offsets.push(pos * st[ax]);
-    B().stridedAdd(t.data, t.shape, out.data, pos * st[ax], st);
+    B().stridedAdd(t.buf, t.shape, out.buf, pos * st[ax], st);
     pos += t.shape[ax];
   }
   return result(out, 'concat', xs, (g) => xs.map((t, i) => {
     if (!t.requiresGrad) return null;
     const gt = empty(t.shape, 'float32', false);
-    B().stridedCopy(g.data, offsets[i], st, t.shape, gt.data);
+    B().stridedCopy(g.buf, offsets[i], st, t.shape, gt.buf);
     return gt;
   }));
 }

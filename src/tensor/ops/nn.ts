@@ -1,8 +1,8 @@
 // Neural-network ops: matmul, linear, normalisation, softmax, losses, embedding, rotary
 // embedding, dropout and attention. Forward and backward side by side.
 import { getBackend } from '../registry.js';
-import { Tensor, empty, result } from '../tensor.js';
-import { numel, shapeStr } from '../shape.js';
+import { Tensor, empty, fillTensor, result } from '../tensor.js';
+import { broadcastShapes, broadcastStrides, numel, sameShape, shapeStr } from '../shape.js';
 import { Rng, defaultRng } from '../random.js';
 import { add, affine, expandTo, full, mul, reshape, sub, sum, sumToShape, zeros } from './basic.js';
 
@@ -51,7 +51,7 @@ export function matmul(a: Tensor, b: Tensor, transA = false, transB = false): Te
   const [ae, sA] = prep(a, ba);
   const [be, sB] = prep(b, bb);
   const out = empty([...batchShape, am, bn], 'float32', false);
-  gemm(ae.data, be.data, out.data, batch, am, bn, ak, transA, transB, sA, sB);
+  gemm(ae.buf, be.buf, out.buf, batch, am, bn, ak, transA, transB, sA, sB);
   return result(out, 'matmul', [ae, be], (g) => {
     let ga: Tensor | null = null, gb: Tensor | null = null;
     if (ae.requiresGrad) {
@@ -59,27 +59,27 @@ export function matmul(a: Tensor, b: Tensor, transA = false, transB = false): Te
       ga = empty(sA === 0 ? ae.shape : [...batchShape, ...ae.shape.slice(-2)], 'float32', false);
       if (sA === 0) {
         // shared A: sum over batch of per-batch grads
-        ga.data.fill(0);
+        fillTensor(ga, 0);
         for (let i = 0; i < batch; i++) {
-          const gi = g.data.subarray(i * am * bn, (i + 1) * am * bn), bi = be.data.subarray(i * sB, i * sB + bk * bn);
-          if (!transA) gemm(gi, bi, ga.data, 1, am, ak, bn, false, !transB, 0, 0, 1);
-          else gemm(bi, gi, ga.data, 1, ak, am, bn, transB, true, 0, 0, 1);
+          const gi = g.buf.subarray(i * am * bn, (i + 1) * am * bn), bi = be.buf.subarray(i * sB, i * sB + bk * bn);
+          if (!transA) gemm(gi, bi, ga.buf, 1, am, ak, bn, false, !transB, 0, 0, 1);
+          else gemm(bi, gi, ga.buf, 1, ak, am, bn, transB, true, 0, 0, 1);
         }
-      } else if (!transA) gemm(g.data, be.data, ga.data, batch, am, ak, bn, false, !transB, am * bn, sB);
-      else gemm(be.data, g.data, ga.data, batch, ak, am, bn, transB, true, sB, am * bn);
+      } else if (!transA) gemm(g.buf, be.buf, ga.buf, batch, am, ak, bn, false, !transB, am * bn, sB);
+      else gemm(be.buf, g.buf, ga.buf, batch, ak, am, bn, transB, true, sB, am * bn);
     }
     if (be.requiresGrad) {
       // d op(B) = op(A)^T @ g ; when transB, B = g^T @ op(A)
       gb = empty(sB === 0 ? be.shape : [...batchShape, ...be.shape.slice(-2)], 'float32', false);
       if (sB === 0) {
-        gb.data.fill(0);
+        fillTensor(gb, 0);
         for (let i = 0; i < batch; i++) {
-          const gi = g.data.subarray(i * am * bn, (i + 1) * am * bn), ai = ae.data.subarray(i * sA, i * sA + am * ak);
-          if (!transB) gemm(ai, gi, gb.data, 1, ak, bn, am, !transA, false, 0, 0, 1);
-          else gemm(gi, ai, gb.data, 1, bn, ak, am, true, transA, 0, 0, 1);
+          const gi = g.buf.subarray(i * am * bn, (i + 1) * am * bn), ai = ae.buf.subarray(i * sA, i * sA + am * ak);
+          if (!transB) gemm(ai, gi, gb.buf, 1, ak, bn, am, !transA, false, 0, 0, 1);
+          else gemm(gi, ai, gb.buf, 1, bn, ak, am, true, transA, 0, 0, 1);
         }
-      } else if (!transB) gemm(ae.data, g.data, gb.data, batch, ak, bn, am, !transA, false, sA, am * bn);
-      else gemm(g.data, ae.data, gb.data, batch, bn, ak, am, true, transA, am * bn, sA);
+      } else if (!transB) gemm(ae.buf, g.buf, gb.buf, batch, ak, bn, am, !transA, false, sA, am * bn);
+      else gemm(g.buf, ae.buf, gb.buf, batch, bn, ak, am, true, transA, am * bn, sA);
     }
     return [ga, gb];
   });
@@ -102,10 +102,10 @@ function rowsCols(x: Tensor): [number, number] {
 export function softmax(x: Tensor): Tensor {
   const [rows, cols] = rowsCols(x);
   const out = empty(x.shape, 'float32', false);
-  B().softmax(x.data, rows, cols, out.data);
+  B().softmax(x.buf, rows, cols, out.buf);
   return result(out, 'softmax', [x], (g) => {
     const gx = empty(x.shape, 'float32', false);
-    B().softmaxBackward(out.data, g.data, rows, cols, gx.data);
+    B().softmaxBackward(out.buf, g.buf, rows, cols, gx.buf);
     return [gx];
   });
 }
@@ -113,10 +113,10 @@ export function softmax(x: Tensor): Tensor {
 export function logSoftmax(x: Tensor): Tensor {
   const [rows, cols] = rowsCols(x);
   const out = empty(x.shape, 'float32', false);
-  B().logSoftmax(x.data, rows, cols, out.data);
+  B().logSoftmax(x.buf, rows, cols, out.buf);
   return result(out, 'logSoftmax', [x], (g) => {
     const gx = empty(x.shape, 'float32', false);
-    B().logSoftmaxBackward(out.data, g.data, rows, cols, gx.data);
+    B().logSoftmaxBackward(out.buf, g.buf, rows, cols, gx.buf);
     return [gx];
   });
 }
@@ -131,22 +131,30 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: { ignoreInde
   if (targets.size !== rows) throw new Error(`crossEntropy: ${rows} rows of logits but ${targets.size} targets`);
   const loss = empty([rows], 'float32', false);
   const lse = empty([rows], 'float32', false);
-  const count = B().crossEntropy(logits.data, targets.ints, rows, cols, ignoreIndex, loss.data, lse.data);
+  const count = B().crossEntropy(logits.buf, targets.intBuf, rows, cols, ignoreIndex, loss.buf, lse.buf);
   const back = (gRow: Float32Array): Tensor[] => {
     const gx = empty(logits.shape, 'float32', false);
-    B().crossEntropyBackward(logits.data, targets.ints, lse.data, gRow, rows, cols, ignoreIndex, gx.data);
+    B().crossEntropyBackward(logits.buf, targets.intBuf, lse.buf, gRow, rows, cols, ignoreIndex, gx.buf);
     return [gx];
   };
-  if (reduction === 'none') return result(loss.shareAs(targets.shape), 'crossEntropy', [logits], (g) => back(g.data));
-  let s = 0;
-  const ld = loss.data;
-  for (let i = 0; i < rows; i++) s += ld[i];
+  if (reduction === 'none') return result(loss.shareAs(targets.shape), 'crossEntropy', [logits], (g) => back(g.buf));
+  // Reduce with kernels (no host read of the per-row losses on an asynchronous backend).
   const denom = reduction === 'mean' ? count : 1;
+  const out = empty([], 'float32', false);
+  B().sumMid(loss.buf, 1, rows, 1, out.buf);
   // All rows ignored: torch gives nan for 'mean'; we do the same so it cannot pass silently.
-  const out = full([], reduction === 'mean' ? (count === 0 ? NaN : s / denom) : s);
+  if (reduction === 'mean') B().affine(out.buf, count === 0 ? NaN : 1 / denom, 0, out.buf);
+  loss.dispose();
   return result(out, 'crossEntropy', [logits], (g) => {
-    const gRow = new Float32Array(rows).fill(count === 0 ? 0 : g.data[0] / denom);
-    return back(gRow);
+    const gRow = empty([rows], 'float32', false);
+    if (count === 0) fillTensor(gRow, 0);
+    else { // gRow[r] = g / denom: broadcast the scalar with a stride-0 copy, then scale
+      B().stridedCopy(g.buf, 0, [0], [rows], gRow.buf);
+      if (denom !== 1) B().affine(gRow.buf, 1 / denom, 0, gRow.buf);
+    }
+    const r = back(gRow.buf);
+    gRow.dispose();
+    return r;
   });
 }
 
@@ -156,12 +164,12 @@ export function layerNorm(x: Tensor, w: Tensor | null, b: Tensor | null, eps = 1
   const [rows, cols] = rowsCols(x);
   const out = empty(x.shape, 'float32', false);
   const meanT = empty([rows], 'float32', false), rstdT = empty([rows], 'float32', false);
-  B().layerNorm(x.data, w ? w.data : null, b ? b.data : null, rows, cols, eps, out.data, meanT.data, rstdT.data);
+  B().layerNorm(x.buf, w ? w.buf : null, b ? b.buf : null, rows, cols, eps, out.buf, meanT.buf, rstdT.buf);
   return result(out, 'layerNorm', [x, w, b], (g) => {
     const gx = empty(x.shape, 'float32', false);
     const gw = w && w.requiresGrad ? zeros(w.shape) : null;
     const gb = b && b.requiresGrad ? zeros(b.shape) : null;
-    B().layerNormBackward(x.data, w ? w.data : null, meanT.data, rstdT.data, g.data, rows, cols, gx.data, gw ? gw.data : null, gb ? gb.data : null);
+    B().layerNormBackward(x.buf, w ? w.buf : null, meanT.buf, rstdT.buf, g.buf, rows, cols, gx.buf, gw ? gw.buf : null, gb ? gb.buf : null);
     return [gx, gw, gb];
   });
 }
@@ -170,11 +178,11 @@ export function rmsNorm(x: Tensor, w: Tensor | null, eps = 1e-6): Tensor {
   const [rows, cols] = rowsCols(x);
   const out = empty(x.shape, 'float32', false);
   const rstdT = empty([rows], 'float32', false);
-  B().rmsNorm(x.data, w ? w.data : null, rows, cols, eps, out.data, rstdT.data);
+  B().rmsNorm(x.buf, w ? w.buf : null, rows, cols, eps, out.buf, rstdT.buf);
   return result(out, 'rmsNorm', [x, w], (g) => {
     const gx = empty(x.shape, 'float32', false);
     const gw = w && w.requiresGrad ? zeros(w.shape) : null;
-    B().rmsNormBackward(x.data, w ? w.data : null, rstdT.data, g.data, rows, cols, gx.data, gw ? gw.data : null);
+    B().rmsNormBackward(x.buf, w ? w.buf : null, rstdT.buf, g.buf, rows, cols, gx.buf, gw ? gw.buf : null);
     return [gx, gw];
   });
 }
@@ -185,10 +193,10 @@ export function rmsNorm(x: Tensor, w: Tensor | null, eps = 1e-6): Tensor {
 export function embedding(table: Tensor, ids: Tensor): Tensor {
   const dim = table.shape[1];
   const out = empty([...ids.shape, dim], 'float32', false);
-  B().embedding(table.data, ids.ints, dim, out.data);
+  B().embedding(table.buf, ids.intBuf, dim, out.buf);
   return result(out, 'embedding', [table], (g) => {
     const gt = zeros(table.shape);
-    B().embeddingBackward(g.data, ids.ints, dim, gt.data);
+    B().embeddingBackward(g.buf, ids.intBuf, dim, gt.buf);
     return [gt];
   });
 }
@@ -207,9 +215,9 @@ export function indexSelect(x: Tensor, ids: Tensor): Tensor {
 export function dropout(x: Tensor, p: number, training: boolean, rng: Rng = defaultRng()): Tensor {
   if (!training || p === 0) return x;
   if (p < 0 || p >= 1) throw new RangeError(`dropout p must be in [0, 1), got ${p}`);
+  // One draw from the Rng seeds a counter-based mask, so a device backend makes it in place.
   const mask = empty(x.shape, 'float32', false);
-  const m = mask.data, scale = 1 / (1 - p);
-  for (let i = 0; i < m.length; i++) m[i] = rng.next() >= p ? scale : 0;
+  B().dropoutMask(mask.buf, p, rng.nextU32());
   return mul(x, mask);
 }
 
@@ -235,10 +243,10 @@ export function rope(x: Tensor, cos: Tensor, sin: Tensor, pos: Tensor): Tensor {
   const [b, h, t, d] = x.shape;
   if (x.ndim !== 4 || d !== cos.shape[1] * 2) throw new Error(`rope: x ${shapeStr(x.shape)} does not match tables ${shapeStr(cos.shape)}`);
   const out = empty(x.shape, 'float32', false);
-  B().rope(x.data, cos.data, sin.data, pos.ints, b, h, t, d, false, out.data);
+  B().rope(x.buf, cos.buf, sin.buf, pos.intBuf, b, h, t, d, false, out.buf);
   return result(out, 'rope', [x], (g) => {
     const gx = empty(x.shape, 'float32', false);
-    B().rope(g.data, cos.data, sin.data, pos.ints, b, h, t, d, true, gx.data);
+    B().rope(g.buf, cos.buf, sin.buf, pos.intBuf, b, h, t, d, true, gx.buf);
     return [gx];
   });
 }
@@ -279,19 +287,54 @@ export function maskedFill(x: Tensor, mask: Tensor, value: number): Tensor {
  * and broadcasts to [B, H, T, S]. Heads of k/v are repeated when fewer (grouped-query).
  */
 export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor,
-  opts: { mask?: Tensor | null; causal?: boolean; scale?: number; dropout?: number; training?: boolean; rng?: Rng } = {}): Tensor {
+  opts: { mask?: Tensor | null; causal?: boolean; scale?: number; dropout?: number; training?: boolean; rng?: Rng; fused?: boolean } = {}): Tensor {
   const [, h, t, d] = q.shape;
   const hk = k.shape[1], s = k.shape[2];
   if (h % hk !== 0) throw new Error(`attention: ${h} query heads not a multiple of ${hk} key heads`);
-  if (hk !== h) { k = repeatKv(k, h / hk); v = repeatKv(v, h / hk); }
   const scale = opts.scale ?? 1 / Math.sqrt(d);
-  let scores = affine(matmul(q, k, false, true), scale, 0);
   let mask = opts.mask ?? null;
   if (opts.causal) mask = mask ? add(mask, causalMask(t, s)) : causalMask(t, s);
+  const p = opts.dropout && opts.training ? opts.dropout : 0;
+  if (opts.fused !== false && B().attention && fusable(q, mask, s)) {
+    // Same Rng use as the composite path (one draw for the dropout mask), same mask bits.
+    const seed = p > 0 ? (opts.rng ?? defaultRng()).nextU32() : 0;
+    return fusedAttention(q, k, v, mask, scale, p, seed);
+  }
+  if (hk !== h) { k = repeatKv(k, h / hk); v = repeatKv(v, h / hk); }
+  let scores = affine(matmul(q, k, false, true), scale, 0);
   if (mask) scores = add(scores, mask);
-  let p = softmax(scores);
-  if (opts.dropout && opts.training) p = dropout(p, opts.dropout, true, opts.rng);
-  return matmul(p, v);
+  let probs = softmax(scores);
+  if (p > 0) probs = dropout(probs, p, true, opts.rng);
+  return matmul(probs, v);
+}
+
+/** The fused kernel takes an additive mask without gradient that broadcasts to [B, H, T, S]. */
+function fusable(q: Tensor, mask: Tensor | null, s: number): boolean {
+  if (q.ndim !== 4) return false;
+  if (!mask) return true;
+  if (mask.requiresGrad || mask.ndim > 4) return false;
+  const full4 = [q.shape[0], q.shape[1], q.shape[2], s];
+  try { return sameShape(broadcastShapes(mask.shape, full4), full4); } catch { return false; }
+}
+
+/** softmax(q k^T * scale + mask) v in one backend call each way (see Backend.attention). */
+function fusedAttention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | null, scale: number, dropoutP: number, seed: number): Tensor {
+  const [b, h, t, d] = q.shape;
+  const hk = k.shape[1], s = k.shape[2];
+  if (k.shape[0] !== b || v.shape[0] !== b || k.shape[3] !== d || !sameShape(k.shape, v.shape)) {
+    throw new Error(`attention: q ${shapeStr(q.shape)}, k ${shapeStr(k.shape)}, v ${shapeStr(v.shape)} do not fit together`);
+  }
+  const bst = mask ? broadcastStrides(mask.shape, [b, h, t, s]) : [0, 0, 0, 0];
+  const shape = { B: b, H: h, Hk: hk, T: t, S: s, D: d, scale, biasStrides: bst as [number, number, number, number], dropoutP, seed };
+  const out = empty(q.shape, 'float32', false);
+  const lse = empty([b, h, t], 'float32', false);
+  B().attention!(q.buf, k.buf, v.buf, mask ? mask.buf : null, shape, out.buf, lse.buf);
+  return result(out, 'attention', [q, k, v], (g) => {
+    const gq = empty(q.shape, 'float32', false), gk = empty(k.shape, 'float32', false), gv = empty(v.shape, 'float32', false);
+    B().attentionBackward!(q.buf, k.buf, v.buf, mask ? mask.buf : null, shape, out.buf, lse.buf, g.buf, gq.buf, gk.buf, gv.buf);
+    const pick = (x: Tensor, gx: Tensor): Tensor | null => { if (x.requiresGrad) return gx; gx.dispose(); return null; };
+    return [pick(q, gq), pick(k, gk), pick(v, gv)];
+  });
 }
 
 /** [B, Hk, S, D] -> [B, Hk*n, S, D], each kv head repeated n times (as HF repeat_kv). */
