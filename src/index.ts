@@ -6,6 +6,7 @@ initBackend();
 
 export * from './tensor/index.js';
 export { initBackend, backendName, cpuAvailable, nativeInfo, setNumThreads, getNumThreads } from './backends/index.js';
+export { cudaAvailable, cudaStatus, cudaInfo, cudaStats, cudaEmptyCache, setCudaTf32 } from './backends/index.js';
 export * from './nn/module.js';
 export * from './nn/layers.js';
 export * from './io/index.js';

@@ -56,7 +56,7 @@ export interface NativeAddon {
 }
 
 /** Directories that may hold the package root (with native/ under it). */
-function candidateRoots(): string[] {
+export function candidateRoots(): string[] {
   const roots: string[] = [];
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 8; i++) {

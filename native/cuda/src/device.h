@@ -1,0 +1,61 @@
+// The CUDA context of the addon: one device, one non-blocking stream every kernel and copy
+// goes to, the managed-memory block cache, and cuBLAS loaded at run time with dlopen (so
+// the addon loads, and says why CUDA is unusable, on machines without a GPU or cuBLAS).
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "alloc.h"
+
+namespace pc {
+
+/** A failed CUDA / cuBLAS call; the message names the call. */
+struct CudaError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/** Throws CudaError("<what>: <error name> (<description>)") unless e == cudaSuccess. */
+void check(cudaError_t e, const char* what);
+
+struct Cublas;
+
+struct Device {
+  int id = 0;
+  cudaStream_t stream = nullptr;
+  cudaDeviceProp prop{};
+  int driverVersion = 0, runtimeVersion = 0;
+  bool concurrentManaged = false;
+  bool tf32 = true;      // PEFT_TS_CUDA_TF32 (default 1): FP32 GEMMs may use TF32 tensor cores
+  bool prefetch = true;  // PEFT_TS_CUDA_PREFETCH (default 1): new managed blocks are prefetched to the GPU
+  bool pending = false;  // work enqueued since the last synchronize
+  Cublas* cublas = nullptr;
+  BlockCache* cache = nullptr;
+  // Arrays not from alloc() are staged through temporary device blocks: counted here.
+  uint64_t stagedArrays = 0, stagedBytesIn = 0, stagedBytesOut = 0;
+  uint64_t gemms = 0, launches = 0, syncs = 0;
+
+  /** Waits for all enqueued work (cudaStreamSynchronize); throws on any kernel error. */
+  void synchronize();
+  /** Synchronizes, then frees every cached block. Returns the bytes freed. */
+  size_t emptyCache();
+  /** A managed block for n bytes (prefetched to the GPU when new); throws when out of memory. */
+  void* allocManaged(size_t bytes, size_t* blockBytes);
+  std::string cublasInfo() const;
+};
+
+/** The context, created on first use. Throws CudaError with the reason when unusable. */
+Device& device();
+/** "" when device() works, else the reason it does not (never throws). */
+std::string unavailableReason();
+
+/**
+ * Row-major batched GEMM (the backend contract's matmul), by operand swap on cuBLAS's
+ * column-major GEMM: C^T = op(B)^T op(A)^T. Strides in elements; batches of any size.
+ */
+void gemm(Device& d, bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+  int64_t strideA, const float* b, int64_t strideB, float beta, float* c, int64_t batch);
+
+}  // namespace pc

@@ -1,0 +1,125 @@
+// Locates and loads the CUDA addon (native/cuda/build/peft_cuda.node), which only
+// `npm run build:cuda` builds. Loading it never touches the GPU: status() then says whether
+// a device and cuBLAS can be used, and why not.
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { AnyBuf } from '../backend.js';
+import { candidateRoots } from '../cpu/native.js';
+
+export const CUDA_BUILD_HINT = 'npm run build:cuda (needs nvcc from CUDA 13 and the cuBLAS headers; see native/cuda/README.md)';
+const REL = join('native', 'cuda', 'build', 'peft_cuda.node');
+
+type F32 = Float32Array;
+type I32 = Int32Array;
+
+/** Counters of the addon: its managed-memory block cache, staging of foreign arrays, launches. */
+export interface CudaStats {
+  /** Managed memory held (live + cached blocks). */
+  reservedBytes: number;
+  liveBytes: number;
+  cachedBytes: number;
+  blocks: number;
+  allocs: number;
+  reuses: number;
+  rawAllocs: number;
+  rawFrees: number;
+  /** Arrays not from alloc() that kernels had to copy to the device (and back, for outputs). */
+  stagedArrays: number;
+  stagedBytesIn: number;
+  stagedBytesOut: number;
+  launches: number;
+  gemms: number;
+  syncs: number;
+}
+
+export interface CudaInfo {
+  device: number;
+  name: string;
+  computeCapability: string;
+  multiprocessors: number;
+  totalMemory: number;
+  concurrentManagedAccess: boolean;
+  driverVersion: number;
+  runtimeVersion: number;
+  /** Path and version of the libcublas that was loaded. */
+  cublas: string;
+  tf32: boolean;
+  prefetch: boolean;
+}
+
+/** The raw addon surface (op codes are indices into UNARY_OPS / BINARY_OPS). */
+export interface CudaAddon {
+  matmul(a: F32, b: F32, c: F32, batch: number, m: number, n: number, k: number, transA: boolean, transB: boolean,
+    strideA: number, strideB: number, alpha: number, beta: number): void;
+  unary(op: number, x: F32, out: F32): void;
+  unaryBackward(op: number, x: F32, gy: F32, gx: F32): void;
+  binary(op: number, a: F32, aStrides: number[], b: F32, bStrides: number[], out: F32, outShape: number[]): void;
+  affine(x: F32, s: number, t: number, out: F32): void;
+  dropoutMask(out: F32, p: number, seed: number): void;
+  axpy(alpha: number, x: F32, y: F32): void;
+  sumMid(x: F32, outer: number, mid: number, inner: number, out: F32): void;
+  maxMid(x: F32, outer: number, mid: number, inner: number, out: F32): void;
+  permute(x: F32, shape: number[], perm: number[], out: F32): void;
+  stridedCopy(x: F32, offset: number, strides: number[], outShape: number[], out: F32): void;
+  stridedAdd(gOut: F32, outShape: number[], gx: F32, offset: number, strides: number[]): void;
+  softmax(x: F32, rows: number, cols: number, out: F32): void;
+  softmaxBackward(y: F32, gy: F32, rows: number, cols: number, gx: F32): void;
+  logSoftmax(x: F32, rows: number, cols: number, out: F32): void;
+  logSoftmaxBackward(y: F32, gy: F32, rows: number, cols: number, gx: F32): void;
+  crossEntropy(x: F32, t: I32, rows: number, cols: number, ignoreIndex: number, loss: F32, lse: F32): number;
+  crossEntropyBackward(x: F32, t: I32, lse: F32, gLoss: F32, rows: number, cols: number, ignoreIndex: number, gx: F32): void;
+  layerNorm(x: F32, w: F32 | null, b: F32 | null, rows: number, cols: number, eps: number, out: F32, mean: F32, rstd: F32): void;
+  layerNormBackward(x: F32, w: F32 | null, mean: F32, rstd: F32, gy: F32, rows: number, cols: number, gx: F32,
+    gw: F32 | null, gb: F32 | null): void;
+  rmsNorm(x: F32, w: F32 | null, rows: number, cols: number, eps: number, out: F32, rstd: F32): void;
+  rmsNormBackward(x: F32, w: F32 | null, rstd: F32, gy: F32, rows: number, cols: number, gx: F32, gw: F32 | null): void;
+  embedding(table: F32, ids: I32, dim: number, out: F32): void;
+  embeddingBackward(gy: F32, ids: I32, dim: number, gTable: F32): void;
+  rope(x: F32, cos: F32, sin: F32, pos: I32, b: number, h: number, t: number, d: number, inverse: boolean, out: F32): void;
+  adamw(p: F32, g: F32, m: F32, v: F32, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number): void;
+  bf16ToF32(x: Uint16Array, out: F32): void;
+  f32ToBf16(x: F32, out: Uint16Array): void;
+  /** kind: 0 float32, 1 int32, 2 uint16. CUDA managed memory, contents unspecified. */
+  alloc(n: number, kind: number): AnyBuf;
+  fill(out: AnyBuf, value: number): void;
+  synchronize(): void;
+  /** True when the array lies in memory from alloc() (kernels use it without staging). */
+  isDeviceArray(a: AnyBuf): boolean;
+  stats(): CudaStats;
+  /** Synchronizes and frees every cached block; returns the bytes freed. */
+  emptyCache(): number;
+  /** Never throws: whether a CUDA device and cuBLAS can be used, and why not. */
+  status(): { available: boolean; reason: string | null };
+  info(): CudaInfo;
+  setTf32(on: boolean): void;
+}
+
+export function findCudaAddon(): string | null {
+  // An explicit path is the only place looked at (tests use it to simulate a missing build).
+  const forced = process.env.PEFT_TS_CUDA_PATH;
+  if (forced) return existsSync(forced) ? resolve(forced) : null;
+  for (const root of candidateRoots()) {
+    const p = join(root, REL);
+    if (existsSync(p)) return p;
+  }
+  return null;
+}
+
+let cached: CudaAddon | null = null;
+
+/** Loads the addon once; throws an Error naming the fix when it is missing or cannot load. */
+export function loadCuda(): CudaAddon {
+  if (cached) return cached;
+  const path = findCudaAddon();
+  if (!path) {
+    const where = process.env.PEFT_TS_CUDA_PATH ?? `${REL} under ${candidateRoots().join(', ')}`;
+    throw new Error(`peft-ts CUDA backend is not built (looked for ${where}). Build it with: ${CUDA_BUILD_HINT}`);
+  }
+  try {
+    cached = createRequire(import.meta.url)(path) as CudaAddon;
+  } catch (e) {
+    throw new Error(`peft-ts CUDA backend at ${path} failed to load: ${(e as Error).message}. Rebuild it with: ${CUDA_BUILD_HINT}`);
+  }
+  return cached;
+}
