@@ -60,7 +60,7 @@ compile() {  # one job per source, at most $JOBS at a time
   "$@" &
   pids+=($!)
 }
-for f in "$here"/src/*.cu; do
+for f in "$here"/src/*.cu "$here"/attention/attention.cu; do
   compile "$NVCC" "${nvflags[@]}" -c "$f" -o "$obj/$(basename "$f" .cu).o"
 done
 for f in "$here"/src/*.cc; do

@@ -58,7 +58,7 @@ open(sys.argv[2], 'w').write('// generated from %s by emu/build.sh\n' % sys.argv
 PY
 done
 
-flags=(-std=c++17 -O1 -g -fPIC -Wall -Wno-unused-parameter -DNAPI_VERSION=8 -DNAPI_CPP_EXCEPTIONS
+flags=(-std=c++17 -O1 -g -fPIC -Wall -Wno-unused-parameter -DNAPI_VERSION=8 -DNAPI_CPP_EXCEPTIONS -DPEFT_CUDA_EMU
   -I"$gen" -I"$here" -I"$cuda/src" -I"$CUDA_HOME/include" -I"$cublas_inc" -I"$node_inc" -I"$napi_inc")
 pids=()
 compile() {

@@ -15,6 +15,9 @@
 #include "device.h"
 #include "kernels.h"
 #include "walk.h"
+#ifndef PEFT_CUDA_EMU  // the emulator build has no attention kernels (they have their own: attention/emu)
+#include "../attention/attention.h"
+#endif
 
 using namespace pc;
 
@@ -648,6 +651,8 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   o.Set("reservedBytes", (double)s.reservedBytes);
   o.Set("liveBytes", (double)s.liveBytes);
   o.Set("cachedBytes", (double)s.cachedBytes);
+  o.Set("peakLiveBytes", (double)s.peakLiveBytes);
+  o.Set("peakReservedBytes", (double)s.peakReservedBytes);
   o.Set("blocks", (double)s.blocks);
   o.Set("allocs", (double)s.allocs);
   o.Set("reuses", (double)s.reuses);
@@ -660,6 +665,11 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   o.Set("gemms", (double)d.gemms);
   o.Set("syncs", (double)d.syncs);
   return o;
+}
+
+Napi::Value ResetPeak(const Napi::CallbackInfo& info) {
+  device().cache->resetPeak();
+  return info.Env().Undefined();
 }
 
 Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
@@ -698,6 +708,69 @@ Napi::Value SetTf32(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+#ifndef PEFT_CUDA_EMU
+// attention(q, k, v, bias|null, shape, out, lse) and attentionBackward(q, k, v, bias|null, shape, out,
+// lse, gOut, gq, gk, gv): the fused kernels of ../attention (AttentionShape as in backend.ts).
+pc::AttnShape attnShape(Napi::Env env, const Napi::Value& v) {
+  if (!v.IsObject()) fail(env, "attention: shape must be an object");
+  Napi::Object o = v.As<Napi::Object>();
+  auto num = [&](const char* k) -> double {
+    Napi::Value x = o.Get(k);
+    if (!x.IsNumber()) fail(env, std::string("attention: shape.") + k + " must be a number");
+    return x.As<Napi::Number>().DoubleValue();
+  };
+  pc::AttnShape s{};
+  s.B = (int)num("B"); s.H = (int)num("H"); s.Hk = (int)num("Hk"); s.T = (int)num("T"); s.S = (int)num("S"); s.D = (int)num("D");
+  s.scale = num("scale"); s.dropoutP = num("dropoutP"); s.seed = toUint32(num("seed"));
+  Napi::Value bs = o.Get("biasStrides");
+  if (!bs.IsArray() || bs.As<Napi::Array>().Length() != 4) fail(env, "attention: shape.biasStrides must be 4 numbers");
+  for (uint32_t i = 0; i < 4; i++) s.biasStrides[i] = (int64_t)bs.As<Napi::Array>().Get(i).As<Napi::Number>().Int64Value();
+  if (s.B < 0 || s.T < 0 || s.S < 0 || s.D < 1 || s.H < 1 || s.Hk < 1 || s.H % s.Hk != 0) fail(env, "attention: bad shape");
+  return s;
+}
+
+void attnNeed(Napi::Env env, const pc::AttnShape& s, const View& q, const View& k, const View& v, const View& bias,
+  const View& out, const View& lse) {
+  const int64_t nq = (int64_t)s.B * s.H * s.T * s.D, nk = (int64_t)s.B * s.Hk * s.S * s.D;
+  need(env, q.n, nq, "q"); need(env, k.n, nk, "k"); need(env, v.n, nk, "v"); need(env, out.n, nq, "out");
+  need(env, lse.n, (int64_t)s.B * s.H * s.T, "lse");
+  if (bias.p && s.B * s.H * s.T * s.S > 0) {
+    const int64_t* st = s.biasStrides;
+    const int64_t hi = (s.B - 1) * st[0] + (s.H - 1) * st[1] + (s.T - 1) * st[2] + (s.S - 1) * st[3];
+    if (hi >= (int64_t)bias.n || st[0] < 0 || st[1] < 0 || st[2] < 0 || st[3] < 0) fail(env, "attention: bias is too small for its strides");
+  }
+}
+
+Napi::Value Attention(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  View q = F(info, 0, "q"), k = F(info, 1, "k"), v = F(info, 2, "v"), bias = Fnull(info, 3, "bias");
+  const pc::AttnShape s = attnShape(env, info[4]);
+  View out = F(info, 5, "out"), lse = F(info, 6, "lse");
+  attnNeed(env, s, q, k, v, bias, out, lse);
+  Call call(device());
+  call.launched(pc::cudaAttentionForward(call.in<float>(q), call.in<float>(k), call.in<float>(v), call.in<float>(bias), s,
+    call.out<float>(out), call.out<float>(lse), device().stream), "attention kernel launch");
+  call.finish();
+  return env.Undefined();
+}
+
+Napi::Value AttentionBack(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  View q = F(info, 0, "q"), k = F(info, 1, "k"), v = F(info, 2, "v"), bias = Fnull(info, 3, "bias");
+  const pc::AttnShape s = attnShape(env, info[4]);
+  View out = F(info, 5, "out"), lse = F(info, 6, "lse"), gOut = F(info, 7, "gOut");
+  View gq = F(info, 8, "gq"), gk = F(info, 9, "gk"), gv = F(info, 10, "gv");
+  attnNeed(env, s, q, k, v, bias, out, lse);
+  need(env, gOut.n, out.n, "gOut"); need(env, gq.n, q.n, "gq"); need(env, gk.n, k.n, "gk"); need(env, gv.n, v.n, "gv");
+  Call call(device());
+  call.launched(pc::cudaAttentionBackward(call.in<float>(q), call.in<float>(k), call.in<float>(v), call.in<float>(bias), s,
+    call.in<float>(out), call.in<float>(lse), call.in<float>(gOut), call.out<float>(gq), call.out<float>(gk), call.out<float>(gv),
+    device().stream), "attentionBackward kernel launch");
+  call.finish();
+  return env.Undefined();
+}
+#endif
+
 // Every entry point turns C++ errors (CudaError from a failed CUDA / cuBLAS call) into JS errors.
 template <Napi::Value (*Fn)(const Napi::CallbackInfo&)>
 Napi::Value guarded(const Napi::CallbackInfo& info) {
@@ -716,6 +789,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   DEF("matmul", Matmul);
   DEF("unary", Unary); DEF("unaryBackward", UnaryBackward); DEF("binary", Binary); DEF("affine", Affine); DEF("axpy", Axpy);
   DEF("dropoutMask", DropoutMask);
+#ifndef PEFT_CUDA_EMU
+  DEF("attention", Attention); DEF("attentionBackward", AttentionBack);
+#endif
   DEF("sumMid", SumMid); DEF("maxMid", MaxMid);
   DEF("permute", Permute); DEF("stridedCopy", StridedCopy); DEF("stridedAdd", StridedAdd);
   DEF("softmax", SoftmaxF); DEF("softmaxBackward", SoftmaxBackF); DEF("logSoftmax", LogSoftmaxF);
@@ -726,7 +802,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   DEF("embedding", Embedding); DEF("embeddingBackward", EmbeddingBack); DEF("rope", Rope); DEF("adamw", Adamw);
   DEF("bf16ToF32", Bf16ToF32); DEF("f32ToBf16", F32ToBf16);
   DEF("alloc", Alloc); DEF("fill", Fill); DEF("synchronize", Synchronize); DEF("isDeviceArray", IsDeviceArray);
-  DEF("stats", Stats); DEF("emptyCache", EmptyCache); DEF("status", Status); DEF("info", Info); DEF("setTf32", SetTf32);
+  DEF("stats", Stats); DEF("resetPeak", ResetPeak); DEF("emptyCache", EmptyCache); DEF("status", Status); DEF("info", Info); DEF("setTf32", SetTf32);
 #undef DEF
   return exports;
 }

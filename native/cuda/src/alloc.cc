@@ -24,6 +24,7 @@ void* BlockCache::take(size_t bytes, size_t* blockBytes, bool* fresh) {
     st_.reuses++;
     st_.cachedBytes -= b;
     st_.liveBytes += b;
+    notePeaks();
     if (blockBytes) *blockBytes = b;
     if (fresh) *fresh = false;
     return p;
@@ -36,6 +37,7 @@ void* BlockCache::take(size_t bytes, size_t* blockBytes, bool* fresh) {
   st_.blocks++;
   st_.reservedBytes += b;
   st_.liveBytes += b;
+  notePeaks();
   if (blockBytes) *blockBytes = b;
   if (fresh) *fresh = true;
   return p;

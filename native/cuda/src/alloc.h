@@ -18,6 +18,7 @@ struct CacheStats {
   size_t reservedBytes = 0;  // held from the raw allocator (live + cached)
   size_t liveBytes = 0;      // handed out and not yet released
   size_t cachedBytes = 0;    // in free lists
+  size_t peakLiveBytes = 0, peakReservedBytes = 0;  // highs since construction or resetPeak()
   size_t blocks = 0;
   uint64_t allocs = 0, reuses = 0, rawAllocs = 0, rawFrees = 0;
 };
@@ -47,6 +48,12 @@ class BlockCache {
   /** Frees every cached block through the raw allocator; returns the bytes freed. */
   size_t trim();
   CacheStats stats() const;
+  /** Starts new peak measurements from the current live and reserved bytes. */
+  void resetPeak() {
+    std::lock_guard<std::mutex> g(mu_);
+    st_.peakLiveBytes = st_.liveBytes;
+    st_.peakReservedBytes = st_.reservedBytes;
+  }
 
  private:
   struct Block { size_t bytes; bool live; };
@@ -57,6 +64,10 @@ class BlockCache {
   std::map<size_t, std::vector<void*>> free_;
   CacheStats st_;
   size_t trimLocked();
+  void notePeaks() {
+    if (st_.liveBytes > st_.peakLiveBytes) st_.peakLiveBytes = st_.liveBytes;
+    if (st_.reservedBytes > st_.peakReservedBytes) st_.peakReservedBytes = st_.reservedBytes;
+  }
 };
 
 }  // namespace pc

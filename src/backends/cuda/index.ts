@@ -4,7 +4,7 @@
 // synchronize(); any other typed array is staged (copied to the device and back), which is
 // correct but slow and counted in cudaStats(). Never picked automatically: select it with
 // PEFT_TS_BACKEND=cuda or setBackend('cuda').
-import type { Backend, BinaryOp, UnaryOp } from '../backend.js';
+import type { AttentionShape, Backend, BinaryOp, F32, UnaryOp } from '../backend.js';
 import { BINARY_OPS, UNARY_OPS } from '../cpu/index.js';
 import { loadCuda, type CudaAddon, type CudaInfo, type CudaStats } from './native.js';
 
@@ -22,22 +22,31 @@ function code<T extends string>(table: Record<T, number>, op: T, kind: string): 
 }
 
 /**
- * Builds the backend object around a loaded addon (every method is the addon's own). No
- * fused attention yet (the optional attention / attentionBackward): the tensor layer then
- * composes matmul, softmax and dropout, all on the GPU.
+ * Builds the backend object around a loaded addon (every method is the addon's own),
+ * including the flash-style fused attention of native/cuda/attention.
  */
-export function makeCudaBackend(n: CudaAddon): Backend {
+export function makeCudaBackend(n: CudaAddon): Backend & { memoryStats(): { currentBytes: number; peakBytes: number; stagedBytes: number }; resetPeakMemory(): void } {
   return {
     name: 'cuda',
     alloc: (len, kind) => n.alloc(len, KIND[kind]),
     synchronize: () => n.synchronize(),
     fill: (out, value) => n.fill(out, value),
+    // Read by bench/train: peak device memory of tensors (as torch.cuda.max_memory_allocated).
+    memoryStats: () => { const s = n.stats(); return { currentBytes: s.liveBytes, peakBytes: s.peakLiveBytes, stagedBytes: s.stagedBytesIn + s.stagedBytesOut }; },
+    resetPeakMemory: () => n.resetPeak(),
     matmul: (a, b, c, batch, m, nn, k, tA, tB, sA, sB, alpha, beta) => n.matmul(a, b, c, batch, m, nn, k, tA, tB, sA, sB, alpha, beta),
     unary: (op, x, out) => n.unary(code(unaryCode, op, 'unary'), x, out),
     unaryBackward: (op, x, gy, gx) => n.unaryBackward(code(unaryCode, op, 'unary'), x, gy, gx),
     binary: (op, a, sa, b, sb, out, shape) => n.binary(code(binaryCode, op, 'binary'), a, sa, b, sb, out, shape),
     affine: (x, s, t, out) => n.affine(x, s, t, out),
     dropoutMask: (out, p, seed) => n.dropoutMask(out, p, seed),
+    // Flash-style fused attention (native/cuda/attention): no [T, S] matrix on the device.
+    // (absent from the CPU-emulator build of the addon, which then takes the composite path)
+    ...(typeof n.attention === 'function' ? {
+      attention: (q: F32, k: F32, v: F32, bias: F32 | null, shape: AttentionShape, out: F32, lse: F32) => n.attention(q, k, v, bias, shape, out, lse),
+      attentionBackward: (q: F32, k: F32, v: F32, bias: F32 | null, shape: AttentionShape, out: F32, lse: F32, gOut: F32, gq: F32, gk: F32, gv: F32) =>
+        n.attentionBackward(q, k, v, bias, shape, out, lse, gOut, gq, gk, gv),
+    } : {}),
     axpy: (alpha, x, y) => n.axpy(alpha, x, y),
     sumMid: (x, o, m, i, out) => n.sumMid(x, o, m, i, out),
     maxMid: (x, o, m, i, out) => n.maxMid(x, o, m, i, out),

@@ -4,7 +4,7 @@
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { AnyBuf } from '../backend.js';
+import type { AnyBuf, AttentionShape } from '../backend.js';
 import { candidateRoots } from '../cpu/native.js';
 
 export const CUDA_BUILD_HINT = 'npm run build:cuda (needs nvcc from CUDA 13 and the cuBLAS headers; see native/cuda/README.md)';
@@ -19,6 +19,9 @@ export interface CudaStats {
   reservedBytes: number;
   liveBytes: number;
   cachedBytes: number;
+  /** Highest liveBytes / reservedBytes since load or resetPeak(). */
+  peakLiveBytes: number;
+  peakReservedBytes: number;
   blocks: number;
   allocs: number;
   reuses: number;
@@ -57,6 +60,9 @@ export interface CudaAddon {
   binary(op: number, a: F32, aStrides: number[], b: F32, bStrides: number[], out: F32, outShape: number[]): void;
   affine(x: F32, s: number, t: number, out: F32): void;
   dropoutMask(out: F32, p: number, seed: number): void;
+  attention(q: F32, k: F32, v: F32, bias: F32 | null, shape: AttentionShape, out: F32, lse: F32): void;
+  attentionBackward(q: F32, k: F32, v: F32, bias: F32 | null, shape: AttentionShape, out: F32, lse: F32, gOut: F32,
+    gq: F32, gk: F32, gv: F32): void;
   axpy(alpha: number, x: F32, y: F32): void;
   sumMid(x: F32, outer: number, mid: number, inner: number, out: F32): void;
   maxMid(x: F32, outer: number, mid: number, inner: number, out: F32): void;
@@ -87,6 +93,7 @@ export interface CudaAddon {
   /** True when the array lies in memory from alloc() (kernels use it without staging). */
   isDeviceArray(a: AnyBuf): boolean;
   stats(): CudaStats;
+  resetPeak(): void;
   /** Synchronizes and frees every cached block; returns the bytes freed. */
   emptyCache(): number;
   /** Never throws: whether a CUDA device and cuBLAS can be used, and why not. */
