@@ -8,7 +8,7 @@ import * as T from '../src/tensor/index.js';
 import { Rng, tensor, withBackend, tidy } from '../src/tensor/index.js';
 import type { Tensor } from '../src/tensor/tensor.js';
 import { assertClose } from './helpers/compare.js';
-import '../src/backends/index.js';
+import { cudaStatus } from '../src/backends/index.js';
 
 const rng = new Rng(11);
 const P = (shape: number[], s = 1): Tensor => {
@@ -16,8 +16,8 @@ const P = (shape: number[], s = 1): Tensor => {
   return tensor(Float32Array.from({ length: n }, () => (rng.next() * 2 - 1) * s), shape).setRequiresGrad(true);
 };
 
-function run(fused: boolean, q: Tensor, k: Tensor, v: Tensor, opts: Parameters<typeof T.scaledDotProductAttention>[3]) {
-  return withBackend('reference', () => tidy(() => {
+function run(fused: boolean, q: Tensor, k: Tensor, v: Tensor, opts: Parameters<typeof T.scaledDotProductAttention>[3], backend = 'reference') {
+  return withBackend(backend, () => tidy(() => {
     const leaves = [q, k, v].map((x) => x.detach().setRequiresGrad(true));
     const o = T.scaledDotProductAttention(leaves[0], leaves[1], leaves[2], { ...opts, rng: new Rng(21), fused });
     const w = tensor(Float32Array.from({ length: o.size }, (_, i) => Math.sin(i)), o.shape);
@@ -57,4 +57,14 @@ test('the fused path is the one taken on a backend that has it', () => {
     const c = T.scaledDotProductAttention(q, q, q, { fused: false });
     assert.equal(c.node?.name, 'matmul');
   });
+});
+
+const cuda = cudaStatus();
+test('cuda fused attention equals the reference oracle (all cases)', { skip: cuda.available ? false : `cuda: ${cuda.reason}` }, () => {
+  for (const c of CASES) {
+    const q = P(c.q), k = P(c.kv), v = P(c.kv);
+    const a = run(true, q, k, v, c.opts, 'cuda'), b = run(true, q, k, v, c.opts, 'reference');
+    assertClose(a.out, b.out, { rtol: 1e-4, atol: 1e-5, msg: `cuda ${c.name} out` });
+    for (let i = 0; i < 3; i++) assertClose(a.grads[i], b.grads[i], { rtol: 1e-3, atol: 1e-4, msg: `cuda ${c.name} grad ${'qkv'[i]}` });
+  }
 });

@@ -49,9 +49,16 @@ node --input-type=module -e "
 " 2>&1 | tee "$out/status.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || die "the cuda backend is not available (see above)"
 
+say "attention kernels (standalone, against a C++ port of the oracle)"
+if bash native/cuda/attention/build.sh > "$out/attention_build.txt" 2>&1; then
+  timeout 120 native/cuda/attention/build/attention_test 2>&1 | tail -25 | tee "$out/attention_test.txt"
+else
+  tail -20 "$out/attention_build.txt"; echo "check.sh: attention test build FAILED"
+fi
+
 say "tests"
 timeout 240 node --test --test-concurrency=1 \
-  dist/test/cuda.test.js dist/test/ops.test.js dist/test/ops-grad.test.js dist/test/memory.test.js > "$out/tests.tap" 2>&1
+  dist/test/cuda.test.js dist/test/attention_fused.test.js dist/test/ops.test.js dist/test/ops-grad.test.js dist/test/memory.test.js > "$out/tests.tap" 2>&1
 rc=$?
 grep -E '^# (tests|pass|fail|skipped|duration)' "$out/tests.tap"
 grep -E '^not ok|^# cuda device' "$out/tests.tap" | head -40
