@@ -6,12 +6,20 @@
 //
 //   node dist/bench/quant_memory.js [--layers N] [--hidden H] [--intermediate I] [--vocab V]
 //        [--dir D (reuse/keep the checkpoint there)] [--no-float32] [--out file.json]
+//
+// With --speed it times instead one 2048 -> 8192 layer (a Llama MLP projection), forward +
+// input-gradient backward on M tokens: float32 Linear vs Linear4bit with the weight tiles
+// dequantized by the backend kernel (native when built) and by the TypeScript path.
+//   node dist/bench/quant_memory.js --speed [--tokens M] [--reps N] [--out file.json]
 import { execFileSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { AutoModelForCausalLM, Linear4bit, Rng, quantizeModel, nativeInfo, backendName } from '../src/index.js';
+import {
+  AutoModelForCausalLM, Linear, Linear4bit, Rng, quantizeModel, nativeInfo, backendName, getBackend, registerBackend, randn,
+  tidy, withBackend, dequantizeNF4Range,
+} from '../src/index.js';
 
 const argv = process.argv.slice(2);
 const flag = (n: string, d?: string) => { const i = argv.indexOf('--' + n); return i >= 0 ? argv[i + 1] : d; };
@@ -180,5 +188,56 @@ function main(): void {
   }
 }
 
+function median(xs: number[]): number { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; }
+function timeMs(fn: () => void, reps: number): number {
+  fn(); // warm-up
+  const ts: number[] = [];
+  for (let i = 0; i < reps; i++) { const t0 = performance.now(); fn(); ts.push(performance.now() - t0); }
+  return +median(ts).toFixed(1);
+}
+
+function speed(): void {
+  const inF = 2048, outF = 8192, M = Number(flag('tokens', '512')), reps = Number(flag('reps', '5'));
+  const rng = new Rng(7);
+  const lin = new Linear(inF, outF, false, rng);
+  lin.weight.requiresGrad = false; // frozen base, as under LoRA: backward is the input gradient
+  const q = Linear4bit.fromWeight(lin.weight.data, inF, outF);
+  const x = randn([1, M, inF], 1, rng).setRequiresGrad(true);
+  const gy = randn([1, M, outF], 1, rng);
+  const fwdBwd = (m: { forward(t: typeof x): typeof x }) => () => tidy(() => { m.forward(x).backward(gy); x.grad?.dispose(); x.grad = null; return 0; });
+  const fwd = (m: { forward(t: typeof x): typeof x }) => () => tidy(() => { m.forward(x); return 0; });
+  // The same backend without its dequantizeNF4 kernel: Linear4bit falls back to TypeScript.
+  const be = getBackend();
+  registerBackend('no-nf4-kernel', () => ({ ...be, dequantizeNF4: undefined, name: be.name + ' (TS dequant)' }));
+  const w = new Float32Array(inF * outF), qs = q.quantized;
+  const rows: Record<string, unknown>[] = [];
+  const add = (impl: string, f: () => void, b: () => void, dq: number | null) => rows.push({ impl, forward_ms: timeMs(f, reps), forward_backward_ms: timeMs(b, reps), dequant_full_weight_ms: dq });
+  add('float32 Linear', fwd(lin), fwdBwd(lin), null);
+  const hasKernel = typeof be.dequantizeNF4 === 'function';
+  if (hasKernel) {
+    add(`Linear4bit, ${be.name} dequantizeNF4 kernel`, fwd(q), fwdBwd(q), timeMs(() => {
+      const sc = new Float32Array(Math.ceil(inF * outF / qs.state.blocksize));
+      for (let b = 0; b < sc.length; b++) sc[b] = blockScaleOf(b);
+      be.dequantizeNF4!(qs.packed, sc, qs.state.blocksize, qs.state.code, 0, inF * outF, w);
+    }, reps));
+  }
+  withBackend('no-nf4-kernel', () => add('Linear4bit, TypeScript dequantization', fwd(q), fwdBwd(q),
+    timeMs(() => { dequantizeNF4Range(qs.packed, qs.state, 0, inF * outF, w); }, reps)));
+  function blockScaleOf(b: number): number {
+    const n = qs.state.nested;
+    return n ? Math.fround(Math.fround(n.code[qs.state.absmax[b]] * n.absmax[b >> 8]) + n.offset) : qs.state.absmax[b];
+  }
+  console.log(`\n${inF} -> ${outF} layer, x [1, ${M}, ${inF}], ${cpus()[0]?.model ?? 'cpu'} ${cpus().length} cores, backend ${be.name}, native ${JSON.stringify(nativeInfo())}`);
+  console.log('| layer | forward ms | forward + backward ms | dequantize whole weight ms |');
+  console.log('|---|---:|---:|---:|');
+  for (const r of rows) console.log(`| ${r.impl} | ${r.forward_ms} | ${r.forward_backward_ms} | ${r.dequant_full_weight_ms ?? '-'} |`);
+  const outFile = flag('out', join(root, 'bench', 'results', `quant-speed-${new Date().toISOString().slice(0, 10)}.json`))!;
+  mkdirSync(dirname(outFile), { recursive: true });
+  writeFileSync(outFile, JSON.stringify({ date: new Date().toISOString(), layer: [inF, outF], tokens: M, reps, cpu: cpus()[0]?.model,
+    cores: cpus().length, native: nativeInfo(), rows }, null, 2));
+  console.log(`wrote ${outFile}`);
+}
+
 if (flag('child')) console.log(JSON.stringify(child(flag('child')!, flag('dir')!)));
+else if (argv.includes('--speed')) speed();
 else main();

@@ -15,6 +15,13 @@ import { Linear4bit, roundToDtype, setLinear4bitTileElements } from '../src/quan
 import { dequantizeModel, loadModelIn4bit, prepareModelForKbitTraining, quantizeModel } from '../src/quant/model.js';
 import { isUint8Key } from '../src/quant/serialize.js';
 import { iterSafetensors, writeSafetensors } from '../src/io/safetensors.js';
+import { withBackend } from '../src/tensor/registry.js';
+import { BACKENDS } from './helpers/backends.js';
+
+/** A test run once per backend (reference, and cpu when built): Linear4bit dequantizes tiles with the backend's kernel. */
+function onBackends(title: string, fn: () => void): void {
+  for (const [name, skip] of BACKENDS) test(`${title} [${name}]`, { skip }, () => withBackend(name, fn));
+}
 
 function maxDiff(a: Float32Array, b: Float32Array): number {
   assert.equal(a.length, b.length);
@@ -30,7 +37,7 @@ function makeLayer(inF: number, outF: number, seed: number, bias = true): { w: F
   return { w, b, q: Linear4bit.fromWeight(w, inF, outF, b) };
 }
 
-test('forward equals x @ dequant(W)^T + b, across several tiles and a 3-D input', () => {
+onBackends('forward equals x @ dequant(W)^T + b, across several tiles and a 3-D input', () => {
   const prev = setLinear4bitTileElements(70 * 13); // 13 rows per tile: uneven last tile
   try {
     const { q, b } = makeLayer(70, 45, 1);
@@ -42,7 +49,7 @@ test('forward equals x @ dequant(W)^T + b, across several tiles and a 3-D input'
   } finally { setLinear4bitTileElements(prev); }
 });
 
-test('input gradient: matches gy @ dequant(W) and finite differences; bias grad flows', () => {
+onBackends('input gradient: matches gy @ dequant(W) and finite differences; bias grad flows', () => {
   const prev = setLinear4bitTileElements(33 * 7);
   try {
     const { q, b } = makeLayer(33, 20, 3);
@@ -76,7 +83,7 @@ test('input gradient: matches gy @ dequant(W) and finite differences; bias grad 
   } finally { setLinear4bitTileElements(prev); }
 });
 
-test('bfloat16 compute dtype rounds input and weight tiles before the float32 GEMM', () => {
+onBackends('bfloat16 compute dtype rounds input and weight tiles before the float32 GEMM', () => {
   const { w, q } = makeLayer(64, 8, 6, false);
   const qb = Linear4bit.fromWeight(w, 64, 8, null, 'bfloat16');
   const x = randn([3, 64], 1, new Rng(7));
@@ -133,7 +140,7 @@ class Tiny extends Module {
   }
 }
 
-test('quantizeModel: every Linear/Conv1D but the head becomes Linear4bit; forward matches the dequantized float model', () => {
+onBackends('quantizeModel: every Linear/Conv1D but the head becomes Linear4bit; forward matches the dequantized float model', () => {
   const m = new Tiny(32, 48, 2, 10);
   const x = randn([2, 5, 32], 1, new Rng(11));
   const c = m.getSubmodule('c_proj') as Conv1D;
@@ -153,7 +160,7 @@ test('quantizeModel: every Linear/Conv1D but the head becomes Linear4bit; forwar
   assert.ok(maxDiff(m.forward(x).data, y4) < 1e-4);
 });
 
-test('prepareModelForKbitTraining freezes the base and turns on gradient checkpointing', () => {
+onBackends('prepareModelForKbitTraining freezes the base and turns on gradient checkpointing', () => {
   const m = new Tiny(16, 16, 1, 12);
   quantizeModel(m);
   prepareModelForKbitTraining(m);
@@ -165,7 +172,7 @@ test('prepareModelForKbitTraining freezes the base and turns on gradient checkpo
   assert.ok(x.grad && x.grad.data.some((v) => v !== 0));
 });
 
-test('loadModelIn4bit: float checkpoint streamed into 4-bit, then a bnb-format checkpoint through safetensors', () => {
+onBackends('loadModelIn4bit: float checkpoint streamed into 4-bit, then a bnb-format checkpoint through safetensors', () => {
   const src = new Tiny(32, 64, 2, 20);
   const srcState = [...src.stateDict()].map(([k, v]) => [k, tensor(v.data.slice(), v.shape)] as [string, Tensor]);
   const dst = new Tiny(32, 64, 2, 21);

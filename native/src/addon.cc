@@ -14,6 +14,7 @@
 
 #include "kernels.h"
 #include "layout.h"
+#include "nf4.h"
 #include "pool.h"
 
 using namespace peft;
@@ -554,6 +555,28 @@ Napi::Value F32ToBf16(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// ---------- NF4 ----------
+
+Napi::Value DequantizeNF4(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  size_t np, na, nc, no;
+  const uint8_t* packed = typed<uint8_t>(info, 0, napi_uint8_array, np, "packed");
+  const float* absmax = F(info, 1, na, "absmax");
+  const int64_t bs = Int(info, 2);
+  const float* code = F(info, 3, nc, "code");
+  const int64_t start = Int(info, 4), count = Int(info, 5);
+  float* out = F(info, 6, no, "out");
+  if (bs < 1) range(env, "dequantizeNF4: blocksize must be >= 1");
+  if (nc < 16) range(env, "dequantizeNF4: code needs 16 values, got " + std::to_string(nc));
+  if (count == 0) return env.Undefined();
+  const size_t end = (size_t)(start + count);
+  need(env, no, (size_t)count, "out");
+  need(env, np, (end + 1) / 2, "packed");
+  need(env, na, (end - 1) / bs - start / bs + 1, "absmax");
+  dequantizeNF4(packed, absmax, (size_t)bs, code, (size_t)start, (size_t)count, out);
+  return env.Undefined();
+}
+
 // ---------- config ----------
 
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
@@ -580,7 +603,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   def("crossEntropy", CrossEntropy); def("crossEntropyBackward", CrossEntropyBack);
   def("layerNorm", LayerNorm); def("layerNormBackward", LayerNormBack); def("rmsNorm", RmsNorm); def("rmsNormBackward", RmsNormBack);
   def("embedding", Embedding); def("embeddingBackward", EmbeddingBack); def("rope", Rope); def("adamw", Adamw);
-  def("bf16ToF32", Bf16ToF32); def("f32ToBf16", F32ToBf16);
+  def("bf16ToF32", Bf16ToF32); def("f32ToBf16", F32ToBf16); def("dequantizeNF4", DequantizeNF4);
   def("setThreads", SetThreads); def("threads", Threads); def("blasThreads", BlasThreads); def("simd", Simd);
   def("blasConfig", BlasConfig);
   return exports;

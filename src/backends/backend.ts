@@ -138,6 +138,16 @@ export interface Backend {
   attentionBackward?(q: F32, k: F32, v: F32, bias: F32 | null, shape: AttentionShape, out: F32, lse: F32, gOut: F32,
     gq: F32, gk: F32, gv: F32): void;
 
+  /**
+   * Optional: NF4 dequantization of elements [start, start + count) of a packed 4-bit weight
+   * (two codes per byte, the even element in the high nibble) into out[0 .. count):
+   *   out[i] = code[nibble(start + i)] * absmax[block(start + i) - block(start)]
+   * as one float32 product, block(j) = floor(j / blocksize). absmax holds the float32
+   * scales from the block of `start` on (callers expand a double-quantized absmax for the
+   * blocks of one tile). code is the 16-entry map. Linear4bit uses it per weight tile.
+   */
+  dequantizeNF4?(packed: Uint8Array, absmax: F32, blocksize: number, code: F32, start: number, count: number, out: F32): void;
+
   /** bf16 bits (Uint16) -> f32 and back (round to nearest even). */
   bf16ToF32(x: Uint16Array, out: F32): void;
   f32ToBf16(x: F32, out: Uint16Array): void;

@@ -12,7 +12,7 @@ import type { LinearLike } from '../nn/layers.js';
 import { halfToF32 } from '../tensor/tensor.js';
 import { f32ToF16Bits } from '../io/half.js';
 import {
-  NF4Quantizer, Quantized4bit, Quantize4bitOptions, QuantState, dequantizeNF4, dequantizeNF4Range, quantizeNF4, quantizedBytes,
+  NF4Quantizer, Quantized4bit, blockScales, Quantize4bitOptions, QuantState, dequantizeNF4, dequantizeNF4Range, quantizeNF4, quantizedBytes,
 } from './nf4.js';
 import { quantizedToTensors } from './serialize.js';
 
@@ -32,6 +32,22 @@ let scratch = new Float32Array(0);
 function scratchOf(n: number): Float32Array {
   if (scratch.length < n) scratch = new Float32Array(n);
   return scratch.subarray(0, n);
+}
+
+let scalesScratch = new Float32Array(0);
+
+/**
+ * Weight elements [s, e) dequantized into out: by the backend's dequantizeNF4 kernel when it
+ * has one (the double-quantized absmax of the tile's blocks expanded here first), else in
+ * TypeScript. Both give the same bits.
+ */
+function dequantTile(q: Quantized4bit, s: number, e: number, out: Float32Array): Float32Array {
+  const be = getBackend();
+  if (!be.dequantizeNF4) return dequantizeNF4Range(q.packed, q.state, s, e, out);
+  const bs = q.state.blocksize, b0 = Math.floor(s / bs), b1 = Math.ceil(e / bs);
+  if (q.state.nested && scalesScratch.length < b1 - b0) scalesScratch = new Float32Array(b1 - b0);
+  be.dequantizeNF4(q.packed, blockScales(q.state, b0, b1, scalesScratch), bs, q.state.code, s, e - s, out);
+  return out.subarray(0, e - s);
 }
 
 const rf32 = new Float32Array(1);
@@ -177,7 +193,7 @@ export class Linear4bit extends Module implements LinearLike {
     const tile = R >= outF ? null : new Float32Array(M * R);
     for (let r0 = 0; r0 < outF; r0 += R) {
       const r1 = Math.min(outF, r0 + R), rows = r1 - r0;
-      const w = dequantizeNF4Range(q.packed, q.state, r0 * inF, r1 * inF, scratchOf(rows * inF));
+      const w = dequantTile(q, r0 * inF, r1 * inF, scratchOf(rows * inF));
       roundToDtype(w, this.computeDtype);
       if (!tile) { be.matmul(xd, w, yd, 1, M, rows, inF, false, true, 0, 0, 1, 0); break; }
       be.matmul(xd, w, tile, 1, M, rows, inF, false, true, 0, 0, 1, 0);
@@ -201,7 +217,7 @@ export class Linear4bit extends Module implements LinearLike {
     const R = this.tileRows();
     for (let r0 = 0; r0 < outF; r0 += R) {
       const r1 = Math.min(outF, r0 + R), rows = r1 - r0;
-      const w = dequantizeNF4Range(q.packed, q.state, r0 * inF, r1 * inF, scratchOf(rows * inF));
+      const w = dequantTile(q, r0 * inF, r1 * inF, scratchOf(rows * inF));
       roundToDtype(w, this.computeDtype);
       // op(A) = (gyT[rows, M])^T [M, rows]; B = W tile [rows, in]; accumulate into gx.
       be.matmul(gyT.data.subarray(r0 * M, r1 * M), w, gx.data, 1, M, inF, rows, true, false, 0, 0, 1, 1);

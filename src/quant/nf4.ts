@@ -230,6 +230,20 @@ export function blockScale(state: QuantState, b: number): number {
   return f(f(nested.code[state.absmax[b]] * nested.absmax[Math.floor(b / nested.blocksize)]) + nested.offset);
 }
 
+/**
+ * Float32 scales of blocks [b0, b1): a view of absmax, or, when double-quantized, those
+ * blocks expanded into `scratch` (same values as blockScale). What Backend.dequantizeNF4 takes.
+ */
+export function blockScales(state: QuantState, b0: number, b1: number, scratch: Float32Array): Float32Array {
+  const nested = state.nested;
+  if (!nested) return (state.absmax as Float32Array).subarray(b0, b1);
+  if (scratch.length < b1 - b0) throw new Error(`blockScales: scratch has ${scratch.length} slots, needs ${b1 - b0}`);
+  const q = state.absmax as Uint8Array, code = nested.code, nAbs = nested.absmax, nbs = nested.blocksize, off = nested.offset;
+  const out = scratch.subarray(0, b1 - b0);
+  for (let b = b0; b < b1; b++) out[b - b0] = f(f(code[q[b]] * nAbs[Math.floor(b / nbs)]) + off);
+  return out;
+}
+
 /** The float32 absmax vector (bnb: dequantize_blockwise(absmax, state2) + offset). */
 export function dequantizeAbsmax(state: QuantState): Float32Array {
   const nb = numBlocks(state);

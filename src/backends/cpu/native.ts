@@ -47,6 +47,8 @@ export interface NativeAddon {
   adamw(p: F32, g: F32, m: F32, v: F32, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number): void;
   bf16ToF32(x: Uint16Array, out: F32): void;
   f32ToBf16(x: F32, out: Uint16Array): void;
+  /** Backend.dequantizeNF4 (native/src/nf4.cc). */
+  dequantizeNF4(packed: Uint8Array, absmax: F32, blocksize: number, code: F32, start: number, count: number, out: F32): void;
   setThreads(n: number): void;
   threads(): number;
   blasThreads(): number;

@@ -362,6 +362,17 @@ export const referenceBackend: Backend = {
   attention: attentionForward,
   attentionBackward,
 
+  dequantizeNF4(packed, absmax, blocksize, code, start, count, out) {
+    const b0 = Math.floor(start / blocksize);
+    for (let i = 0; i < count; i++) {
+      const j = start + i, byte = packed[Math.floor(j / 2)];
+      const nibble = j % 2 === 0 ? byte >> 4 : byte & 15; // even elements in the high nibble
+      // Both factors are float32, so the double product is exact and the store rounds it
+      // once: the float32 multiply.
+      out[i] = code[nibble] * absmax[Math.floor(j / blocksize) - b0];
+    }
+  },
+
   bf16ToF32(x, out) {
     const u = new Uint32Array(out.buffer, out.byteOffset, out.length);
     for (let i = 0; i < x.length; i++) u[i] = x[i] << 16;
