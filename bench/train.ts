@@ -5,7 +5,7 @@
 //   node dist/bench/train.js [gpt2-clm|distilbert-cls|llama1b-clm|llama1b-qlora] [--device cpu|cuda]
 //        [--steps N] [--warmup N] [--threads N] [--python /path/to/python]
 //        [--baseline path/to/peft_baseline.py] [--out file.json]
-//        [--batch B] [--seq T] [--gradient-checkpointing] [--no-baseline]
+//        [--batch B] [--seq T] [--gradient-checkpointing] [--full-logits] [--no-baseline]
 //
 // --device cuda selects the cuda backend and runs the baseline on the GPU with the baseline's
 // GPU shapes (B16 x T1024 for gpt2-clm, B8 x T1024 for llama1b); peak GPU memory comes from
@@ -29,6 +29,8 @@ const workload = argv.find((a) => !a.startsWith('--') && !argv[argv.indexOf(a) -
 const steps = Number(flag('steps', '5')), warm = Number(flag('warmup', '2'));
 const threads = Number(flag('threads', String(cpus().length)));
 const ckpt = argv.includes('--gradient-checkpointing');
+// --full-logits: materialise the [B, T, V] logits and take the loss from them (the unfused path).
+const fullLogits = argv.includes('--full-logits');
 const device = flag('device', 'cpu')!;
 if (device !== 'cpu' && device !== 'cuda') throw new Error(`--device must be cpu or cuda, got ${device}`);
 const gpu = device === 'cuda';
@@ -99,7 +101,8 @@ function measureOurs() {
   const opt = new AdamW(params, { lr: 2e-4 });
   const step = () => {
     const loss = tidy(() => {
-      const out = peft.forward({ inputIds, attentionMask, labels });
+      // As the Trainer's training step: causal LMs skip the full logits (fused head + loss).
+      const out = peft.forward({ inputIds, attentionMask, labels, returnLogits: fullLogits });
       out.loss!.backward();
       return out.loss!.item();
     });
@@ -124,7 +127,7 @@ function measureOurs() {
     // Tensor bytes a step adds on top of what lives between steps (weights, optimizer state):
     // activations kept for backward, gradients and temporaries.
     step_peak_tensor_GiB: +((memoryStats().peakLiveBytes - live0) / 2 ** 30).toFixed(3),
-    gradient_checkpointing: ckpt,
+    gradient_checkpointing: ckpt, full_logits: fullLogits,
     ...(gpu ? { device: 'cuda', peak_mem_GiB: gpuPeak(), staged_GiB: gpuStaged() } : {}),
   };
 }
@@ -165,7 +168,7 @@ if (base) {
   console.log(`ratio peft-ts / python peft throughput: ${(ours.throughput / Number(base.throughput)).toFixed(2)}x`);
   if (gpu && base.peak_mem_GiB) console.log(`ratio peak GPU memory: ${(Number(ours.peak_mem_GiB) / Number(base.peak_mem_GiB)).toFixed(2)}x`);
 }
-const outFile = flag('out', join(root, 'bench', 'results', `train-${workload}${gpu ? '-cuda' : ''}${flag('batch') || flag('seq') ? `-B${ours.batch}xT${ours.seq}` : ''}${ckpt ? '-ckpt' : ''}-${new Date().toISOString().slice(0, 10)}.json`))!;
+const outFile = flag('out', join(root, 'bench', 'results', `train-${workload}${gpu ? '-cuda' : ''}${flag('batch') || flag('seq') ? `-B${ours.batch}xT${ours.seq}` : ''}${ckpt ? '-ckpt' : ''}${fullLogits ? '-fulllogits' : ''}-${new Date().toISOString().slice(0, 10)}.json`))!;
 mkdirSync(dirname(outFile), { recursive: true });
 writeFileSync(outFile, JSON.stringify({ date: new Date().toISOString(), rows }, null, 2));
 console.log(`wrote ${outFile}`);

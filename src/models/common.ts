@@ -3,9 +3,10 @@
 import { Tensor, empty, isGradEnabled } from '../tensor/tensor.js';
 import { keep } from '../tensor/memory.js';
 import {
-  abs, add, affine, concat, exp, log, mean, mul, permute, relu, reshape, square, sub, toFloat32,
+  abs, add, affine, concat, exp, log, mean, mul, permute, relu, reshape, square, sub, tensor, toFloat32,
 } from '../tensor/ops/basic.js';
 import { crossEntropy, indexSelect } from '../tensor/ops/nn.js';
+import { linearCrossEntropy } from '../tensor/ops/loss.js';
 import { checkpoint } from '../tensor/ops/checkpoint.js';
 import type { Rng } from '../tensor/random.js';
 import { Module } from '../nn/module.js';
@@ -238,16 +239,38 @@ function poolAt(x: Tensor, flatIdx: Tensor): Tensor {
 
 // ---------- losses ----------
 
-/** Causal LM loss: logits at t predict labels at t+1 (shifted here), -100 ignored. */
-export function causalLmLoss(logits: Tensor, labels: Tensor): Tensor {
-  const [b, t, v] = logits.shape;
+/** Labels [B, T] shifted left for causal LM: target at t is labels[t + 1], -100 at the end. */
+function shiftLabels(labels: Tensor, b: number, t: number): Tensor {
   if (labels.dtype !== 'int32' || labels.size !== b * t) throw new Error(`labels must be int32 [${b}, ${t}], got ${labels.dtype} [${labels.shape.join(', ')}]`);
   const shifted = empty([b * t], 'int32', false);
   const l = labels.ints, s = shifted.ints;
   for (let bi = 0; bi < b; bi++) {
     for (let j = 0; j < t; j++) s[bi * t + j] = j + 1 < t ? l[bi * t + j + 1] : -100;
   }
-  return crossEntropy(reshape(logits, [b * t, v]), shifted);
+  return shifted;
+}
+
+/** Causal LM loss: logits at t predict labels at t+1 (shifted here), -100 ignored. */
+export function causalLmLoss(logits: Tensor, labels: Tensor): Tensor {
+  const [b, t, v] = logits.shape;
+  return crossEntropy(reshape(logits, [b * t, v]), shiftLabels(labels, b, t));
+}
+
+/**
+ * The lm head and its loss. With labels and returnLogits false, and a plain Linear head
+ * with a float32 weight and no bias (LoRA or 4-bit heads take the full path), the loss
+ * comes from linearCrossEntropy and logits is an empty [B, 0, V]: no [B, T, V] tensor.
+ */
+export function causalLmHead(m: Module, hidden: Tensor, labels: Tensor | null | undefined, returnLogits = true): { logits: Tensor; loss?: Tensor } {
+  const head = m.getSubmodule('lm_head');
+  const w = head instanceof Linear ? head.getParameter('weight') : null;
+  if (labels && !returnLogits && w && w.dtype === 'float32' && !head.getParameter('bias')) {
+    const [b, t, hd] = hidden.shape;
+    const loss = linearCrossEntropy(reshape(hidden, [b * t, hd]), w, shiftLabels(labels, b, t));
+    return { logits: tensor(new Float32Array(0), [b, 0, w.shape[0]]), loss };
+  }
+  const logits = lin(m, 'lm_head', hidden);
+  return { logits, loss: labels ? causalLmLoss(logits, labels) : undefined };
 }
 
 /** Token classification: cross-entropy over every position, -100 ignored. */

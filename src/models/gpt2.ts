@@ -8,7 +8,7 @@ import { Conv1D, Embedding, LayerNorm, Linear, activation } from '../nn/layers.j
 import type { KVCache, ModelConfig, ModelInputs, ModelOutput } from './types.js';
 import { HFModel, withNumLabels, type ModelInitOptions } from './base.js';
 import {
-  Container, appendKv, attentionBias, asModelConfig, bool, cacheLength, causalLmLoss, emb, lin, maybeCheckpoint,
+  Container, appendKv, attentionBias, asModelConfig, bool, cacheLength, causalLmHead, emb, lin, maybeCheckpoint,
   mergeHeads, norm, num, poolLastNonPad, positionsFor, seqClsLoss, splitHeads, str, type RawConfig,
 } from './common.js';
 
@@ -119,8 +119,7 @@ export class GPT2LMHeadModel extends GPT2Base {
 
   forward(inputs: ModelInputs): ModelOutput {
     const { hidden, cache } = this.body(inputs);
-    const logits = lin(this, 'lm_head', hidden);
-    const loss = inputs.labels ? causalLmLoss(logits, inputs.labels) : undefined;
+    const { logits, loss } = causalLmHead(this, hidden, inputs.labels, inputs.returnLogits);
     return { logits, loss, pastKeyValues: cache };
   }
 }

@@ -10,7 +10,7 @@ import { Embedding, Linear, RMSNorm, activation } from '../nn/layers.js';
 import type { KVCache, ModelConfig, ModelInputs, ModelOutput } from './types.js';
 import { HFModel, withNumLabels, type ModelInitOptions } from './base.js';
 import {
-  Container, appendKv, attentionBias, asModelConfig, bool, cacheLength, causalLmLoss, emb, lin, maybeCheckpoint,
+  Container, appendKv, attentionBias, asModelConfig, bool, cacheLength, causalLmHead, emb, lin, maybeCheckpoint,
   mergeHeads, norm, num, optNum, poolLastNonPad, positionsFor, seqClsLoss, splitHeads, str, type RawConfig,
 } from './common.js';
 import { RopeCache } from './rope.js';
@@ -155,8 +155,7 @@ export class LlamaForCausalLM extends DecoderBase {
 
   forward(inputs: ModelInputs): ModelOutput {
     const { hidden, cache } = this.body(inputs);
-    const logits = lin(this, 'lm_head', hidden);
-    const loss = inputs.labels ? causalLmLoss(logits, inputs.labels) : undefined;
+    const { logits, loss } = causalLmHead(this, hidden, inputs.labels, inputs.returnLogits);
     return { logits, loss, pastKeyValues: cache };
   }
 }

@@ -24,6 +24,12 @@ export interface ModelInputs {
   tokenTypeIds?: Tensor | null;
   pastKeyValues?: KVCache | null;
   useCache?: boolean;
+  /**
+   * Causal LM with labels: false skips the [B, T, V] logits (the loss comes from the lm head
+   * and cross-entropy fused a chunk of rows at a time) and logits is then [B, 0, V]. The
+   * Trainer's training step uses it; default true.
+   */
+  returnLogits?: boolean;
 }
 
 export interface ModelOutput {

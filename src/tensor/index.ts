@@ -7,3 +7,4 @@ export { Rng, manualSeed, defaultRng } from './random.js';
 export * from './ops/basic.js';
 export * from './ops/nn.js';
 export { checkpoint } from './ops/checkpoint.js';
+export * from './ops/loss.js';

@@ -65,7 +65,7 @@ export function allocStorage(n: number, dtype: DType, zero: boolean): Storage {
  */
 export function wrapStorage(data: Buf): Storage {
   const b = getBackend();
-  if (!b.alloc) return new Storage(data, false);
+  if (!b.alloc || data.length === 0) return new Storage(data, false);
   const kind = data instanceof Float32Array ? 'float32' : data instanceof Int32Array ? 'int32' : 'uint16';
   const buf = b.alloc(data.length, kind);
   b.synchronize?.();

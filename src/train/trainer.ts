@@ -127,8 +127,10 @@ export class Trainer {
     return new Rng((seed ^ Math.imul(epoch + 1, 0x9e3779b1)) >>> 0).shuffle([...Array(n).keys()]);
   }
 
-  private forward(batch: Batch): ModelOutput {
+  /** needLogits false lets causal LMs skip the [B, T, V] logits (fused head + loss). */
+  private forward(batch: Batch, needLogits = true): ModelOutput {
     const inputs: ModelInputs & Record<string, unknown> = { ...batch } as ModelInputs & Record<string, unknown>;
+    if (!needLogits) inputs.returnLogits = false;
     return this.model.forward(inputs);
   }
 
@@ -222,7 +224,7 @@ export class Trainer {
           const rows = idx.map((i) => ds.rows[i]);
           const { loss, tokens } = tidy(() => {
             const batch = this.dataCollator(rows);
-            const out = this.forward(batch);
+            const out = this.forward(batch, false);
             if (!out.loss) throw new Error('Trainer: the model returned no loss (are labels in the batch?)');
             const scaled = mulScalar(out.loss, 1 / group.length);
             scaled.backward();
@@ -423,7 +425,7 @@ export class Trainer {
         const rows = ds.rows.slice(i, i + bs);
         tidy(() => noGrad(() => {
           const batch = this.dataCollator(rows);
-          const out = this.forward(batch);
+          const out = this.forward(batch, wantOutputs);
           if (out.loss) { lossSum += out.loss.item() * rows.length; n += rows.length; } else haveLoss = false;
           if (wantOutputs) {
             logitParts.push({ data: out.logits.toFloat32Array(), shape: out.logits.shape.slice() });
