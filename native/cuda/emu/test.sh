@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `npm run test:cuda-emu`: the cuda tests (test/cuda.test.ts, the backend-vs-reference op
-# tests, gradient checks, the memory loop) against the CPU emulator build of the addon.
-# quant_linear4bit runs Linear4bit on cuda (its device path) as well. They check the addon's logic and the kernels' indexing, reductions and barriers; not
-# GPU-only behaviour (real concurrency, memory model, launch limits, speed).
+# tests, gradient checks, the memory loop, Linear4bit's device path) against the CPU
+# emulator build of the addon. They check the addon's logic and the kernels' indexing,
+# reductions and barriers; not GPU-only behaviour (real concurrency, memory model, launch
+# limits, speed).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../../.."
 bash native/cuda/emu/build.sh
