@@ -100,25 +100,27 @@ onBackends('input gradient: matches gy @ dequant(W) and finite differences; bias
   });
 });
 
-onBackends('bfloat16 compute dtype rounds input and weight tiles before the float32 GEMM (and in backward)', () => {
+onBackends('bfloat16 / float16 compute dtype rounds input and weight tiles before the float32 GEMM (and in backward)', () => {
   const { w, q } = makeLayer(64, 8, 6, false);
-  const qb = Linear4bit.fromWeight(w, 64, 8, null, 'bfloat16');
-  const x = randn([3, 64], 1, new Rng(7)).setRequiresGrad(true);
-  const xr = x.data.slice(); roundToDtype(xr, 'bfloat16');
-  const wr = q.dequantizeWeight().data.slice(); roundToDtype(wr, 'bfloat16');
-  const ref = linear(tensor(xr, [3, 64]), tensor(wr, [8, 64]));
-  const gy = randn([3, 8], 1, new Rng(8));
-  for (const tiles of [1 << 20, 64 * 3]) {
-    withTiles(tiles, () => {
-      const y = qb.forward(x);
-      assert.ok(maxDiff(y.data, ref.data) < 1e-5, `tiles ${tiles}: forward`);
-      tidy(() => { sum(mul(y, gy)).backward(); return 0; });
-      const wantGx = linear(gy, transposed(wr, 8, 64)); // gy @ round(W)
-      assert.ok(maxDiff(x.grad!.data, wantGx.data) < 1e-5, `tiles ${tiles}: input gradient`);
-      x.grad = null;
-    });
+  for (const dtype of ['bfloat16', 'float16'] as const) {
+    const qb = Linear4bit.fromWeight(w, 64, 8, null, dtype);
+    const x = randn([3, 64], 1, new Rng(7)).setRequiresGrad(true);
+    const xr = x.data.slice(); roundToDtype(xr, dtype);
+    const wr = q.dequantizeWeight().data.slice(); roundToDtype(wr, dtype);
+    const ref = linear(tensor(xr, [3, 64]), tensor(wr, [8, 64]));
+    const gy = randn([3, 8], 1, new Rng(8));
+    for (const tiles of [1 << 20, 64 * 3]) {
+      withTiles(tiles, () => {
+        const y = qb.forward(x);
+        assert.ok(maxDiff(y.data, ref.data) < 1e-5, `${dtype} tiles ${tiles}: forward`);
+        tidy(() => { sum(mul(y, gy)).backward(); return 0; });
+        const wantGx = linear(gy, transposed(wr, 8, 64)); // gy @ round(W)
+        assert.ok(maxDiff(x.grad!.data, wantGx.data) < 1e-5, `${dtype} tiles ${tiles}: input gradient`);
+        x.grad = null;
+      });
+    }
+    if (dtype === 'bfloat16') for (const v of xr) assert.equal(new Uint32Array(new Float32Array([v]).buffer)[0] & 0xffff, 0);
   }
-  for (const v of xr) assert.equal(new Uint32Array(new Float32Array([v]).buffer)[0] & 0xffff, 0);
 });
 
 test('mergeDelta requantizes dequant(W) + scale * delta (with peft\'s rounding warning)', () => {
