@@ -18,7 +18,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   AutoModelForCausalLM, Linear, Linear4bit, Rng, quantizeModel, nativeInfo, backendName, getBackend, registerBackend, randn,
-  tidy, withBackend, dequantizeNF4Range,
+  tidy, withBackend, dequantizeNF4Range, blockScales, setLinear4bitTileElements,
 } from '../src/index.js';
 
 const argv = process.argv.slice(2);
@@ -188,53 +188,67 @@ function main(): void {
   }
 }
 
-function median(xs: number[]): number { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; }
-function timeMs(fn: () => void, reps: number): number {
-  fn(); // warm-up
-  const ts: number[] = [];
-  for (let i = 0; i < reps; i++) { const t0 = performance.now(); fn(); ts.push(performance.now() - t0); }
-  return +median(ts).toFixed(1);
-}
+function median(xs: number[]): number { const s = [...xs].sort((a, b) => a - b); return +s[Math.floor(s.length / 2)].toFixed(1); }
 
 function speed(): void {
-  const inF = 2048, outF = 8192, M = Number(flag('tokens', '512')), reps = Number(flag('reps', '5'));
+  const inF = 2048, outF = 8192, M = Number(flag('tokens', '512')), reps = Number(flag('reps', '9'));
+  // --tiles a,b: Linear4bit rows for each tile size (elements dequantized per GEMM), default the library's.
+  const tiles = (flag('tiles') ?? '').split(',').filter(Boolean).map(Number);
+  const defaultTile = setLinear4bitTileElements(1);
+  setLinear4bitTileElements(defaultTile);
+  if (!tiles.length) tiles.push(defaultTile);
   const rng = new Rng(7);
   const lin = new Linear(inF, outF, false, rng);
   lin.weight.requiresGrad = false; // frozen base, as under LoRA: backward is the input gradient
   const q = Linear4bit.fromWeight(lin.weight.data, inF, outF);
   const x = randn([1, M, inF], 1, rng).setRequiresGrad(true);
   const gy = randn([1, M, outF], 1, rng);
-  const fwdBwd = (m: { forward(t: typeof x): typeof x }) => () => tidy(() => { m.forward(x).backward(gy); x.grad?.dispose(); x.grad = null; return 0; });
-  const fwd = (m: { forward(t: typeof x): typeof x }) => () => tidy(() => { m.forward(x); return 0; });
+  type Layer = { forward(t: typeof x): typeof x };
+  const fwdBwd = (m: Layer) => () => tidy(() => { m.forward(x).backward(gy); x.grad?.dispose(); x.grad = null; return 0; });
+  const fwd = (m: Layer) => () => tidy(() => { m.forward(x); return 0; });
   // The same backend without its dequantizeNF4 kernel: Linear4bit falls back to TypeScript.
   const be = getBackend();
   registerBackend('no-nf4-kernel', () => ({ ...be, dequantizeNF4: undefined, name: be.name + ' (TS dequant)' }));
-  const w = new Float32Array(inF * outF), qs = q.quantized;
-  const rows: Record<string, unknown>[] = [];
-  const add = (impl: string, f: () => void, b: () => void, dq: number | null) => rows.push({ impl, forward_ms: timeMs(f, reps), forward_backward_ms: timeMs(b, reps), dequant_full_weight_ms: dq });
-  add('float32 Linear', fwd(lin), fwdBwd(lin), null);
-  const hasKernel = typeof be.dequantizeNF4 === 'function';
-  if (hasKernel) {
-    add(`Linear4bit, ${be.name} dequantizeNF4 kernel`, fwd(q), fwdBwd(q), timeMs(() => {
-      const sc = new Float32Array(Math.ceil(inF * outF / qs.state.blocksize));
-      for (let b = 0; b < sc.length; b++) sc[b] = blockScaleOf(b);
-      be.dequantizeNF4!(qs.packed, sc, qs.state.blocksize, qs.state.code, 0, inF * outF, w);
-    }, reps));
+  const w = new Float32Array(inF * outF), qs = q.quantized, n = inF * outF;
+  const scales = new Float32Array(Math.ceil(n / qs.state.blocksize));
+  const impls: { impl: string; backend: string; tile?: number; fwd: () => void; fwdBwd: () => void; dequant?: () => void }[] = [
+    { impl: 'float32 Linear', backend: be.name, fwd: fwd(lin), fwdBwd: fwdBwd(lin) },
+  ];
+  const tileNote = (t: number) => tiles.length > 1 || t !== defaultTile ? ` (tile ${t} elements)` : '';
+  for (const tile of tiles) {
+    if (typeof be.dequantizeNF4 === 'function') {
+      impls.push({ impl: `Linear4bit, ${be.name} dequantizeNF4 kernel${tileNote(tile)}`, backend: be.name, tile, fwd: fwd(q), fwdBwd: fwdBwd(q),
+        dequant: () => be.dequantizeNF4!(qs.packed, blockScales(qs.state, 0, scales.length, scales), qs.state.blocksize, qs.state.code, 0, n, w) });
+    }
+    impls.push({ impl: `Linear4bit, TypeScript dequantization (the path before the kernel)${tileNote(tile)}`, backend: 'no-nf4-kernel', tile,
+      fwd: fwd(q), fwdBwd: fwdBwd(q), dequant: () => { dequantizeNF4Range(qs.packed, qs.state, 0, n, w); } });
   }
-  withBackend('no-nf4-kernel', () => add('Linear4bit, TypeScript dequantization', fwd(q), fwdBwd(q),
-    timeMs(() => { dequantizeNF4Range(qs.packed, qs.state, 0, inF * outF, w); }, reps)));
-  function blockScaleOf(b: number): number {
-    const n = qs.state.nested;
-    return n ? Math.fround(Math.fround(n.code[qs.state.absmax[b]] * n.absmax[b >> 8]) + n.offset) : qs.state.absmax[b];
+  // Round-robin over the implementations so that drift on a shared machine hits all alike.
+  const times = impls.map(() => ({ fwd: [] as number[], fwdBwd: [] as number[], dequant: [] as number[] }));
+  for (let r = -1; r < reps; r++) {
+    impls.forEach((im, i) => withBackend(im.backend, () => {
+      setLinear4bitTileElements(im.tile ?? defaultTile);
+      for (const k of ['fwd', 'fwdBwd', 'dequant'] as const) {
+        const f = im[k];
+        if (!f) continue;
+        const t0 = performance.now(); f(); const dt = performance.now() - t0;
+        if (r >= 0) times[i][k].push(dt); // r = -1 is the warm-up round
+      }
+    }));
   }
-  console.log(`\n${inF} -> ${outF} layer, x [1, ${M}, ${inF}], ${cpus()[0]?.model ?? 'cpu'} ${cpus().length} cores, backend ${be.name}, native ${JSON.stringify(nativeInfo())}`);
+  setLinear4bitTileElements(defaultTile);
+  const rows = impls.map((im, i) => ({
+    impl: im.impl, tile_elements: im.tile ?? null, forward_ms: median(times[i].fwd), forward_backward_ms: median(times[i].fwdBwd),
+    dequant_full_weight_ms: im.dequant ? median(times[i].dequant) : null,
+  }));
+  console.log(`\n${inF} -> ${outF} layer, x [1, ${M}, ${inF}], medians of ${reps} round-robin runs, ${cpus()[0]?.model ?? 'cpu'} ${cpus().length} cores, backend ${be.name}, native ${JSON.stringify(nativeInfo())}`);
   console.log('| layer | forward ms | forward + backward ms | dequantize whole weight ms |');
   console.log('|---|---:|---:|---:|');
   for (const r of rows) console.log(`| ${r.impl} | ${r.forward_ms} | ${r.forward_backward_ms} | ${r.dequant_full_weight_ms ?? '-'} |`);
   const outFile = flag('out', join(root, 'bench', 'results', `quant-speed-${new Date().toISOString().slice(0, 10)}.json`))!;
   mkdirSync(dirname(outFile), { recursive: true });
   writeFileSync(outFile, JSON.stringify({ date: new Date().toISOString(), layer: [inF, outF], tokens: M, reps, cpu: cpus()[0]?.model,
-    cores: cpus().length, native: nativeInfo(), rows }, null, 2));
+    cores: cpus().length, native: nativeInfo(), rows, raw_ms: impls.map((im, i) => ({ impl: im.impl, ...times[i] })) }, null, 2));
   console.log(`wrote ${outFile}`);
 }
 

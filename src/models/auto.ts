@@ -4,6 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Tensor } from '../tensor/tensor.js';
+import { initEmptyWeights, materializeEmptyWeights } from '../nn/layers.js';
 import { openCheckpointDir, type SafetensorsReader } from '../io/safetensors.js';
 import { resolveLocalModelPath, resolveModelPath, type ResolveOptions } from '../io/hub.js';
 import type { TaskType } from './types.js';
@@ -193,7 +194,10 @@ function fromDir(task: TaskType, dir: string, opts: FromPretrainedOptions): HFMo
     if (!quantizedLoader) throw new Error(`loading ${dir} in 4 bit needs the quant module: import 'peft-ts' (or its src/quant) first`);
     return quantizedLoader(task, dir, raw, opts);
   }
-  const model = modelFromConfig(task, raw, { ...opts, initWeights: false });
+  // Built without random draws (weights zeroed): the checkpoint overwrites them, and only
+  // what it lacks gets an init below. Saves drawing a normal per weight (seconds for 1B).
+  const model = initEmptyWeights(() => modelFromConfig(task, raw, { ...opts, initWeights: false }));
+  materializeEmptyWeights(model);
   const info = loadWeights(model, dir, opts);
   model.initParameters(info.missingKeys); // what the checkpoint lacked gets transformers' init
   model.loadingInfo = info;

@@ -23,10 +23,15 @@ import { DeviceWeight, forwardDevice, hasDevicePath, inputGradDevice, uploadWeig
 /** bnb_4bit_compute_dtype: the precision the matmul inputs are rounded to (accumulation is float32). */
 export type ComputeDtype = 'float32' | 'bfloat16' | 'float16';
 
-/** Elements of weight dequantized per tile (1 MiB of float32). */
-let tileElems = 1 << 18;
+/**
+ * Elements of weight dequantized per tile (16 MiB of float32). Fewer, larger GEMMs: on a
+ * 2048 -> 8192 layer 1 MiB tiles cost ~15% more time (docs/benchmarks.md).
+ */
+let tileElems = 1 << 22;
 /** On a device backend: 16 Mi elements (a 64 MiB float32 scratch), so GEMMs stay large. */
 let deviceTileElems = 1 << 24;
+/** Elements read and quantized per piece when a weight is quantized while it streams in (1 MiB). */
+const STREAM_PIECE = 1 << 18;
 /** Changes the tile size (tests use it to force several tiles). Returns the previous value. */
 export function setLinear4bitTileElements(n: number): number {
   if (!Number.isInteger(n) || n < 1) throw new Error(`tile size must be a positive integer, got ${n}`);
@@ -182,7 +187,7 @@ export class Linear4bit extends Module implements LinearLike {
    */
   quantizeStreaming(read: (start: number, out: Float32Array) => void, dtype = 'float32'): void {
     const q = new NF4Quantizer([this.outFeatures, this.inFeatures], { ...this.quantOptions, dtype });
-    const n = q.numel, step = Math.max(q.blocksize, tileElems - (tileElems % q.blocksize));
+    const n = q.numel, step = Math.max(q.blocksize, STREAM_PIECE - (STREAM_PIECE % q.blocksize));
     for (let s = 0; s < n; s += step) {
       const piece = scratchOf(Math.min(step, n - s));
       read(s, piece);
