@@ -10,9 +10,11 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cudaBackend, cudaInfo, cudaStats, cudaStatus, referenceBackend as R, setCudaTf32 } from '../src/backends/index.js';
 import { findCudaAddon, loadCuda } from '../src/backends/cuda/index.js';
-import { Rng } from '../src/tensor/index.js';
+import { Rng, tensor, withBackend } from '../src/tensor/index.js';
+import { hostSync } from '../src/tensor/registry.js';
+import { Linear4bit, setLinear4bitDeviceTileElements, setLinear4bitTileElements, type ComputeDtype } from '../src/quant/linear4bit.js';
 import { assertClose, maxAbs } from './helpers/compare.js';
-import { SKIP_CUDA, hasCuda } from './helpers/backends.js';
+import { SKIP_CUDA, hasCpu, hasCuda } from './helpers/backends.js';
 
 const backendsIndex = fileURLToPath(new URL('../src/backends/index.js', import.meta.url));
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -57,6 +59,12 @@ test('addon built but no GPU: status gives the reason, every entry point throws 
     assert.throws(() => n.stats(), /peft_cuda: /);
     // argument checks come first and match the cpu addon's messages
     assert.throws(() => n.matmul(x, x, x, 1, 3, 3, 3, false, false, 0, 0, 1, 0), /matmul a has 4 elements, needs 9/);
+    const code = new Float32Array(16), out = new Float32Array(256);
+    assert.throws(() => n.dequantizeNF4(new Uint8Array(100), new Float32Array(4), 64, code, 0, 256, out), /packed has 100 elements, needs 128/);
+    assert.throws(() => n.dequantizeNF4(new Uint8Array(128), new Float32Array(3), 64, code, 0, 256, out), /absmax has 3 elements, needs 4/);
+    assert.throws(() => n.dequantizeNF4(new Uint8Array(128), new Float32Array(4), 64, code.subarray(0, 8), 0, 256, out), /code needs 16/);
+    assert.throws(() => n.dequantizeAbsmax(new Uint8Array(10), new Float32Array(1), 256, code, 0, 10, out), /code needs 256/);
+    assert.throws(() => n.dequantizeNF4(new Uint8Array(128), new Float32Array(4), 64, code, 0, 256, out), /peft_cuda: /);
     const f = run('console.log(m.backendName())', { PEFT_TS_BACKEND: 'cuda' });
     assert.equal(f.signal, null);
     assert.equal(f.status, 1);
@@ -102,6 +110,8 @@ test('device info names the GPU and the cuBLAS loaded', { skip }, () => {
 test('alloc: managed arrays of each kind, sub-views are device arrays, plain arrays are not; fill', { skip }, () => {
   const b = cudaBackend(), n = loadCuda();
   const f = b.alloc!(1000, 'float32'), i = b.alloc!(7, 'int32'), u = b.alloc!(5, 'uint16'), e = b.alloc!(0, 'float32');
+  const u8 = b.alloc!(33, 'uint8');
+  assert.ok(u8 instanceof Uint8Array && u8.length === 33 && n.isDeviceArray(u8.subarray(1)));
   assert.ok(f instanceof Float32Array && f.length === 1000);
   assert.ok(i instanceof Int32Array && i.length === 7);
   assert.ok(u instanceof Uint16Array && u.length === 5);
@@ -217,6 +227,39 @@ test('matmul: TF32 is close to float32, full float32 when off; k = 0; more than 
   b.matmul(A, B, C1, batch, 2, 2, 2, false, true, 0, 4, 1, 0);
   R.matmul(A, B, C2, batch, 2, 2, 2, false, true, 0, 4, 1, 0);
   assertClose(C1, C2, { rtol: 1e-5, atol: 1e-6 });
+});
+
+test('Linear4bit on cuda equals cpu: forward and input gradient (float32 and bf16 compute, one and several tiles, double-quantized or not); nothing staged, no synchronize after the first call', { skip }, () => {
+  const other = hasCpu ? 'cpu' : 'reference';
+  const inF = 96, outF = 40, M = 5;
+  const cases: [ComputeDtype, boolean, number][] = [['float32', true, 1 << 20], ['float32', false, inF * 11], ['bfloat16', true, inF * 11], ['bfloat16', false, 1 << 20]];
+  for (const [dtype, nested, tiles] of cases) {
+    const what = `${dtype} nested=${nested} tile=${tiles}`;
+    const w = rnd(inF * outF).map((v) => v * 0.05), bias = rnd(outF), x = rnd(M * inF), gy = rnd(M * outF);
+    const layer = () => Linear4bit.fromWeight(w, inF, outF, tensor(bias, [outF]), dtype, { compressStatistics: nested });
+    const run = (name: string, check: boolean): Float32Array[] => withBackend(name, () => {
+      const h = setLinear4bitTileElements(tiles), d = setLinear4bitDeviceTileElements(tiles);
+      try {
+        const q = layer();
+        const xt = tensor(x, [M, inF]).setRequiresGrad(true), gt = tensor(gy, [M, outF]);
+        q.forward(xt); // first call: codes and scales copied to the device
+        hostSync();
+        const s0 = cudaStats();
+        const y = q.forward(xt);
+        y.backward(gt);
+        if (check) {
+          const s1 = cudaStats();
+          assert.equal(s1.stagedArrays, s0.stagedArrays, `${what}: nothing staged`);
+          assert.equal(s1.syncs, s0.syncs, `${what}: forward and backward never wait for the device`);
+          assert.ok(loadCuda().isDeviceArray(q.packedWeight), `${what}: the codes live in device memory`);
+        }
+        return [y.data.slice(), xt.grad!.data.slice()];
+      } finally { setLinear4bitTileElements(h); setLinear4bitDeviceTileElements(d); }
+    });
+    const [yc, gc] = run(other, false), [yg, gg] = run('cuda', true);
+    assertClose(yg, yc, { rtol: 1e-5, atol: 1e-5, msg: `${what}: forward` });
+    assertClose(gg, gc, { rtol: 1e-5, atol: 1e-5, msg: `${what}: input gradient` });
+  }
 });
 
 test('PEFT_TS_BACKEND=cuda selects the cuda backend', { skip }, () => {

@@ -278,6 +278,34 @@ for (const [label, skip, C] of TARGETS) {
     assert.deepEqual(f1, f2);
   });
 
+  test(`dequantizeNF4 and dequantizeAbsmax are bit exact (odd, unaligned ranges; any blocksize) on ${label}`, { skip }, () => {
+    const sameBits = (a: Float32Array, b: Float32Array, what: string) =>
+      assert.deepEqual(new Uint32Array(a.buffer, a.byteOffset, a.length), new Uint32Array(b.buffer, b.byteOffset, b.length), what);
+    const code16 = rnd(16, 3);
+    // (n, blocksize, start, count): aligned, odd start / end, mid-block, one element, a blocksize that is no power of two
+    const ranges: [number, number, number, number][] = [[64, 64, 0, 64], [1001, 64, 1, 1000], [1001, 64, 63, 2], [1001, 64, 65, 31],
+      [777, 128, 776, 1], [4096 * 3 + 5, 4096, 4095, 4097], [300, 64, 17, 0], [70001, 64, 3, 69990], [999, 100, 150, 701]];
+    for (const [n, bs, start, count] of ranges) {
+      const packed = new Uint8Array(Math.ceil(n / 2)).map(() => Math.floor(rng.next() * 256));
+      const absmax = rnd(Math.ceil(n / bs), 5).subarray(Math.floor(start / bs));
+      const want = f32(count), got = f32(count + 2).fill(7);
+      R.dequantizeNF4!(packed, absmax, bs, code16, start, count, want);
+      C().dequantizeNF4!(packed, absmax, bs, code16, start, count, got);
+      sameBits(got.subarray(0, count), want, `dequantizeNF4 n=${n} bs=${bs} [${start}, +${count})`);
+      assert.deepEqual([...got.subarray(count)], [7, 7], 'nothing written past count');
+    }
+    const code256 = rnd(256, 1);
+    for (const [n, bs] of [[1, 256], [1000, 256], [70001, 256], [513, 7]]) {
+      const q = new Uint8Array(n).map(() => Math.floor(rng.next() * 256));
+      const absmax = rnd(Math.ceil(n / bs), 2), offset = Math.fround(rng.next() * 0.1);
+      const want = f32(n), got = f32(n + 1).fill(7);
+      R.dequantizeAbsmax!(q, absmax, bs, code256, offset, n, want);
+      C().dequantizeAbsmax!(q, absmax, bs, code256, offset, n, got);
+      sameBits(got.subarray(0, n), want, `dequantizeAbsmax n=${n} bs=${bs}`);
+      assert.equal(got[n], 7);
+    }
+  });
+
   test(`matmul: all transposes, batches, broadcast operand, alpha/beta, odd sizes on ${label}`, { skip }, () => {
     const dims: [number, number, number][] = [[1, 1, 1], [7, 33, 1], [33, 7, 257], [1, 257, 33], [65, 129, 70]];
     for (const [m, n, k] of dims) {

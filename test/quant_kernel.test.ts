@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { SKIP_CPU } from './helpers/backends.js';
 import { cpuBackend, nativeInfo, referenceBackend, setNumThreads, getNumThreads } from '../src/backends/index.js';
 import { Rng, getBackend, randn, registerBackend, withBackend } from '../src/tensor/index.js';
-import { NF4_CODE, blockScales, dequantizeNF4Range, quantizeNF4 } from '../src/quant/nf4.js';
+import { NF4_CODE, blockScales, dequantizeAbsmax, dequantizeNF4Range, quantizeNF4 } from '../src/quant/nf4.js';
 import { Linear4bit, setLinear4bitTileElements } from '../src/quant/linear4bit.js';
 
 function sameBits(a: Float32Array, b: Float32Array, what: string): void {
@@ -60,6 +60,15 @@ test('reference dequantizeNF4 equals the TypeScript path of Linear4bit (dequanti
       sameBits(got, want, `nested=${compressStatistics} [${s}, ${e})`);
     }
   }
+});
+
+test('reference dequantizeAbsmax gives the scales of a double-quantized state (dequantizeAbsmax of nf4.ts), bit for bit', () => {
+  // 300 * 1000 / 64 = 4688 blocks: 19 nested blocks of 256, the last one partial
+  const q = quantizeNF4(randn([300, 1000], 0.1, new Rng(5)).data, [300, 1000], { compressStatistics: true });
+  const st = q.state, nested = st.nested!, nb = st.absmax.length;
+  const got = new Float32Array(nb);
+  referenceBackend.dequantizeAbsmax!(st.absmax as Uint8Array, nested.absmax, nested.blocksize, nested.code, nested.offset, nb, got);
+  sameBits(got, dequantizeAbsmax(st), 'scales');
 });
 
 test('native dequantizeNF4 is bit-exact with the reference on odd and unaligned ranges', { skip: SKIP_CPU }, () => {

@@ -11,16 +11,28 @@ import { linear } from '../src/tensor/ops/nn.js';
 import { Module, ModuleList } from '../src/nn/module.js';
 import { Conv1D, Linear, RMSNorm } from '../src/nn/layers.js';
 import { dequantizeNF4, quantizeNF4 } from '../src/quant/nf4.js';
-import { Linear4bit, roundToDtype, setLinear4bitTileElements } from '../src/quant/linear4bit.js';
+import { Linear4bit, roundToDtype, setLinear4bitDeviceTileElements, setLinear4bitTileElements } from '../src/quant/linear4bit.js';
 import { dequantizeModel, loadModelIn4bit, prepareModelForKbitTraining, quantizeModel } from '../src/quant/model.js';
 import { isUint8Key } from '../src/quant/serialize.js';
 import { iterSafetensors, writeSafetensors } from '../src/io/safetensors.js';
-import { withBackend } from '../src/tensor/registry.js';
-import { BACKENDS } from './helpers/backends.js';
+import { getBackend, withBackend } from '../src/tensor/registry.js';
+import type { makeDeferredBackend } from '../src/backends/index.js';
+import { BACKENDS, hasCpu } from './helpers/backends.js';
 
-/** A test run once per backend (reference, and cpu when built): Linear4bit dequantizes tiles with the backend's kernel. */
+/**
+ * A test run once per backend (reference, cpu when built, cuda with a GPU) and on `deferred`,
+ * which takes the device path (codes in backend memory, kernels queued until a host read).
+ */
 function onBackends(title: string, fn: () => void): void {
-  for (const [name, skip] of BACKENDS) test(`${title} [${name}]`, { skip }, () => withBackend(name, fn));
+  for (const [name, skip] of [...BACKENDS, ['deferred', false] as [string, false]]) {
+    test(`${title} [${name}]`, { skip }, () => withBackend(name, fn));
+  }
+}
+
+/** Runs fn with tiles of `elems` weight elements on the host and device paths alike. */
+function withTiles<T>(elems: number, fn: () => T): T {
+  const h = setLinear4bitTileElements(elems), d = setLinear4bitDeviceTileElements(elems);
+  try { return fn(); } finally { setLinear4bitTileElements(h); setLinear4bitDeviceTileElements(d); }
 }
 
 function maxDiff(a: Float32Array, b: Float32Array): number {
@@ -28,6 +40,13 @@ function maxDiff(a: Float32Array, b: Float32Array): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
   return m;
+}
+
+/** w [rows, cols] transposed into a tensor [cols, rows]. */
+function transposed(w: Float32Array, rows: number, cols: number): Tensor {
+  const t = new Float32Array(w.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = w[r * cols + c];
+  return tensor(t, [cols, rows]);
 }
 
 function makeLayer(inF: number, outF: number, seed: number, bias = true): { w: Float32Array; b: Tensor | null; q: Linear4bit } {
@@ -38,20 +57,18 @@ function makeLayer(inF: number, outF: number, seed: number, bias = true): { w: F
 }
 
 onBackends('forward equals x @ dequant(W)^T + b, across several tiles and a 3-D input', () => {
-  const prev = setLinear4bitTileElements(70 * 13); // 13 rows per tile: uneven last tile
-  try {
+  withTiles(70 * 13, () => { // 13 rows per tile: uneven last tile
     const { q, b } = makeLayer(70, 45, 1);
     const x = randn([2, 3, 70], 1, new Rng(2));
     const y = q.forward(x);
     const ref = linear(x, q.dequantizeWeight(), b);
     assert.deepEqual(y.shape, [2, 3, 45]);
     assert.ok(maxDiff(y.data, ref.data) < 1e-5, `max diff ${maxDiff(y.data, ref.data)}`);
-  } finally { setLinear4bitTileElements(prev); }
+  });
 });
 
 onBackends('input gradient: matches gy @ dequant(W) and finite differences; bias grad flows', () => {
-  const prev = setLinear4bitTileElements(33 * 7);
-  try {
+  withTiles(33 * 7, () => {
     const { q, b } = makeLayer(33, 20, 3);
     b!.setRequiresGrad(true);
     const x = randn([4, 33], 1, new Rng(4)).setRequiresGrad(true);
@@ -80,18 +97,30 @@ onBackends('input gradient: matches gy @ dequant(W) and finite differences; bias
       for (let i = 0; i < 4; i++) s += r.data[i * 20 + o];
       assert.ok(Math.abs(b!.grad!.data[o] - s) < 1e-5);
     }
-  } finally { setLinear4bitTileElements(prev); }
+  });
 });
 
-onBackends('bfloat16 compute dtype rounds input and weight tiles before the float32 GEMM', () => {
+onBackends('bfloat16 / float16 compute dtype rounds input and weight tiles before the float32 GEMM (and in backward)', () => {
   const { w, q } = makeLayer(64, 8, 6, false);
-  const qb = Linear4bit.fromWeight(w, 64, 8, null, 'bfloat16');
-  const x = randn([3, 64], 1, new Rng(7));
-  const xr = x.data.slice(); roundToDtype(xr, 'bfloat16');
-  const wr = q.dequantizeWeight().data.slice(); roundToDtype(wr, 'bfloat16');
-  const ref = linear(tensor(xr, [3, 64]), tensor(wr, [8, 64]));
-  assert.ok(maxDiff(qb.forward(x).data, ref.data) < 1e-5);
-  for (const v of xr) assert.equal(new Uint32Array(new Float32Array([v]).buffer)[0] & 0xffff, 0);
+  for (const dtype of ['bfloat16', 'float16'] as const) {
+    const qb = Linear4bit.fromWeight(w, 64, 8, null, dtype);
+    const x = randn([3, 64], 1, new Rng(7)).setRequiresGrad(true);
+    const xr = x.data.slice(); roundToDtype(xr, dtype);
+    const wr = q.dequantizeWeight().data.slice(); roundToDtype(wr, dtype);
+    const ref = linear(tensor(xr, [3, 64]), tensor(wr, [8, 64]));
+    const gy = randn([3, 8], 1, new Rng(8));
+    for (const tiles of [1 << 20, 64 * 3]) {
+      withTiles(tiles, () => {
+        const y = qb.forward(x);
+        assert.ok(maxDiff(y.data, ref.data) < 1e-5, `${dtype} tiles ${tiles}: forward`);
+        tidy(() => { sum(mul(y, gy)).backward(); return 0; });
+        const wantGx = linear(gy, transposed(wr, 8, 64)); // gy @ round(W)
+        assert.ok(maxDiff(x.grad!.data, wantGx.data) < 1e-5, `${dtype} tiles ${tiles}: input gradient`);
+        x.grad = null;
+      });
+    }
+    if (dtype === 'bfloat16') for (const v of xr) assert.equal(new Uint32Array(new Float32Array([v]).buffer)[0] & 0xffff, 0);
+  }
 });
 
 test('mergeDelta requantizes dequant(W) + scale * delta (with peft\'s rounding warning)', () => {
@@ -105,6 +134,53 @@ test('mergeDelta requantizes dequant(W) + scale * delta (with peft\'s rounding w
   const ref = quantizeNF4(expect, [4, 64], { compressStatistics: true });
   assert.deepEqual(q.packedWeight, ref.packed);
   assert.match(msgs.join(''), /rounding errors/);
+});
+
+test('device path (deferred backend): forward and backward only queue kernels; codes live in backend memory; host readers, merge and backend switches stay right', () => {
+  const { w, q, b } = makeLayer(96, 40, 31);
+  const q2 = Linear4bit.fromWeight(w, 96, 40, b, 'float32', { compressStatistics: false });
+  const host = q.packedWeight.slice();
+  const x = randn([5, 96], 1, new Rng(32)).setRequiresGrad(true);
+  const gy = randn([5, 40], 1, new Rng(33));
+  // expected on the plain host path (reference backend)
+  const want = withBackend('reference', () => {
+    const out: Float32Array[] = [];
+    for (const m of [q, q2]) {
+      const y = m.forward(x);
+      tidy(() => { sum(mul(y, gy)).backward(); return 0; });
+      out.push(y.data.slice(), x.grad!.data.slice());
+      x.grad = null;
+    }
+    return out;
+  });
+  withTiles(96 * 11, () => withBackend('deferred', () => {
+    const be = getBackend() as ReturnType<typeof makeDeferredBackend>;
+    [q, q2].forEach((m, k) => {
+      m.forward(x); // first use: the codes and scales are copied into backend memory (one synchronize)
+      be.synchronize!();
+      const f0 = be.flushes();
+      const y = m.forward(x);
+      tidy(() => { sum(mul(y, gy)).backward(); return 0; });
+      assert.equal(be.flushes(), f0, 'forward + backward ran without waiting for the queue');
+      assert.ok(be.queued() > 0);
+      assert.ok(maxDiff(y.data, want[2 * k]) < 1e-5, 'forward');
+      assert.ok(maxDiff(x.grad!.data, want[2 * k + 1]) < 1e-5, 'input gradient');
+      x.grad = null;
+    });
+    // the packed codes are the backend's array now; host readers see the same bytes
+    assert.deepEqual(q.packedWeight, host);
+    assert.deepEqual(q.stateTensors('l').get('l.weight')!.ints, Int32Array.from(host));
+  }));
+  // another backend reads the codes where they are (host-visible), with the same results
+  withBackend(hasCpu ? 'cpu' : 'reference', () => assert.ok(maxDiff(q.forward(x).data, want[0]) < 1e-5));
+  // a merge requantizes on the host and the next device call copies the new codes
+  withBackend('deferred', () => {
+    const warn = console.warn;
+    console.warn = () => {};
+    try { q.mergeDelta(new Float32Array(96 * 40).fill(0.01), 1); } finally { console.warn = warn; }
+    const W = q.dequantizeWeight();
+    assert.ok(maxDiff(q.forward(x).data, linear(x, W, b).data) < 1e-5, 'after merge');
+  });
 });
 
 // A Llama-shaped stack: attention and MLP projections, norms, and an lm_head that stays float.

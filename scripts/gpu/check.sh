@@ -3,7 +3,7 @@
 # device run carrying ["dist", "native/cuda/build", ".gpu"]. Unpacks node, prints the device,
 # rebuilds the CUDA addon with the machine's nvcc when it can (falling back to the carried
 # build), then runs the cuda tests: the backend-vs-reference op tests, gradient checks,
-# the memory loop and test/cuda.test.ts. Writes logs to $OUT when set. Well under 5 minutes.
+# the memory loop, Linear4bit (quant_linear4bit) and test/cuda.test.ts. Writes logs to $OUT when set. Well under 5 minutes.
 #   PEFT_TS_CUDA_REBUILD=0  use the carried addon as is
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -58,7 +58,7 @@ fi
 
 say "tests"
 timeout 240 node --test --test-concurrency=1 \
-  dist/test/cuda.test.js dist/test/attention_fused.test.js dist/test/ops.test.js dist/test/ops-grad.test.js dist/test/memory.test.js > "$out/tests.tap" 2>&1
+  dist/test/cuda.test.js dist/test/attention_fused.test.js dist/test/ops.test.js dist/test/ops-grad.test.js dist/test/memory.test.js dist/test/quant_linear4bit.test.js > "$out/tests.tap" 2>&1
 rc=$?
 grep -E '^# (tests|pass|fail|skipped|duration)' "$out/tests.tap"
 grep -E '^not ok|^# cuda device' "$out/tests.tap" | head -40

@@ -36,7 +36,11 @@ export interface Backend {
    * them: the tensor layer calls it before any host read or write of a buffer. fill() zeroes
    * or sets a buffer in stream order (a host fill could race queued kernels).
    */
-  alloc?(n: number, kind: 'float32' | 'int32' | 'uint16'): AnyBuf;
+  alloc?: {
+    (n: number, kind: 'float32' | 'int32' | 'uint16'): AnyBuf;
+    /** Bytes (e.g. Linear4bit's packed NF4 codes), so kernels read them without staging. */
+    (n: number, kind: 'uint8'): Uint8Array;
+  };
   synchronize?(): void;
   fill?(out: AnyBuf, value: number): void;
 
@@ -147,6 +151,13 @@ export interface Backend {
    * blocks of one tile). code is the 16-entry map. Linear4bit uses it per weight tile.
    */
   dequantizeNF4?(packed: Uint8Array, absmax: F32, blocksize: number, code: F32, start: number, count: number, out: F32): void;
+  /**
+   * Optional: expands a double-quantized absmax (bnb's dequantize_blockwise + offset) into
+   * float32 scales: out[i] = f32(f32(code[q[i]] * absmax[floor(i / blocksize)]) + offset) for
+   * i < n, two float32 roundings (no fused multiply-add). code is the 256-entry map. Device
+   * backends use it to build Linear4bit's scales once per layer in their own memory.
+   */
+  dequantizeAbsmax?(q: Uint8Array, absmax: F32, blocksize: number, code: F32, offset: number, n: number, out: F32): void;
 
   /** bf16 bits (Uint16) -> f32 and back (round to nearest even). */
   bf16ToF32(x: Uint16Array, out: F32): void;

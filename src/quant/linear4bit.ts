@@ -2,8 +2,11 @@
 // dequantized a tile of rows at a time into one shared scratch buffer and multiplied with
 // the backend's GEMM, so a large layer never has its float32 weight in memory. Backward
 // gives the input gradient only (the quantized weight is frozen; a float32 bias that
-// requires grad gets its gradient through the ordinary add op).
+// requires grad gets its gradient through the ordinary add op). On a backend with its own
+// memory and an NF4 kernel (cuda) the codes move into that memory at first use and tiles are
+// dequantized and multiplied there without waiting for the device (./device.ts).
 import { Tensor, empty, result } from '../tensor/tensor.js';
+import type { Backend } from '../backends/backend.js';
 import { getBackend, hostSync } from '../tensor/registry.js';
 import { add } from '../tensor/ops/basic.js';
 import { tensor } from '../tensor/ops/basic.js';
@@ -15,6 +18,7 @@ import {
   NF4Quantizer, Quantized4bit, blockScales, Quantize4bitOptions, QuantState, dequantizeNF4, dequantizeNF4Range, quantizeNF4, quantizedBytes,
 } from './nf4.js';
 import { quantizedToTensors } from './serialize.js';
+import { DeviceWeight, forwardDevice, hasDevicePath, inputGradDevice, uploadWeight, type DeviceCall } from './device.js';
 
 /** bnb_4bit_compute_dtype: the precision the matmul inputs are rounded to (accumulation is float32). */
 export type ComputeDtype = 'float32' | 'bfloat16' | 'float16';
@@ -24,12 +28,19 @@ export type ComputeDtype = 'float32' | 'bfloat16' | 'float16';
  * 2048 -> 8192 layer 1 MiB tiles cost ~15% more time (docs/benchmarks.md).
  */
 let tileElems = 1 << 22;
+/** On a device backend: 16 Mi elements (a 64 MiB float32 scratch), so GEMMs stay large. */
+let deviceTileElems = 1 << 24;
 /** Elements read and quantized per piece when a weight is quantized while it streams in (1 MiB). */
 const STREAM_PIECE = 1 << 18;
 /** Changes the tile size (tests use it to force several tiles). Returns the previous value. */
 export function setLinear4bitTileElements(n: number): number {
   if (!Number.isInteger(n) || n < 1) throw new Error(`tile size must be a positive integer, got ${n}`);
   const prev = tileElems; tileElems = n; return prev;
+}
+/** The same for the tiles dequantized in backend memory (cuda). Returns the previous value. */
+export function setLinear4bitDeviceTileElements(n: number): number {
+  if (!Number.isInteger(n) || n < 1) throw new Error(`tile size must be a positive integer, got ${n}`);
+  const prev = deviceTileElems; deviceTileElems = n; return prev;
 }
 
 // One scratch buffer for every Linear4bit (JS is single-threaded and forward/backward never nest).
@@ -42,13 +53,14 @@ function scratchOf(n: number): Float32Array {
 let scalesScratch = new Float32Array(0);
 
 /**
- * Weight elements [s, e) dequantized into out: by the backend's dequantizeNF4 kernel when it
- * has one (the double-quantized absmax of the tile's blocks expanded here first), else in
- * TypeScript. Both give the same bits.
+ * Weight elements [s, e) dequantized into the host array out: by the backend's dequantizeNF4
+ * kernel when it has one and runs synchronously (the double-quantized absmax of the tile's
+ * blocks expanded here first), else in TypeScript. Both give the same bits.
  */
 function dequantTile(q: Quantized4bit, s: number, e: number, out: Float32Array): Float32Array {
   const be = getBackend();
-  if (!be.dequantizeNF4) return dequantizeNF4Range(q.packed, q.state, s, e, out);
+  // An asynchronous backend would write `out` later than the host reads it.
+  if (!be.dequantizeNF4 || be.alloc) return dequantizeNF4Range(q.packed, q.state, s, e, out);
   const bs = q.state.blocksize, b0 = Math.floor(s / bs), b1 = Math.ceil(e / bs);
   if (q.state.nested && scalesScratch.length < b1 - b0) scalesScratch = new Float32Array(b1 - b0);
   be.dequantizeNF4(q.packed, blockScales(q.state, b0, b1, scalesScratch), bs, q.state.code, s, e - s, out);
@@ -76,6 +88,8 @@ export function roundToDtype(x: Float32Array, dtype: ComputeDtype): void {
 
 export class Linear4bit extends Module implements LinearLike {
   private q: Quantized4bit | null;
+  /** The weight in backend memory (device backends); q.packed is then the same array. */
+  private dev: DeviceWeight | null = null;
   /** Options used whenever the weight is (re)quantized. */
   readonly quantOptions: Quantize4bitOptions;
 
@@ -103,14 +117,50 @@ export class Linear4bit extends Module implements LinearLike {
 
   get bias(): Tensor | null { return this.getParameter('bias'); }
   get isLoaded(): boolean { return this.q !== null; }
-  get quantized(): Quantized4bit { return this.need(); }
+  get quantized(): Quantized4bit { return this.hostQ(); }
   get quantState(): QuantState { return this.need().state; }
-  /** The packed 4-bit codes (bnb's Params4bit data). */
-  get packedWeight(): Uint8Array { return this.need().packed; }
+  /** The packed 4-bit codes (bnb's Params4bit data); backend memory once used on a device backend. */
+  get packedWeight(): Uint8Array { return this.hostQ().packed; }
 
   private need(): Quantized4bit {
     if (!this.q) throw new Error(`Linear4bit(${this.inFeatures}, ${this.outFeatures}): weight not loaded yet`);
     return this.q;
+  }
+
+  /** The weight for host reads: waits for queued kernels when the codes are in backend memory. */
+  private hostQ(): Quantized4bit {
+    const q = this.need();
+    if (this.dev) hostSync();
+    return q;
+  }
+
+  /** Installs a new weight (host arrays); a copy in backend memory is made again on next use. */
+  private setQ(q: Quantized4bit): void {
+    this.q = q;
+    this.dev = null;
+  }
+
+  /**
+   * The weight in the backend's memory, copied there on first use. The packed codes then live
+   * only there (host-visible memory: host readers synchronize first), plus one float32 scale
+   * per block (see DeviceWeight).
+   */
+  private deviceWeight(be: Backend): DeviceWeight {
+    if (this.dev && this.dev.backend === be) return this.dev;
+    const q = this.hostQ();
+    const d = uploadWeight(be, q);
+    this.q = { packed: d.packed, state: q.state };
+    this.dev = d;
+    return d;
+  }
+
+  /** The device path: a backend with memory and the NF4 kernel; float16 compute keeps the host rounding. */
+  private deviceCall(be: Backend): DeviceCall | null {
+    if (!hasDevicePath(be) || this.computeDtype === 'float16') return null;
+    return {
+      w: this.deviceWeight(be), state: this.need().state, inF: this.inFeatures, outF: this.outFeatures,
+      rows: this.tileRows(deviceTileElems), dtype: this.computeDtype,
+    };
   }
 
   /** Installs an already-quantized weight (e.g. read from a bnb checkpoint). */
@@ -119,7 +169,7 @@ export class Linear4bit extends Module implements LinearLike {
     if (s.length !== 2 || s[0] !== this.outFeatures || s[1] !== this.inFeatures) {
       throw new Error(`Linear4bit: quantized weight has shape [${s}], expected [${this.outFeatures}, ${this.inFeatures}]`);
     }
-    this.q = q;
+    this.setQ({ packed: q.packed, state: q.state });
   }
 
   /** (Re)quantizes from a float32 weight [out, in]; the float array is not kept. */
@@ -127,7 +177,7 @@ export class Linear4bit extends Module implements LinearLike {
     if (weight.length !== this.inFeatures * this.outFeatures) {
       throw new Error(`Linear4bit: weight has ${weight.length} values, expected ${this.outFeatures}x${this.inFeatures}`);
     }
-    this.q = quantizeNF4(weight, [this.outFeatures, this.inFeatures], { ...this.quantOptions, dtype });
+    this.setQ(quantizeNF4(weight, [this.outFeatures, this.inFeatures], { ...this.quantOptions, dtype }));
   }
 
   /**
@@ -143,12 +193,12 @@ export class Linear4bit extends Module implements LinearLike {
       read(s, piece);
       q.push(piece);
     }
-    this.q = q.finish();
+    this.setQ(q.finish());
   }
 
   /** The dequantized weight as a float32 tensor [out, in] (materialises it: for merging/export). */
   dequantizeWeight(): Tensor {
-    const q = this.need();
+    const q = this.hostQ();
     return tensor(dequantizeNF4(q.packed, q.state), [this.outFeatures, this.inFeatures]);
   }
 
@@ -158,7 +208,7 @@ export class Linear4bit extends Module implements LinearLike {
    */
   mergeDelta(delta: Float32Array, scale = 1): void {
     warnOnce('Merge lora module to 4-bit linear may get different generations due to rounding errors.');
-    const q = this.need();
+    const q = this.hostQ();
     const w = dequantizeNF4(q.packed, q.state);
     if (delta.length !== w.length) throw new Error(`mergeDelta: delta has ${delta.length} values, weight ${w.length}`);
     for (let i = 0; i < w.length; i++) w[i] += scale * delta[i];
@@ -170,15 +220,15 @@ export class Linear4bit extends Module implements LinearLike {
 
   /** bnb's state-dict entries for this layer: "<prefix>.weight" (+ state) and "<prefix>.bias". */
   stateTensors(prefix: string): Map<string, Tensor> {
-    const out = quantizedToTensors(prefix ? `${prefix}.weight` : 'weight', this.need());
+    const out = quantizedToTensors(prefix ? `${prefix}.weight` : 'weight', this.hostQ());
     const b = this.bias;
     if (b) out.set(prefix ? `${prefix}.bias` : 'bias', b);
     return out;
   }
 
   /** Rows of the weight per tile. */
-  private tileRows(): number {
-    return Math.max(1, Math.min(this.outFeatures, Math.floor(tileElems / this.inFeatures)));
+  private tileRows(elems = tileElems): number {
+    return Math.max(1, Math.min(this.outFeatures, Math.floor(elems / this.inFeatures)));
   }
 
   forward(x: Tensor): Tensor {
@@ -188,6 +238,16 @@ export class Linear4bit extends Module implements LinearLike {
     const M = x.size / inF;
     const lead = x.shape.slice(0, -1);
     const be = getBackend();
+    const dc = this.deviceCall(be);
+    const y = dc ? forwardDevice(dc, x, M, lead) : this.forwardHost(q, be, x, M, lead);
+    const out = result(y, 'linear4bit', [x], (gy) => [this.inputGrad(gy, M)]);
+    const b = this.bias;
+    return b ? add(out, b) : out;
+  }
+
+  /** Tiles dequantized on the host (cpu, reference; float16 compute anywhere). */
+  private forwardHost(q: Quantized4bit, be: Backend, x: Tensor, M: number, lead: number[]): Tensor {
+    const inF = this.inFeatures, outF = this.outFeatures;
     let xd = x.data;
     if (this.computeDtype !== 'float32') { xd = new Float32Array(xd); roundToDtype(xd, this.computeDtype); }
     // Each tile of weight rows gives y[:, r0:r1] = x @ W[r0:r1]^T (the same GEMM as linear()),
@@ -206,9 +266,7 @@ export class Linear4bit extends Module implements LinearLike {
       for (let i = 0; i < M; i++) yd.set(tile.subarray(i * rows, (i + 1) * rows), i * outF + r0);
     }
     hostSync();
-    const out = result(y, 'linear4bit', [x], (gy) => [this.inputGrad(gy, M)]);
-    const b = this.bias;
-    return b ? add(out, b) : out;
+    return y;
   }
 
   /** gx = gy @ dequant(W), tile by tile: gx += gy[:, rows] @ W[rows, :]. */
@@ -216,6 +274,8 @@ export class Linear4bit extends Module implements LinearLike {
     const q = this.need();
     const inF = this.inFeatures, outF = this.outFeatures;
     const be = getBackend();
+    const dc = this.deviceCall(be);
+    if (dc) return inputGradDevice(dc, gy, M, gy.shape.slice(0, -1));
     const gyT = empty([outF, M], 'float32', false);
     be.permute(gy.data, [M, outF], [1, 0], gyT.data);
     const gx = empty([...gy.shape.slice(0, -1), inF], 'float32', true);

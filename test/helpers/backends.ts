@@ -19,15 +19,18 @@ export const BACKENDS: [string, string | false][] = [['reference', false], ['cpu
 const PAD = 3;
 
 /** A copy of a host array in the backend's own memory, as a sub-view PAD elements in. */
-function toDevice(b: Backend, a: AnyBuf): AnyBuf {
-  const kind = a instanceof Float32Array ? 'float32' : a instanceof Int32Array ? 'int32' : 'uint16';
-  const d = b.alloc!(a.length + PAD, kind).subarray(PAD);
+type Buf = AnyBuf | Uint8Array;
+
+function toDevice(b: Backend, a: Buf): Buf {
+  const d = a instanceof Uint8Array ? b.alloc!(a.length + PAD, 'uint8').subarray(PAD)
+    : b.alloc!(a.length + PAD, a instanceof Float32Array ? 'float32' : a instanceof Int32Array ? 'int32' : 'uint16').subarray(PAD);
   b.synchronize!();
   d.set(a);
   return d;
 }
 
-const isBuf = (v: unknown): v is AnyBuf => v instanceof Float32Array || v instanceof Int32Array || v instanceof Uint16Array;
+const isBuf = (v: unknown): v is Buf =>
+  v instanceof Float32Array || v instanceof Int32Array || v instanceof Uint16Array || v instanceof Uint8Array;
 
 /**
  * The cuda backend driven the way the tensor layer drives it: every array argument is
@@ -41,7 +44,7 @@ export function viaDeviceBuffers(b: Backend): Backend {
       const v = Reflect.get(target, prop, receiver) as unknown;
       if (typeof v !== 'function' || prop === 'alloc' || prop === 'synchronize' || prop === 'fill') return v;
       return (...args: unknown[]) => {
-        const copies = new Map<AnyBuf, AnyBuf>();
+        const copies = new Map<Buf, Buf>();
         const dev = args.map((a) => {
           if (!isBuf(a)) return a;
           let d = copies.get(a);
@@ -53,7 +56,7 @@ export function viaDeviceBuffers(b: Backend): Backend {
           return (v as (...xs: unknown[]) => unknown).apply(target, dev);
         } finally {
           target.synchronize!();
-          for (const [h, d] of copies) h.set(d);
+          for (const [h, d] of copies) h.set(d as never);
           assert.equal(cudaStats().stagedArrays, staged, `${String(prop)} staged an array allocated by the backend`);
         }
       };

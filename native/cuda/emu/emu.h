@@ -56,4 +56,7 @@ void setLastError(cudaError_t e);
 
 inline void __syncthreads() { emu::syncthreads(); }
 inline float __shfl_xor_sync(unsigned /*mask*/, float v, int laneMask) { return emu::shflXor(v, laneMask); }
+// Single float32 operations (g++ -std=c++17 does not contract a * b + c into an FMA).
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
 inline float atomicAdd(float* p, float v) { const float old = *p; *p = old + v; return old; }

@@ -51,6 +51,7 @@ View F(const Napi::CallbackInfo& info, size_t i, const char* what) { return type
 View Fnull(const Napi::CallbackInfo& info, size_t i, const char* what) { return typed(info, i, napi_float32_array, 4, what, true); }
 View I(const Napi::CallbackInfo& info, size_t i, const char* what) { return typed(info, i, napi_int32_array, 4, what); }
 View U16(const Napi::CallbackInfo& info, size_t i, const char* what) { return typed(info, i, napi_uint16_array, 2, what); }
+View U8(const Napi::CallbackInfo& info, size_t i, const char* what) { return typed(info, i, napi_uint8_array, 1, what); }
 
 int64_t Int(const Napi::CallbackInfo& info, size_t i) {
   const double d = info[i].As<Napi::Number>().DoubleValue();
@@ -563,6 +564,65 @@ Napi::Value F32ToBf16(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// ---------- NF4 (Linear4bit) ----------
+
+// A map (16 or 256 float32 values) copied from the host into a by-value kernel argument.
+template <typename Code>
+Code codeArg(Call& call, const View& v) {
+  Code c;
+  call.hostRead(v);  // one from alloc() may still be written by queued kernels
+  std::memcpy(c.v, v.p, sizeof(c.v));
+  return c;
+}
+
+// dequantizeNF4(packed, absmax, blocksize, code, start, count, out): the cpu addon's checks.
+Napi::Value DequantizeNF4(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  View packed = U8(info, 0, "packed"), absmax = F(info, 1, "absmax");
+  const int64_t bs = Int(info, 2);
+  View code = F(info, 3, "code");
+  const int64_t start = Int(info, 4), count = Int(info, 5);
+  View out = F(info, 6, "out");
+  if (bs < 1) range(env, "dequantizeNF4: blocksize must be >= 1");
+  if (code.n < 16) range(env, "dequantizeNF4: code needs 16 values, got " + std::to_string(code.n));
+  if (count == 0) return env.Undefined();
+  const int64_t end = start + count;
+  need(env, out.n, count, "out");
+  need(env, packed.n, (end + 1) / 2, "packed");
+  need(env, absmax.n, (end - 1) / bs - start / bs + 1, "absmax");
+  Device& d = device();
+  Call call(d);
+  const NF4Code c = codeArg<NF4Code>(call, code);
+  call.launched(dequantizeNF4(d.stream, call.in<uint8_t>(packed), call.in<float>(absmax), bs, c, start, count,
+    call.out<float>(out)), "dequantizeNF4 kernel launch");
+  call.finish();
+  return env.Undefined();
+}
+
+// dequantizeAbsmax(q, absmax, blocksize, code, offset, n, out): a double-quantized absmax to float32.
+Napi::Value DequantizeAbsmax(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  View q = U8(info, 0, "q"), absmax = F(info, 1, "absmax");
+  const int64_t bs = Int(info, 2);
+  View code = F(info, 3, "code");
+  const float offset = (float)Num(info, 4);
+  const int64_t n = Int(info, 5);
+  View out = F(info, 6, "out");
+  if (bs < 1) range(env, "dequantizeAbsmax: blocksize must be >= 1");
+  if (code.n < 256) range(env, "dequantizeAbsmax: code needs 256 values, got " + std::to_string(code.n));
+  if (n == 0) return env.Undefined();
+  need(env, q.n, n, "q");
+  need(env, absmax.n, (n - 1) / bs + 1, "absmax");
+  need(env, out.n, n, "out");
+  Device& d = device();
+  Call call(d);
+  const ByteCode c = codeArg<ByteCode>(call, code);
+  call.launched(dequantizeAbsmax(d.stream, call.in<uint8_t>(q), call.in<float>(absmax), bs, c, offset, n,
+    call.out<float>(out)), "dequantizeAbsmax kernel launch");
+  call.finish();
+  return env.Undefined();
+}
+
 // ---------- memory and stream ----------
 
 void finalizeBlock(Napi::Env env, void* data) {
@@ -571,12 +631,12 @@ void finalizeBlock(Napi::Env env, void* data) {
   if (bytes) Napi::MemoryManagement::AdjustExternalMemory(env, -(int64_t)bytes);
 }
 
-// alloc(n, kind): kind 0 float32, 1 int32, 2 uint16. Managed memory, contents unspecified.
+// alloc(n, kind): kind 0 float32, 1 int32, 2 uint16, 3 uint8. Managed memory, contents unspecified.
 Napi::Value Alloc(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const int64_t n = Int(info, 0), kind = Int(info, 1);
-  if (kind > 2) fail(env, "alloc: kind must be 0 (float32), 1 (int32) or 2 (uint16)");
-  const size_t elem = kind == 2 ? 2 : 4;
+  if (kind > 3) fail(env, "alloc: kind must be 0 (float32), 1 (int32), 2 (uint16) or 3 (uint8)");
+  const size_t elem = kind == 3 ? 1 : kind == 2 ? 2 : 4;
   const size_t bytes = (size_t)n * elem;
   Device& d = device();
   size_t bb = 0;
@@ -591,6 +651,7 @@ Napi::Value Alloc(const Napi::CallbackInfo& info) {
   Napi::MemoryManagement::AdjustExternalMemory(env, (int64_t)bb);
   if (kind == 0) return Napi::Float32Array::New(env, (size_t)n, ab, 0);
   if (kind == 1) return Napi::Int32Array::New(env, (size_t)n, ab, 0);
+  if (kind == 3) return Napi::Uint8Array::New(env, (size_t)n, ab, 0);
   return Napi::Uint16Array::New(env, (size_t)n, ab, 0);
 }
 
@@ -801,6 +862,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   DEF("rmsNormBackward", RmsNormBack);
   DEF("embedding", Embedding); DEF("embeddingBackward", EmbeddingBack); DEF("rope", Rope); DEF("adamw", Adamw);
   DEF("bf16ToF32", Bf16ToF32); DEF("f32ToBf16", F32ToBf16);
+  DEF("dequantizeNF4", DequantizeNF4); DEF("dequantizeAbsmax", DequantizeAbsmax);
   DEF("alloc", Alloc); DEF("fill", Fill); DEF("synchronize", Synchronize); DEF("isDeviceArray", IsDeviceArray);
   DEF("stats", Stats); DEF("resetPeak", ResetPeak); DEF("emptyCache", EmptyCache); DEF("status", Status); DEF("info", Info); DEF("setTf32", SetTf32);
 #undef DEF

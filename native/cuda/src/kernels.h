@@ -73,4 +73,14 @@ cudaError_t adamw(cudaStream_t s, float* p, const float* g, float* m, float* v, 
 cudaError_t bf16ToF32(cudaStream_t s, const uint16_t* x, float* out, int64_t n);
 cudaError_t f32ToBf16(cudaStream_t s, const float* x, uint16_t* out, int64_t n);
 
+// nf4.cu: the maps travel by value (kernel parameters), never staged.
+struct NF4Code { float v[16]; };
+struct ByteCode { float v[256]; };
+/** out[i] = code[nibble(start + i)] * absmax[block(start + i) - block(start)] (Backend.dequantizeNF4). */
+cudaError_t dequantizeNF4(cudaStream_t s, const uint8_t* packed, const float* absmax, int64_t blocksize,
+  const NF4Code& code, int64_t start, int64_t count, float* out);
+/** out[i] = (code[q[i]] * absmax[i / blocksize]) + offset, each step rounded (Backend.dequantizeAbsmax). */
+cudaError_t dequantizeAbsmax(cudaStream_t s, const uint8_t* q, const float* absmax, int64_t blocksize, const ByteCode& code,
+  float offset, int64_t n, float* out);
+
 }  // namespace pc

@@ -13,7 +13,7 @@ export type { CudaAddon, CudaInfo, CudaStats } from './native.js';
 
 const unaryCode = Object.fromEntries(UNARY_OPS.map((o, i) => [o, i])) as Record<UnaryOp, number>;
 const binaryCode = Object.fromEntries(BINARY_OPS.map((o, i) => [o, i])) as Record<BinaryOp, number>;
-const KIND = { float32: 0, int32: 1, uint16: 2 } as const;
+const KIND = { float32: 0, int32: 1, uint16: 2, uint8: 3 } as const;
 
 function code<T extends string>(table: Record<T, number>, op: T, kind: string): number {
   const c = table[op];
@@ -28,7 +28,7 @@ function code<T extends string>(table: Record<T, number>, op: T, kind: string): 
 export function makeCudaBackend(n: CudaAddon): Backend & { memoryStats(): { currentBytes: number; peakBytes: number; stagedBytes: number }; resetPeakMemory(): void } {
   return {
     name: 'cuda',
-    alloc: (len, kind) => n.alloc(len, KIND[kind]),
+    alloc: ((len: number, kind: keyof typeof KIND) => n.alloc(len, KIND[kind])) as Backend['alloc'],
     synchronize: () => n.synchronize(),
     fill: (out, value) => n.fill(out, value),
     // Read by bench/train: peak device memory of tensors (as torch.cuda.max_memory_allocated).
@@ -69,6 +69,8 @@ export function makeCudaBackend(n: CudaAddon): Backend & { memoryStats(): { curr
     adamw: (p, g, m, v, lr, b1, b2, eps, wd, step) => n.adamw(p, g, m, v, lr, b1, b2, eps, wd, step),
     bf16ToF32: (x, out) => n.bf16ToF32(x, out),
     f32ToBf16: (x, out) => n.f32ToBf16(x, out),
+    dequantizeNF4: (packed, absmax, bs, code, start, count, out) => n.dequantizeNF4(packed, absmax, bs, code, start, count, out),
+    dequantizeAbsmax: (q, absmax, bs, code, offset, count, out) => n.dequantizeAbsmax(q, absmax, bs, code, offset, count, out),
   };
 }
 

@@ -86,12 +86,15 @@ export interface CudaAddon {
   adamw(p: F32, g: F32, m: F32, v: F32, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number): void;
   bf16ToF32(x: Uint16Array, out: F32): void;
   f32ToBf16(x: F32, out: Uint16Array): void;
-  /** kind: 0 float32, 1 int32, 2 uint16. CUDA managed memory, contents unspecified. */
-  alloc(n: number, kind: number): AnyBuf;
+  /** Backend.dequantizeNF4 / dequantizeAbsmax (src/nf4.cu); the maps are passed by value, never staged. */
+  dequantizeNF4(packed: Uint8Array, absmax: F32, blocksize: number, code: F32, start: number, count: number, out: F32): void;
+  dequantizeAbsmax(q: Uint8Array, absmax: F32, blocksize: number, code: F32, offset: number, n: number, out: F32): void;
+  /** kind: 0 float32, 1 int32, 2 uint16, 3 uint8. CUDA managed memory, contents unspecified. */
+  alloc(n: number, kind: number): AnyBuf | Uint8Array;
   fill(out: AnyBuf, value: number): void;
   synchronize(): void;
   /** True when the array lies in memory from alloc() (kernels use it without staging). */
-  isDeviceArray(a: AnyBuf): boolean;
+  isDeviceArray(a: AnyBuf | Uint8Array): boolean;
   stats(): CudaStats;
   resetPeak(): void;
   /** Synchronizes and frees every cached block; returns the bytes freed. */

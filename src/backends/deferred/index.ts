@@ -28,11 +28,12 @@ export function makeDeferredBackend(inner: Backend): Backend & { queued(): numbe
       ? (...a: unknown[]) => { flush(); return fn.apply(inner, a); }
       : (...a: unknown[]) => { queue.push(() => { fn.apply(inner, a); }); };
   }
-  const alloc = (n: number, kind: 'float32' | 'int32' | 'uint16'): AnyBuf => {
+  const alloc = ((n: number, kind: 'float32' | 'int32' | 'uint16' | 'uint8'): AnyBuf | Uint8Array => {
     if (kind === 'float32') return new Float32Array(n).fill(NaN);
     if (kind === 'int32') return new Int32Array(n).fill(0x7fffffff);
+    if (kind === 'uint8') return new Uint8Array(n).fill(0xa5); // codes 10 and 5: wrong, not zero
     return new Uint16Array(n).fill(0x7fc0); // a bf16 NaN
-  };
+  }) as Backend['alloc'];
   return {
     ...(out as unknown as Backend),
     name: 'deferred',

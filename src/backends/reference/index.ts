@@ -373,6 +373,11 @@ export const referenceBackend: Backend = {
     }
   },
 
+  dequantizeAbsmax(q, absmax, blocksize, code, offset, n, out) {
+    const f = Math.fround;
+    for (let i = 0; i < n; i++) out[i] = f(f(code[q[i]] * absmax[Math.floor(i / blocksize)]) + offset);
+  },
+
   bf16ToF32(x, out) {
     const u = new Uint32Array(out.buffer, out.byteOffset, out.length);
     for (let i = 0; i < x.length; i++) u[i] = x[i] << 16;
