@@ -1,18 +1,20 @@
-// Putting an adapter into a model: finding targets, replacing them with LoraLinear,
+// Putting an adapter into a model: finding targets, replacing them with LoraLinear or
+// LoraEmbedding,
 // wrapping modules_to_save, and setting which parameters train (peft's inject_adapter,
 // _mark_only_adapters_as_trainable and _set_trainable).
 import { Rng, defaultRng } from '../tensor/random.js';
 import { Module } from '../nn/module.js';
-import { Conv1D, Linear, LinearLike } from '../nn/layers.js';
+import { Conv1D, Embedding, Linear, LinearLike } from '../nn/layers.js';
 import type { PreTrainedModel } from '../models/types.js';
-import { ALL_LINEAR, LoraConfig } from './config.js';
+import { ALL_LINEAR, LoraConfig, pyFullMatch } from './config.js';
 import { LoraLinear, isLinearLike } from './layer.js';
+import { LoraEmbedding, isLoraLayer } from './embedding.js';
 import { ModulesToSaveWrapper } from './modules-to-save.js';
 import { alphaFor, checkTargetModule, matchesModulesToSave, patternKey, rankFor } from './targets.js';
 import { peftWarn } from './warn.js';
 
 /** Model parts peft asks of a transformers model; optional so that toy modules work too. */
-type ModelLike = Module & Partial<Pick<PreTrainedModel, 'defaultLoraTargets' | 'outputHeadNames' | 'classifierModuleNames' | 'task'>>;
+type ModelLike = Module & Partial<Pick<PreTrainedModel, 'defaultLoraTargets' | 'outputHeadNames' | 'classifierModuleNames' | 'task'>> & { tiedWeightKeys?(): string[] };
 
 /** peft's SEQ_CLS/TOKEN_CLS heads, always added to modules_to_save for those tasks. */
 export const CLASSIFIER_MODULE_NAMES = ['classifier', 'score'];
@@ -27,19 +29,27 @@ function isLinearModule(m: Module): boolean {
 function internalNames(model: Module): Set<string> {
   const out = new Set<string>();
   for (const [name, m] of model.namedModules()) {
-    if (m instanceof LoraLinear || m instanceof ModulesToSaveWrapper) {
+    if (isLoraLayer(m) || m instanceof ModulesToSaveWrapper) {
       for (const [sub] of m.namedModules(name)) if (sub !== name) out.add(sub);
     }
   }
   return out;
 }
 
-/** Every linear layer LoRA can target: path, class and [in, out]. */
+/**
+ * Every layer LoRA can target: path, class and [in, out]. Linear layers, then embeddings
+ * (type "Embedding" or "LoraEmbedding(Embedding)", in = numEmbeddings, out = embeddingDim, as peft's in/out_features).
+ */
 export function inspectModules(model: Module): { name: string; type: string; inFeatures: number; outFeatures: number }[] {
   const internal = internalNames(model);
   const out: { name: string; type: string; inFeatures: number; outFeatures: number }[] = [];
   for (const [name, m] of model.namedModules()) {
-    if (!name || internal.has(name) || !isLinearModule(m)) continue;
+    if (!name || internal.has(name)) continue;
+    if (m instanceof Embedding || m instanceof LoraEmbedding) {
+      out.push({ name, type: m instanceof LoraEmbedding ? 'LoraEmbedding(Embedding)' : 'Embedding', inFeatures: m.numEmbeddings, outFeatures: m.embeddingDim });
+      continue;
+    }
+    if (!isLinearModule(m)) continue;
     const l = m as LinearLike;
     out.push({ name, type: m instanceof LoraLinear ? `LoraLinear(${l.constructor.name}: ${m.baseLayer.constructor.name})` : m.constructor.name, inFeatures: l.inFeatures, outFeatures: l.outFeatures });
   }
@@ -79,10 +89,36 @@ function fmtTargets(t: string[] | string | null): string {
 }
 
 function linearNamesHint(model: Module): string {
-  const mods = inspectModules(model);
+  const mods = inspectModules(model).filter((m) => !m.type.includes('Embedding'));
   if (!mods.length) return ' This model has no linear layers.';
   const short = [...new Set(mods.map((m) => m.name.split('.').pop()!))];
   return ` Linear modules in this model: ${short.join(', ')} (e.g. '${mods[0].name}'; inspectModules(model) lists them all).`;
+}
+
+const EMBEDDING_NAMES = ['embed_tokens', 'lm_head']; // peft's EMBEDDING_LAYER_NAMES
+
+/** peft's _check_tied_modules: a tied embedding / lm head in the adapter is not tied in the adapter. */
+export function checkTiedModules(model: ModelLike, config: LoraConfig): void {
+  if (!model.tiedWeightKeys?.().length) return;
+  const last = (m: string) => m.split('.').pop()!;
+  const toSave = (config.modulesToSave ?? []).some((m) => EMBEDDING_NAMES.includes(last(m)));
+  const tm = config.targetModules;
+  const inTarget = typeof tm === 'string' ? EMBEDDING_NAMES.some((e) => pyFullMatch(tm, e)) : (tm ?? []).some((m) => EMBEDDING_NAMES.includes(last(m)));
+  if (toSave || inTarget) {
+    peftWarn('Model has `tie_word_embeddings=True` and a tied layer is part of the adapter, but `ensure_weight_tying` is not set to True. '
+      + 'This can lead to complications, for example when merging the adapter or converting your model to formats other than safetensors. '
+      + 'Check the discussion here: https://github.com/huggingface/peft/issues/2777');
+  }
+}
+
+/** peft's _check_merge_allowed warning: merging into a tied embedding also changes the tied lm head. */
+export function warnTiedMerge(model: ModelLike, targeted: string[]): void {
+  if (!model.tiedWeightKeys?.().length) return;
+  const tied = targeted.filter((t) => EMBEDDING_NAMES.includes(t.split('.').pop()!));
+  if (!tied.length) return;
+  peftWarn(`Model with \`tie_word_embeddings=True\` and the tied_target_modules=[${tied.map((t) => `'${t}'`).join(', ')}] are part of the adapter. `
+    + 'This can lead to complications. You can opt to merge the adapter after cloning the weights (to untie the embeddings). '
+    + 'You can untie the embeddings by loading the model with `tie_word_embeddings=False`.');
 }
 
 /**
@@ -101,9 +137,15 @@ export function injectAdapter(model: ModelLike, config: LoraConfig, name: string
     if (res === 'no') continue;
     const target = model.getSubmodule(key);
     const r = rankFor(config, key), alpha = alphaFor(config, key);
-    if (target instanceof LoraLinear) {
+    if (isLoraLayer(target)) {
       if (target.adapterNames().includes(name)) throw new Error(`adapter '${name}' already exists on '${key}'`);
       target.updateLayer(name, r, alpha, config, rng);
+    } else if (target instanceof Embedding) {
+      const layer = new LoraEmbedding(target, name, config, r, alpha, rng);
+      if (!activeAdapters.includes(name)) layer.requiresGrad_(false);
+      layer.setAdapter(activeAdapters.length ? activeAdapters : [name], config.inferenceMode);
+      target.requiresGrad_(false);
+      model.setSubmodule(key, layer);
     } else if (isLinearLike(target)) {
       const layer = new LoraLinear(target, name, config, r, alpha, rng);
       if (!activeAdapters.includes(name)) layer.requiresGrad_(false);
@@ -112,7 +154,7 @@ export function injectAdapter(model: ModelLike, config: LoraConfig, name: string
       target.requiresGrad_(false);
       model.setSubmodule(key, layer);
     } else {
-      throw new Error(`Target module ${key} (${target.constructor.name}) is not supported. Currently, only linear layers (Linear, Conv1D, Linear4bit) are supported.`);
+      throw new Error(`Target module ${key} (${target.constructor.name}) is not supported. Currently, only linear layers (Linear, Conv1D, Linear4bit) and Embedding are supported.`);
     }
     targeted.push(key);
   }
@@ -142,9 +184,7 @@ export function injectAdapter(model: ModelLike, config: LoraConfig, name: string
 export function markOnlyAdaptersAsTrainable(model: Module, configs: Map<string, LoraConfig>, active: string[]): void {
   const adapterParams = new Set<unknown>();
   for (const [, m] of model.namedModules()) {
-    if (m instanceof LoraLinear) {
-      for (const d of [m.loraA, m.loraB, m.loraMagnitudeVector]) for (const p of d.parameters()) adapterParams.add(p);
-    }
+    if (isLoraLayer(m)) for (const n of m.adapterNames()) for (const p of m.adapterParameters(n)) adapterParams.add(p);
     if (m instanceof ModulesToSaveWrapper) for (const p of m.parameters()) adapterParams.add(p);
   }
   for (const p of model.parameters()) if (!adapterParams.has(p)) p.requiresGrad = false;
@@ -153,7 +193,7 @@ export function markOnlyAdaptersAsTrainable(model: Module, configs: Map<string, 
     if (bias === 'all') {
       for (const [n, p] of model.namedParameters()) if ((n === 'bias' || n.endsWith('.bias')) && p.dtype === 'float32') p.requiresGrad = true;
     } else if (bias === 'lora_only') {
-      for (const [, m] of model.namedModules()) if (m instanceof LoraLinear && m.bias) m.bias.requiresGrad = true;
+      for (const [, m] of model.namedModules()) if (isLoraLayer(m) && m.bias) m.bias.requiresGrad = true;
     }
   }
 }
@@ -166,7 +206,7 @@ export function setModulesToSave(model: Module, names: string[] | null, name: st
   for (const key of keys) {
     if (!matchesModulesToSave(names, key)) continue;
     const target = model.getSubmodule(key);
-    if (target instanceof LoraLinear) continue; // already adapted by LoRA; peft excludes these from targets instead
+    if (isLoraLayer(target)) continue; // already adapted by LoRA; peft excludes these from targets instead
     if (target instanceof ModulesToSaveWrapper) {
       target.update(name);
       target.setAdapter(target.activeAdapter, inferenceMode);

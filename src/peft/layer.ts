@@ -98,6 +98,11 @@ export class LoraLinear extends Module implements LinearLike {
   /** Adapter names this layer holds. */
   adapterNames(): string[] { return this.loraA.keys(); }
 
+  /** Trainable tensors of one adapter (A, B and the DoRA magnitude). */
+  adapterParameters(name: string): Tensor[] {
+    return [this.loraA, this.loraB, this.loraMagnitudeVector].flatMap((d) => (d as ModuleDict).get(name)?.parameters() ?? []);
+  }
+
   /** Adds (or re-creates) an adapter: peft's LoraLayer.update_layer. */
   updateLayer(name: string, r: number, alpha: number, config: LoraConfig, rng: Rng = defaultRng()): void {
     if (!Number.isInteger(r) || r <= 0) throw new Error(`\`r\` should be a positive integer value but the value passed is ${r}`);

@@ -5,9 +5,10 @@ import { Rng, defaultRng } from '../tensor/random.js';
 import { Module } from '../nn/module.js';
 import type { ModelInputs, ModelOutput, PreTrainedModel } from '../models/types.js';
 import { LoraConfig } from './config.js';
-import { LoraLinear, isDequantizable } from './layer.js';
+import { isDequantizable } from './layer.js';
+import { type LoraLayer, isLoraLayer } from './embedding.js';
 import { ModulesToSaveWrapper } from './modules-to-save.js';
-import { injectAdapter, inspectModules, markOnlyAdaptersAsTrainable, prepareConfig, setModulesToSave } from './inject.js';
+import { checkTiedModules, injectAdapter, inspectModules, warnTiedMerge, markOnlyAdaptersAsTrainable, prepareConfig, setModulesToSave } from './inject.js';
 import { peftWarn } from './warn.js';
 import { type SaveAdapterOptions, getPeftModelStateDict, loadAdapterWeights, readAdapterConfig, savePretrained } from './save.js';
 
@@ -64,8 +65,8 @@ export class PeftModel extends Module {
   }
 
   /** LoRA layers by their path inside the wrapped model. */
-  loraLayers(): [string, LoraLinear][] {
-    return [...this.getBaseModel().namedModules()].filter(([, m]) => m instanceof LoraLinear) as [string, LoraLinear][];
+  loraLayers(): [string, LoraLayer][] {
+    return [...this.getBaseModel().namedModules()].filter(([, m]) => isLoraLayer(m)) as [string, LoraLayer][];
   }
 
   modulesToSaveWrappers(): [string, ModulesToSaveWrapper][] {
@@ -78,6 +79,7 @@ export class PeftModel extends Module {
     const cfg = config.clone();
     const model = this.getBaseModel();
     prepareConfig(model, cfg);
+    checkTiedModules(model, cfg);
     this.peftConfig.set(name, cfg);
     try {
       injectAdapter(model, cfg, name, this.activeAdapters, this.rng);
@@ -88,9 +90,7 @@ export class PeftModel extends Module {
     markOnlyAdaptersAsTrainable(model, this.peftConfig, this.activeAdapters);
     if (cfg.inferenceMode) {
       // peft: every parameter of an adapter loaded for inference is frozen
-      for (const [, l] of this.loraLayers()) {
-        for (const d of [l.loraA, l.loraB, l.loraMagnitudeVector]) d.get(name)?.requiresGrad_(false);
-      }
+      for (const [, l] of this.loraLayers()) for (const p of l.adapterParameters(name)) p.requiresGrad = false;
     }
     setModulesToSave(model, cfg.modulesToSave, name, activate, cfg.inferenceMode);
   }
@@ -138,6 +138,7 @@ export class PeftModel extends Module {
 
   /** Adds the active adapter (or the given ones) into the base weights; forward then skips LoRA. */
   mergeAdapter(adapterNames?: string[], opts: { safeMerge?: boolean } = {}): void {
+    warnTiedMerge(this.getBaseModel(), this.loraLayers().map(([p]) => p));
     for (const [, l] of this.loraLayers()) l.merge(adapterNames, opts.safeMerge ?? false);
   }
 
@@ -158,6 +159,7 @@ export class PeftModel extends Module {
 
   private unloadAndOptionallyMerge(merge: boolean, opts: { safeMerge?: boolean; adapterNames?: string[] }): AnyModel {
     const model = this.getBaseModel();
+    if (merge) warnTiedMerge(model, this.loraLayers().map(([p]) => p));
     for (const [path, l] of this.loraLayers()) {
       if (merge) l.merge(opts.adapterNames, opts.safeMerge ?? false);
       else if (l.merged) l.unmerge();

@@ -7,8 +7,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Tensor } from '../tensor/tensor.js';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
-import { LoraConfig } from './config.js';
 import { LoraLinear } from './layer.js';
+import { LoraEmbedding, isLoraLayer } from './embedding.js';
+import { Embedding } from '../nn/layers.js';
+import type { Module } from '../nn/module.js';
+import { ALL_LINEAR, LoraConfig, pyFullMatch } from './config.js';
 import { ModulesToSaveWrapper } from './modules-to-save.js';
 import type { PeftModel } from './model.js';
 import { peftWarn } from './warn.js';
@@ -48,6 +51,12 @@ export function adapterKeyMap(pm: PeftModel, name: string): Map<string, Tensor> 
       }
       // peft saves the DoRA magnitude without the ".weight" its module adds
       if (mag) out.set(`${full}.lora_magnitude_vector`, mag.weight);
+    } else if (m instanceof LoraEmbedding) {
+      // ParameterDict entries: no ".weight" suffix (peft's keys)
+      const A = m.loraEmbeddingA.get(name), B = m.loraEmbeddingB.get(name), mag = m.loraMagnitudeVector.get(name);
+      if (A) out.set(`${full}.lora_embedding_A`, A);
+      if (B) out.set(`${full}.lora_embedding_B`, B);
+      if (mag) out.set(`${full}.lora_magnitude_vector`, mag.weight);
     } else if (m instanceof ModulesToSaveWrapper) {
       const copy = m.modulesToSave.get(name);
       if (copy) for (const [k, t] of copy.stateDict()) out.set(`${full}.${k}`, t);
@@ -64,15 +73,93 @@ export function adapterKeyMap(pm: PeftModel, name: string): Map<string, Tensor> 
     }
   } else if (config.bias === 'lora_only') {
     for (const [p, m] of model.namedModules()) {
-      if (m instanceof LoraLinear && m.bias) out.set(`${PREFIX}${p}.base_layer.bias`, m.bias);
+      if (isLoraLayer(m) && m.bias) out.set(`${PREFIX}${p}.base_layer.bias`, m.bias);
     }
   }
   return out;
 }
 
-/** peft's get_peft_model_state_dict. */
-export function getPeftModelStateDict(pm: PeftModel, name = 'default'): Map<string, Tensor> {
-  return adapterKeyMap(pm, name);
+/** peft's EMBEDDING_LAYER_NAMES: target names that make save_embedding_layers="auto" save the tables. */
+export const EMBEDDING_LAYER_NAMES = ['embed_tokens', 'lm_head'];
+
+/** Whether the adapter's target_modules name an embedding layer, as peft's get_peft_model_state_dict decides it. */
+export function embeddingIsTargeted(model: Module, config: LoraConfig): boolean {
+  const tm = config.targetModules;
+  if (typeof tm === 'string') {
+    if (tm === ALL_LINEAR) return false;
+    const re = new RegExp(`(^|\\.)(${EMBEDDING_LAYER_NAMES.join('|')})$`);
+    return [...model.namedModules()].some(([k]) => re.test(k) && pyFullMatch(tm, k));
+  }
+  return !!tm && EMBEDDING_LAYER_NAMES.some((e) => tm.includes(e));
+}
+
+type EmbeddingModel = Module & { config?: { vocabSize?: number; raw?: Record<string, unknown> }; outputHeadNames?(): string[] };
+
+/** transformers' get_input_embeddings / get_output_embeddings, by path; null when not a transformers-style model. */
+function embeddingLayers(model: EmbeddingModel): { input: string | null; output: string | null } | null {
+  const vocab = model.config?.vocabSize;
+  if (typeof vocab !== 'number') return null;
+  let input: string | null = null;
+  for (const [k, m] of model.namedModules()) {
+    const e = m instanceof LoraEmbedding ? m.baseLayer : m;
+    if (e instanceof Embedding && e.numEmbeddings === vocab && !k.endsWith('.base_layer')) { input = k; break; }
+  }
+  const heads = model.outputHeadNames?.() ?? [];
+  const names = new Set([...model.namedModules()].map(([k]) => k));
+  return { input, output: heads.find((h) => names.has(h)) ?? null };
+}
+
+/**
+ * peft's get_peft_model_state_dict, with its save_embedding_layers rule: "auto" saves the
+ * embedding tables when target_modules names embed_tokens/lm_head (with peft's warning) or when
+ * the vocabulary differs from the base model's config.json; a targeted table is saved as its
+ * "<path>.base_layer.weight", an untargeted one (resized) under its own path.
+ */
+export function getPeftModelStateDict(pm: PeftModel, name = 'default', saveEmbeddingLayers: boolean | 'auto' = 'auto'): Map<string, Tensor> {
+  const out = adapterKeyMap(pm, name);
+  const config = pm.peftConfig.get(name)!;
+  const model = pm.getBaseModel() as unknown as EmbeddingModel;
+  const targeted = embeddingIsTargeted(model, config);
+  let save = saveEmbeddingLayers;
+  if (save === 'auto' && targeted) {
+    peftWarn('Setting `save_embedding_layers` to `True` as embedding layers found in `target_modules`.');
+    save = true;
+  } else if (save === 'auto') {
+    save = vocabResized(model, config);
+    if (save) peftWarn('Setting `save_embedding_layers` to `True` as the embedding layer has been resized during finetuning.');
+  }
+  if (!save) return out;
+  const layers = embeddingLayers(model);
+  if (!layers) { peftWarn('Could not identify embedding layer(s) because the model is not a 🤗 transformers model.'); return out; }
+  const seen = new Set<Tensor>(out.values());
+  for (const p of [layers.input, layers.output]) {
+    if (p === null) continue;
+    const layer = model.getSubmodule(p);
+    let prefix: string | null = null;
+    if (isLoraLayer(layer)) prefix = `${p}.base_layer`;
+    else if (!targeted) prefix = p;
+    if (prefix === null) continue;
+    for (const [k, t] of model.getSubmodule(prefix).stateDict()) {
+      // safetensors cannot hold aliases: a tied table is written once (peft drops the alias too)
+      if (seen.has(t)) continue;
+      seen.add(t);
+      out.set(`${PREFIX}${prefix}.${k}`, t);
+    }
+  }
+  return out;
+}
+
+// peft compares the vocab size with the base model's config.json (local folders only here: no Hub).
+function vocabResized(model: EmbeddingModel, config: LoraConfig): boolean {
+  const id = config.baseModelNameOrPath, vocab = model.config?.vocabSize;
+  if (!id || typeof vocab !== 'number') return false;
+  const file = path.join(id, 'config.json');
+  if (!fs.existsSync(file)) return false;
+  try {
+    const base = JSON.parse(fs.readFileSync(file, 'utf8')) as { vocab_size?: number; text_config?: { vocab_size?: number } };
+    const v = base.vocab_size ?? base.text_config?.vocab_size;
+    return typeof v === 'number' && v !== vocab;
+  } catch { return false; }
 }
 
 /** The adapter_config.json object peft would write for this adapter. */
@@ -100,6 +187,8 @@ function writeFileAtomic(file: string, content: string): void {
 export interface SaveAdapterOptions {
   /** Adapters to save (default: all). "default" goes in dir itself, others in dir/<name>. */
   selectedAdapters?: string[];
+  /** peft's save_embedding_layers: also save the embedding tables ("auto": when targeted by name or resized). */
+  saveEmbeddingLayers?: boolean | 'auto';
 }
 
 export function savePretrained(pm: PeftModel, dir: string, opts: SaveAdapterOptions = {}): string[] {
@@ -110,7 +199,7 @@ export function savePretrained(pm: PeftModel, dir: string, opts: SaveAdapterOpti
   for (const name of names) {
     const out = name === 'default' ? dir : path.join(dir, name);
     fs.mkdirSync(out, { recursive: true });
-    const sd = getPeftModelStateDict(pm, name);
+    const sd = getPeftModelStateDict(pm, name, opts.saveEmbeddingLayers ?? 'auto');
     writeSafetensors(path.join(out, ADAPTER_WEIGHTS_NAME), sd, { format: 'pt' });
     writeFileAtomic(path.join(out, ADAPTER_CONFIG_NAME), JSON.stringify(adapterConfigJson(pm, name), null, 2));
     const readme = path.join(out, 'README.md');
@@ -148,7 +237,9 @@ export function loadAdapterWeights(pm: PeftModel, dir: string, name: string): { 
     // old peft files kept modules_to_save copies under ".modules_to_save.<name>."
     const key = k.replace(/\.modules_to_save\.[^.]+\./, '.');
     let dst = map.get(key);
-    if (!dst && key.endsWith('bias')) dst = allParams.get(key); // bias="all": biases of any module
+    // bias="all": biases of any module; save_embedding_layers: the embedding tables (peft loads
+    // them with load_state_dict(strict=False), so they replace the base model's)
+    if (!dst) dst = allParams.get(key);
     if (!dst) { unexpected.push(k); t.dispose(); continue; }
     if (t.size !== dst.size || t.shape.join() !== dst.shape.join()) {
       throw new Error(`size mismatch for ${key}: copying a param with shape [${t.shape}] from the checkpoint, the shape in current model is [${dst.shape}]`);
