@@ -35,12 +35,17 @@ def check(case_dir, tol):
     with torch.no_grad():
         theirs = pm(input_ids=ids).logits
     d_adapter = ((theirs - ours).abs() / (1 + ours.abs())).max().item()
+    # our merge_and_unload outputs: the adapter's, unless a tied embedding was merged (the lm head changes too)
+    ours_merged = torch.tensor(info.get("merged_logits", info["logits"])).reshape(info["shape"])
+    with torch.no_grad():
+        theirs_merged = pm.merge_and_unload()(input_ids=ids).logits
+    d_peft_merge = ((theirs_merged - ours_merged).abs() / (1 + ours_merged.abs())).max().item()
     merged = auto.from_pretrained(os.path.join(case_dir, "merged")).eval()
     with torch.no_grad():
-        d_merged = ((merged(input_ids=ids).logits - ours).abs() / (1 + ours.abs())).max().item()
-    ok = d_adapter <= tol and d_merged <= tol
+        d_merged = ((merged(input_ids=ids).logits - ours_merged).abs() / (1 + ours_merged.abs())).max().item()
+    ok = d_adapter <= tol and d_merged <= tol and d_peft_merge <= tol
     print(f"{'OK  ' if ok else 'FAIL'} {os.path.basename(case_dir)}: adapter in peft vs ours {d_adapter:.2e}, "
-          f"merged in transformers vs ours {d_merged:.2e}")
+          f"peft merge_and_unload vs ours {d_peft_merge:.2e}, merged in transformers vs ours {d_merged:.2e}")
     return ok
 
 

@@ -112,6 +112,13 @@ def llama():
                                         max_position_embeddings=32, bos_token_id=0, eos_token_id=0, pad_token_id=0))
 
 
+def llama_tied():
+    return LlamaForCausalLM(LlamaConfig(num_hidden_layers=2, hidden_size=16, num_attention_heads=2,
+                                        num_key_value_heads=1, intermediate_size=32, vocab_size=64,
+                                        max_position_embeddings=32, bos_token_id=0, eos_token_id=0, pad_token_id=0,
+                                        tie_word_embeddings=True))
+
+
 def llama_extra(pm, exp):
     # a second adapter (saved in adapter/second), its outputs when active
     pm.add_adapter("second", LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
@@ -122,18 +129,34 @@ def llama_extra(pm, exp):
     pm.set_adapter("default")
 
 
+CASES = {
+    "gpt2_lora": lambda: make_case("gpt2_lora", gpt2, LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn", "c_fc"],
+                                                                 lora_dropout=0.1, task_type="CAUSAL_LM")),
+    "gpt2_dora": lambda: make_case("gpt2_dora", gpt2, LoraConfig(r=4, lora_alpha=16, target_modules=["c_attn", "c_proj"],
+                                                                 use_dora=True, bias="all"), bias_random=True),
+    "bert_seqcls": lambda: make_case("bert_seqcls", bert, LoraConfig(r=2, lora_alpha=4, target_modules=["query", "value"],
+                                                                     task_type="SEQ_CLS", modules_to_save=["pooler"])),
+    "llama_rslora": lambda: make_case("llama_rslora", llama, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
+                                                                        use_rslora=True, rank_pattern={"o_proj": 2},
+                                                                        alpha_pattern={"down_proj": 3}),
+                                      extra=llama_extra),
+    "llama_regex_dora": lambda: make_case("llama_regex_dora", llama, LoraConfig(r=2, lora_alpha=4,
+                                                                                target_modules=r".*\.(q|v)_proj",
+                                                                                use_dora=True, layers_to_transform=None)),
+    # LoRA on the (tied) token embedding: wte is not in peft's EMBEDDING_LAYER_NAMES, so only A/B are saved
+    "gpt2_emb": lambda: make_case("gpt2_emb", gpt2, LoraConfig(r=4, lora_alpha=8, target_modules=["wte", "c_attn"],
+                                                               use_rslora=True, task_type="CAUSAL_LM")),
+    # DoRA on a tied embed_tokens: peft also saves embed_tokens.base_layer.weight (save_embedding_layers="auto")
+    "llama_emb_dora": lambda: make_case("llama_emb_dora", llama_tied, LoraConfig(r=2, lora_alpha=4,
+                                                                                 target_modules=["embed_tokens", "v_proj"],
+                                                                                 use_dora=True)),
+}
+
+
 if __name__ == "__main__":
     os.makedirs(ROOT, exist_ok=True)
-    make_case("gpt2_lora", gpt2, LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn", "c_fc"], lora_dropout=0.1,
-                                             task_type="CAUSAL_LM"))
-    make_case("gpt2_dora", gpt2, LoraConfig(r=4, lora_alpha=16, target_modules=["c_attn", "c_proj"], use_dora=True,
-                                             bias="all"), bias_random=True)
-    make_case("bert_seqcls", bert, LoraConfig(r=2, lora_alpha=4, target_modules=["query", "value"], task_type="SEQ_CLS",
-                                               modules_to_save=["pooler"]))
-    make_case("llama_rslora", llama, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", use_rslora=True,
-                                                 rank_pattern={"o_proj": 2}, alpha_pattern={"down_proj": 3}),
-              extra=llama_extra)
-    make_case("llama_regex_dora", llama, LoraConfig(r=2, lora_alpha=4, target_modules=r".*\.(q|v)_proj",
-                                                     use_dora=True, layers_to_transform=None))
+    # no arguments: every case; otherwise only the named ones
+    for name in sys.argv[1:] or list(CASES):
+        CASES[name]()
     total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(ROOT) for f in fs)
     print(f"total {total / 1024:.0f} KiB", file=sys.stderr)
