@@ -1,6 +1,7 @@
 // peft for TypeScript: LoRA / DoRA adapters with peft 0.21's semantics and file format.
 export { LoraConfig, ALL_LINEAR, PEFT_FORMAT_VERSION, type LoraConfigOptions, type LoraBias, type InitLoraWeights } from './config.js';
 export { LoraLinear, ModuleDict, DoraMagnitude, isLinearLike, type DequantizableLinear } from './layer.js';
+export { LoraEmbedding, ParameterDict, isLoraLayer, type LoraLayer } from './embedding.js';
 export { ModulesToSaveWrapper } from './modules-to-save.js';
 export { cloneModule } from './clone.js';
 export { checkTargetModule, rankFor, alphaFor } from './targets.js';
