@@ -118,6 +118,7 @@ test('inspect lists linear modules and the trainable-parameter line', () => {
   const r = cli('inspect', '--r', '8', '--target-modules', 'c_attn,c_fc');
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /transformer\.h\.0\.attn\.c_attn\s+Conv1D\s+128 -> 384/);
+  assert.match(r.stdout, /transformer\.wte\s+Embedding\s+\d+ -> 128/); // embeddings are targets too
   // r * (in + out) per layer, 4 layers: c_attn 8*(128+384), c_fc 8*(128+512).
   assert.match(r.stdout, new RegExp(`trainable params: ${(4 * 8 * (128 + 384 + 128 + 512)).toLocaleString('en-US')} \\|\\|`));
 });

@@ -18,7 +18,7 @@ const COMMANDS: Record<string, [(argv: string[]) => Promise<void>, string]> = {
   predict: [predictCommand, 'classify texts: label and softmax scores'],
   generate: [generateCommand, 'continue a prompt, streamed, with or without an adapter'],
   merge: [mergeCommand, 'merge an adapter into its base model and save the checkpoint'],
-  inspect: [inspectCommand, 'list the linear modules LoRA can target and the trainable parameters'],
+  inspect: [inspectCommand, 'list the linear and embedding modules LoRA can target and the trainable parameters'],
   demo: [demoCommand, 'the main job on the embedded model and data: before/after LoRA fine-tuning'],
 };
 

@@ -1,11 +1,11 @@
-// peft-ts inspect: the linear layers LoRA can target, and the trainable-parameter line for LoRA flags.
+// peft-ts inspect: the linear and embedding layers LoRA can target, and the trainable-parameter line for LoRA flags.
 import { getPeftModel } from '../../peft/model.js';
 import { inspectModules } from '../../peft/inject.js';
 import { num, str } from '../args.js';
 import { Flags, checkKnown, commandFlags, loadBaseModel, loraConfigFrom, modelDir, taskOf } from '../common.js';
 import { LORA_FLAGS } from './train.js';
 
-export const INSPECT_HELP = `peft-ts inspect: targetable linear modules of a model, and what LoRA would train
+export const INSPECT_HELP = `peft-ts inspect: targetable linear and embedding modules of a model, and what LoRA would train
 
   --model DIR|ID          model (default: assets/default-model)
   --task T                causal-lm (default) | seq-cls | token-cls
@@ -21,7 +21,7 @@ export async function inspectCommand(argv: string[]): Promise<void> {
   const dir = modelDir(flags);
   const model = loadBaseModel(task, dir, { numLabels: task === 'causal-lm' ? undefined : num(flags, 'numLabels', 2), quiet: true, load4bit: flags.loadIn4bit === true });
   const mods = inspectModules(model);
-  console.log(`${model.architecture} from ${dir}: ${mods.length} linear modules`);
+  console.log(`${model.architecture} from ${dir}: ${mods.length} targetable modules (linear and embedding)`);
   const w = Math.max(4, ...mods.map((m) => m.name.length));
   console.log(`${'name'.padEnd(w)}  ${'type'.padEnd(10)}  in -> out`);
   for (const m of mods) console.log(`${m.name.padEnd(w)}  ${m.type.padEnd(10)}  ${m.inFeatures} -> ${m.outFeatures}`);
