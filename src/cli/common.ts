@@ -123,7 +123,11 @@ export function loraConfigFrom(flags: Flags, task: CliTask, model?: Module): Lor
   });
 }
 
-export interface LabelMappingFile { task: CliTask; id2label: Record<string, string>; label2id: Record<string, number>; textColumn?: string; maxLength?: number }
+export interface LabelMappingFile {
+  task: CliTask; id2label: Record<string, string>; label2id: Record<string, number>; textColumn?: string; maxLength?: number;
+  /** token-cls: the word and tag columns training read. */
+  tokensColumn?: string; tagsColumn?: string;
+}
 
 export function writeLabelMapping(dir: string, m: LabelMappingFile): void {
   fs.mkdirSync(dir, { recursive: true });

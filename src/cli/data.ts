@@ -1,12 +1,17 @@
 // Turning a data file into model features for a CLI task (classification or causal LM).
 import { Dataset, Row, loadDataset } from '../data/dataset.js';
-import { tokenizeCausalLM, tokenizeClassification } from '../data/tokenize.js';
+import { tokenizeCausalLM, tokenizeClassification, tokenizeTokenClassification } from '../data/tokenize.js';
+import { loadConfig, labelNames } from '../io/config.js';
 import { formatAlpaca } from '../data/templates.js';
 import type { Tokenizer } from '../io/tokenizer.js';
-import { UsageError, num, str } from './args.js';
+import { UsageError, list, num, str } from './args.js';
 import type { CliTask, Flags } from './common.js';
 
-export interface Columns { text: string; label: string; prompt: string; completion: string; template: 'alpaca' | 'chat' | 'none' }
+export interface Columns {
+  text: string; label: string; prompt: string; completion: string; template: 'alpaca' | 'chat' | 'none';
+  /** token-cls: words and their tags (datasets' NER layout). */
+  tokens: string; tags: string;
+}
 
 export function columnsFrom(flags: Flags): Columns {
   const template = str(flags, 'template', 'none')!;
@@ -15,12 +20,48 @@ export function columnsFrom(flags: Flags): Columns {
     text: str(flags, 'textColumn', 'text')!, label: str(flags, 'labelColumn', 'label')!,
     prompt: str(flags, 'promptColumn', 'prompt')!, completion: str(flags, 'completionColumn', 'completion')!,
     template: template as Columns['template'],
+    tokens: str(flags, 'tokensColumn', 'tokens')!, tags: str(flags, 'tagsColumn', 'ner_tags')!,
   };
 }
 
-/** seq-cls when the data has the label column, else causal-lm (what `train` does without --task). */
+/**
+ * seq-cls when the data has the label column, token-cls when it has word lists and their tags,
+ * else causal-lm (what `train` and `eval` do without --task).
+ */
 export function guessTask(ds: Dataset, c: Columns): CliTask {
-  return ds.columnNames.includes(c.label) ? 'seq-cls' : 'causal-lm';
+  if (ds.columnNames.includes(c.label)) return 'seq-cls';
+  if (ds.columnNames.includes(c.tokens) && ds.columnNames.includes(c.tags)) return 'token-cls';
+  return 'causal-lm';
+}
+
+const isDefaultName = (n: string, i: number) => n === `LABEL_${i}`;
+
+/**
+ * token-cls label names, first found of: --labels a,b,c; the model's config.json id2label
+ * (when it names its labels, through the one config parser); the tag names in the data,
+ * sorted (transformers' run_ner does the same for string tags). Integer tags need names from
+ * one of the first two.
+ */
+export function tokenClsLabels(ds: Dataset, c: Columns, flags: Flags, modelDir: string): { label2id: Record<string, number>; id2label: Record<string, string>; source: string } {
+  const make = (names: string[], source: string) => {
+    if (new Set(names).size !== names.length) throw new UsageError(`${source}: label names repeat (${names.join(', ')})`);
+    return { label2id: Object.fromEntries(names.map((n, i) => [n, i])), id2label: Object.fromEntries(names.map((n, i) => [String(i), n])), source };
+  };
+  const given = list(flags, 'labels');
+  if (given?.length) return make(given, '--labels');
+  const cfg = loadConfig(modelDir);
+  const fromModel = labelNames(cfg);
+  if (!fromModel.every(isDefaultName)) return make(fromModel, `${modelDir}/config.json id2label`);
+  ds.requireColumns([c.tags]);
+  const seen = new Set<string>();
+  let ints = false;
+  ds.rows.forEach((r, i) => {
+    const tags = r[c.tags];
+    if (!Array.isArray(tags)) throw new Error(`${ds.where(i)}: column '${c.tags}' must be a list of tags`);
+    for (const t of tags) { if (typeof t === 'number') ints = true; else seen.add(String(t)); }
+  });
+  if (ints) throw new UsageError(`'${c.tags}' holds tag ids and neither --labels nor the model's config.json names them: pass --labels O,B-PER,I-PER,...`);
+  return make([...seen].sort(), `the tags in the data`);
 }
 
 /** prompt/response rows for causal-LM training, through the chosen template. */
@@ -55,7 +96,11 @@ export function featuresFor(task: CliTask, ds: Dataset, tok: Tokenizer, c: Colum
       : tokenizeCausalLM(promptRows(ds, tok, c), tok, { promptColumn: 'prompt', responseColumn: 'response', maxLength });
     return { dataset: f };
   }
-  throw new UsageError('token-cls training from the command line needs pre-tokenized data; use the library API (Trainer with DataCollatorForTokenClassification)');
+  if (!label2id) throw new Error('featuresFor: token-cls needs label2id (tokenClsLabels)');
+  const tok2 = tok as Tokenizer;
+  if (typeof tok2.encodeWords !== 'function') throw new Error('token-cls needs a tokenizer with encodeWords');
+  const out = tokenizeTokenClassification(ds, tok2, { tokensColumn: c.tokens, tagsColumn: c.tags, label2id, maxLength, labelAllTokens: false });
+  return { dataset: out, label2id, id2label: Object.fromEntries(Object.entries(label2id).map(([k, v]) => [String(v), k])) };
 }
 
 export function load(file: string): Dataset<Row> { return loadDataset(file); }

@@ -137,3 +137,60 @@ export interface TokenClassificationFeatures extends Row {
   attentionMask: number[];
   labels: number[];
 }
+
+/** What token classification needs from a tokenizer: ids of pre-split words and their word ids. */
+export interface WordTokenizer { encodeWords(words: string[], opts?: { addSpecialTokens?: boolean; maxLength?: number }): { ids: number[]; wordIds: (number | null)[] } }
+
+export interface TokenizeTokenClassificationOptions {
+  /** Column of word lists (datasets' NER layout: "tokens"). */
+  tokensColumn?: string;
+  /** Column of per-word tags, names or ids (datasets' "ner_tags"). */
+  tagsColumn?: string;
+  /** Tag name -> id; string tags must be in it. Integer tags are ids already. */
+  label2id: Record<string, number>;
+  maxLength?: number;
+  /** Label every sub-token of a word, not only the first (the example's --label_all_tokens). */
+  labelAllTokens?: boolean;
+}
+
+/** Per-word tag ids of a row (names through label2id, ids checked against the label count). */
+export function wordTagIds(tags: unknown, words: number, label2id: Record<string, number>, where: string): number[] {
+  if (!Array.isArray(tags)) throw new Error(`${where}: tags must be a list, got ${typeof tags}`);
+  if (tags.length !== words) throw new Error(`${where}: ${words} words but ${tags.length} tags`);
+  const n = Object.keys(label2id).length;
+  return tags.map((t) => {
+    if (typeof t === 'number' && Number.isInteger(t)) {
+      if (t < 0 || t >= n) throw new Error(`${where}: tag id ${t} is outside the ${n} labels`);
+      return t;
+    }
+    const id = label2id[String(t)];
+    if (id === undefined) throw new Error(`${where}: tag ${JSON.stringify(t)} is not one of the labels (${Object.keys(label2id).join(', ')})`);
+    return id;
+  });
+}
+
+/**
+ * Word-level NER rows -> token features, aligned as transformers' token-classification example
+ * does: the first sub-token of each word gets the word's label, the other sub-tokens and the
+ * special tokens -100 (ignored by the loss and the metrics). Rows without the tags column get
+ * all -100 labels (inputs for prediction).
+ */
+export function tokenizeTokenClassification(ds: Dataset, tok: WordTokenizer, o: TokenizeTokenClassificationOptions): Dataset<TokenClassificationFeatures> {
+  const tokensColumn = o.tokensColumn ?? 'tokens', tagsColumn = o.tagsColumn ?? 'ner_tags';
+  ds.requireColumns([tokensColumn]);
+  const hasTags = ds.columnNames.includes(tagsColumn);
+  return ds.map((r, i) => {
+    const words = r[tokensColumn];
+    if (!Array.isArray(words) || words.some((w) => typeof w !== 'string')) throw new Error(`${ds.where(i)}: column '${tokensColumn}' must be a list of words`);
+    const tags = hasTags ? wordTagIds(r[tagsColumn], words.length, o.label2id, ds.where(i)) : null;
+    const { ids, wordIds } = tok.encodeWords(words as string[], { maxLength: o.maxLength });
+    let prev: number | null = null;
+    const labels = wordIds.map((w) => {
+      const first = w !== prev;
+      prev = w;
+      if (w === null || !tags) return IGNORE_INDEX;
+      return first || o.labelAllTokens ? tags[w] : IGNORE_INDEX;
+    });
+    return { inputIds: ids, attentionMask: ids.map(() => 1), labels };
+  }) as Dataset<TokenClassificationFeatures>;
+}

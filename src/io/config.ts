@@ -19,7 +19,12 @@ const STANDARD: Record<Field, string[]> = {
 const BY_TYPE: Record<string, Partial<Record<Field, string[]>>> = {
   gpt2: { hiddenSize: ['n_embd'], numLayers: ['n_layer'], numHeads: ['n_head'], maxPositions: ['n_positions', 'n_ctx'] },
   distilbert: { hiddenSize: ['dim'], numLayers: ['n_layers'], numHeads: ['n_heads'] },
+  // Seq2seq-style names, tried last for model types not listed here.
+  t5: { hiddenSize: ['d_model'] },
 };
+
+/** transformers' default max_position_embeddings per config class, when config.json omits it. */
+const DEFAULT_MAX_POSITIONS: Record<string, number> = { gpt2: 1024, bert: 512, roberta: 512, distilbert: 512, llama: 2048, mistral: 32768, qwen2: 32768 };
 
 function keysFor(modelType: string, field: Field): string[] {
   const own = BY_TYPE[modelType]?.[field] ?? [];
@@ -29,7 +34,11 @@ function keysFor(modelType: string, field: Field): string[] {
   return all;
 }
 
-/** Parses an already-read config.json object. `source` names it in errors. */
+/**
+ * Parses an already-read config.json object: the one parser of config.json (the models and the
+ * CLI both go through it). `source` names the file in errors. `raw` is kept as read; the label
+ * fields are resolved as transformers resolves them (see labelsOf).
+ */
 export function parseConfig(raw: Record<string, unknown>, source = 'config.json'): ModelConfig {
   if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new Error(`${source}: expected a JSON object`);
   const modelType = raw.model_type;
@@ -42,9 +51,11 @@ export function parseConfig(raw: Record<string, unknown>, source = 'config.json'
       if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) throw new Error(`${source}: "${k}" must be a positive integer, got ${JSON.stringify(v)}`);
       return v;
     }
+    if (field === 'maxPositions' && DEFAULT_MAX_POSITIONS[modelType]) return DEFAULT_MAX_POSITIONS[modelType];
     throw new Error(`${source}: model_type "${modelType}" has none of ${keys.map((k) => `"${k}"`).join(', ')}`);
   };
-  const cfg: ModelConfig = {
+  const labels = labelsOf(raw, source);
+  return {
     modelType,
     raw,
     vocabSize: get('vocabSize'),
@@ -52,27 +63,70 @@ export function parseConfig(raw: Record<string, unknown>, source = 'config.json'
     numLayers: get('numLayers'),
     numHeads: get('numHeads'),
     maxPositions: get('maxPositions'),
+    numLabels: labels.numLabels,
+    id2label: labels.id2label,
+    label2id: labels.label2id,
   };
-  const n = numLabelsOf(raw, source);
-  if (n !== undefined) cfg.numLabels = n;
-  return cfg;
 }
 
-/** transformers derives num_labels from id2label when present. */
-function numLabelsOf(raw: Record<string, unknown>, source: string): number | undefined {
-  const id2label = raw.id2label;
-  if (id2label && typeof id2label === 'object') return Object.keys(id2label).length;
+export interface ConfigLabels { numLabels: number; id2label: Record<string, string>; label2id: Record<string, number> }
+
+const defaultNames = (n: number): Record<string, string> => Object.fromEntries(Array.from({ length: n }, (_, i) => [String(i), `LABEL_${i}`]));
+const inverse = (m: Record<string, string>): Record<string, number> => Object.fromEntries(Object.entries(m).map(([k, v]) => [v, Number(k)]));
+
+/**
+ * num_labels / id2label / label2id as transformers 5 resolves them (PreTrainedConfig, where
+ * num_labels is a property over id2label and its setter runs after id2label is read):
+ * - id2label only: kept, num_labels is its size;
+ * - num_labels only, or none (2): id2label = LABEL_0..LABEL_{n-1};
+ * - both, same size: id2label kept; both, different sizes: num_labels wins and id2label is
+ *   replaced by LABEL_i (transformers warns "incompatible"; 4.x kept id2label instead);
+ * - label2id is kept beside a kept id2label (transformers leaves it None when absent: we give
+ *   id2label's inverse); whenever id2label is replaced, label2id is its inverse, so a
+ *   label2id without id2label is ignored, as transformers does.
+ * A num_labels override (fromPretrained's numLabels) is the same rule with num_labels replaced.
+ */
+export function labelsOf(raw: Record<string, unknown>, source = 'config.json'): ConfigLabels {
   const n = raw.num_labels;
-  if (n === undefined) return undefined;
-  if (typeof n !== 'number' || !Number.isInteger(n) || n <= 0) throw new Error(`${source}: "num_labels" must be a positive integer`);
-  return n;
+  if (n !== undefined && n !== null && (typeof n !== 'number' || !Number.isInteger(n) || n <= 0)) {
+    throw new Error(`${source}: "num_labels" must be a positive integer, got ${JSON.stringify(n)}`);
+  }
+  const given = raw.id2label;
+  if (given !== undefined && given !== null && (typeof given !== 'object' || Array.isArray(given))) {
+    throw new Error(`${source}: "id2label" must be an object of id -> name`);
+  }
+  if (given) {
+    const id2label: Record<string, string> = {};
+    for (const [k, v] of Object.entries(given as Record<string, unknown>)) {
+      if (!/^\d+$/.test(k)) throw new Error(`${source}: "id2label" keys must be integer ids, got ${JSON.stringify(k)}`);
+      id2label[String(Number(k))] = String(v);
+    }
+    const size = Object.keys(id2label).length;
+    if (typeof n !== 'number' || n === size) {
+      const l2i = raw.label2id;
+      const label2id = l2i && typeof l2i === 'object' && !Array.isArray(l2i)
+        ? Object.fromEntries(Object.entries(l2i as Record<string, unknown>).map(([k, v]) => [k, Number(v)]))
+        : inverse(id2label);
+      return { numLabels: size, id2label, label2id };
+    }
+  }
+  const count = typeof n === 'number' ? n : 2;
+  const id2label = defaultNames(count);
+  return { numLabels: count, id2label, label2id: inverse(id2label) };
 }
 
-/** Label names by id (id2label, else LABEL_0..LABEL_{n-1} as transformers does). */
+/** Label names by id, 0..numLabels-1 (LABEL_i where id2label has a gap). */
 export function labelNames(cfg: ModelConfig): string[] {
-  const n = cfg.numLabels ?? 0;
-  const m = (cfg.raw.id2label ?? {}) as Record<string, string>;
-  return Array.from({ length: n }, (_, i) => m[String(i)] ?? `LABEL_${i}`);
+  const l = cfg.id2label ? { numLabels: cfg.numLabels ?? 2, id2label: cfg.id2label } : labelsOf(cfg.raw);
+  return Array.from({ length: l.numLabels }, (_, i) => l.id2label[String(i)] ?? `LABEL_${i}`);
+}
+
+/** The config with numLabels overridden (transformers' from_pretrained(..., num_labels=n)). */
+export function withNumLabels(cfg: ModelConfig, n?: number): ModelConfig {
+  if (n === undefined) return cfg;
+  if (!Number.isInteger(n) || n < 1) throw new RangeError(`numLabels must be a positive integer, got ${n}`);
+  const l = labelsOf({ ...cfg.raw, num_labels: n });
+  return { ...cfg, numLabels: l.numLabels, id2label: l.id2label, label2id: l.label2id };
 }
 
 /** Reads <dir>/config.json (or a path to a .json file). */

@@ -11,4 +11,4 @@ export {
   resolveModelPath, resolveLocalModelPath, downloadSnapshot, findCachedSnapshot, hubCacheDir, repoCacheFolder, isOffline,
 } from './hub.js';
 export type { ResolveOptions } from './hub.js';
-export { loadConfig, parseConfig, labelNames } from './config.js';
+export { loadConfig, parseConfig, labelNames, labelsOf, withNumLabels, type ConfigLabels } from './config.js';

@@ -215,6 +215,37 @@ export class Tokenizer {
     return this.encodeOne(text, opts.textPair ?? null, opts.addSpecialTokens ?? true, null).ids;
   }
 
+  /**
+   * Ids of a text already split into words, with the word each id came from (null for special
+   * tokens): transformers' tokenizer(words, is_split_into_words=True) and .word_ids(), as the
+   * token-classification example uses them. Words after the first get a leading space, so the
+   * ids are those of the words joined by single spaces (for byte-level BPE, what GPT-2 style
+   * text looks like; WordPiece ignores the space). maxLength truncates words' pieces, keeping
+   * the special tokens.
+   */
+  encodeWords(words: string[], opts: { addSpecialTokens?: boolean; maxLength?: number } = {}): { ids: number[]; wordIds: (number | null)[] } {
+    if (!Array.isArray(words)) throw new TypeError('encodeWords: expected an array of words');
+    let pieces: string[] = [], owner: number[] = [];
+    words.forEach((w, i) => {
+      if (typeof w !== 'string') throw new TypeError(`encodeWords: word ${i} is not a string`);
+      const p = this.pieces(i === 0 ? w : ' ' + w);
+      pieces.push(...p);
+      for (let k = 0; k < p.length; k++) owner.push(i);
+    });
+    const addSpecial = opts.addSpecialTokens ?? true;
+    if (opts.maxLength !== undefined) {
+      const budget = Math.max(0, opts.maxLength - (addSpecial ? this.numSpecialTokensToAdd(false) : 0));
+      pieces = pieces.slice(0, budget); owner = owner.slice(0, budget);
+    }
+    // Where the content sits among the special tokens: find it through a sentinel piece.
+    const SENTINEL = '\u0000peft-ts-content\u0000';
+    const layout = this.finish([SENTINEL], null, addSpecial).tokens;
+    const at = layout.indexOf(SENTINEL);
+    const tokens = [...layout.slice(0, at), ...pieces, ...layout.slice(at + 1)];
+    const wordIds: (number | null)[] = [...layout.slice(0, at).map(() => null), ...owner, ...layout.slice(at + 1).map(() => null)];
+    return { ids: this.toIds(tokens), wordIds };
+  }
+
   decode(ids: ArrayLike<number>, opts: DecodeOptions = {}): string {
     const arr = Array.from(ids);
     if (arr.length === 0) return '';

@@ -4,7 +4,8 @@ import type { Tensor } from '../tensor/tensor.js';
 import { Rng, defaultRng } from '../tensor/random.js';
 import { PreTrainedModel, type ModelConfig, type TaskType } from './types.js';
 import { savePretrained } from './save.js';
-import { initWeights, num, numLabelsOf, type RawConfig } from './common.js';
+import { initWeights, num, type RawConfig } from './common.js';
+import { labelNames, withNumLabels } from '../io/config.js';
 
 export interface ModelInitOptions {
   /** Rng for dropout (and the random init). Defaults to the global one. */
@@ -60,12 +61,10 @@ export abstract class HFModel extends PreTrainedModel {
     const raw: RawConfig = { ...this.config.raw };
     raw.architectures = [this.architecture];
     if (this.task !== 'CAUSAL_LM') {
-      const n = this.numLabels;
-      const old = (raw.id2label ?? {}) as Record<string, string>;
-      const id2label: Record<string, string> = {};
-      for (let i = 0; i < n; i++) id2label[String(i)] = old[String(i)] ?? `LABEL_${i}`;
+      // The labels as resolved at load (io/config.ts), so a reload gives the same head size.
+      const id2label = Object.fromEntries(labelNames(this.config).map((name, i) => [String(i), name]));
       raw.id2label = id2label;
-      raw.label2id = Object.fromEntries(Object.entries(id2label).map(([k, v]) => [v, Number(k)]));
+      raw.label2id = this.config.label2id ?? Object.fromEntries(Object.entries(id2label).map(([k, v]) => [v, Number(k)]));
       delete raw.num_labels;
     }
     raw.dtype = 'float32';
@@ -89,14 +88,6 @@ export abstract class HFModel extends PreTrainedModel {
   }
 }
 
-/** config.numLabels with an override applied; the raw config is updated to match. */
-export function withNumLabels(cfg: ModelConfig, n?: number): ModelConfig {
-  if (n === undefined || n === numLabelsOf(cfg.raw)) return { ...cfg, numLabels: numLabelsOf(cfg.raw) };
-  if (!Number.isInteger(n) || n < 1) throw new RangeError(`numLabels must be a positive integer, got ${n}`);
-  const raw: RawConfig = { ...cfg.raw, num_labels: n };
-  const old = cfg.raw.id2label as Record<string, string> | undefined;
-  if (old && Object.keys(old).length !== n) { delete raw.id2label; delete raw.label2id; }
-  return { ...cfg, raw, numLabels: n };
-}
+export { withNumLabels };
 
 export type { TaskType };

@@ -12,6 +12,7 @@ import type { Rng } from '../tensor/random.js';
 import { Module } from '../nn/module.js';
 import { Conv1D, Embedding, LayerNorm, Linear, RMSNorm, type LinearLike } from '../nn/layers.js';
 import type { KVCache, ModelConfig } from './types.js';
+import { parseConfig, withNumLabels } from '../io/config.js';
 
 export type RawConfig = Record<string, unknown>;
 
@@ -39,33 +40,21 @@ export function bool(raw: RawConfig, key: string, def: boolean): boolean {
   return typeof raw[key] === 'boolean' ? (raw[key] as boolean) : def;
 }
 
-/** Number of labels as transformers derives it: num_labels, else id2label's size, else 2. */
-export function numLabelsOf(raw: RawConfig): number {
-  if (typeof raw.num_labels === 'number') return raw.num_labels;
-  if (raw.id2label && typeof raw.id2label === 'object') return Object.keys(raw.id2label).length;
-  return 2;
-}
+/** The common ModelConfig view of a raw config.json object (the one parser: io/config.ts). */
+export function toModelConfig(raw: RawConfig): ModelConfig { return parseConfig(raw); }
 
-/** The common ModelConfig view of a raw config.json object. */
-export function toModelConfig(raw: RawConfig): ModelConfig {
-  const modelType = str(raw, ['model_type'], '');
-  if (!modelType) throw new Error("config.json has no 'model_type'");
-  return {
-    modelType,
-    raw,
-    vocabSize: num(raw, ['vocab_size']),
-    hiddenSize: num(raw, ['hidden_size', 'n_embd', 'dim', 'd_model']),
-    numLayers: num(raw, ['num_hidden_layers', 'n_layer', 'n_layers']),
-    numHeads: num(raw, ['num_attention_heads', 'n_head', 'n_heads']),
-    maxPositions: num(raw, ['max_position_embeddings', 'n_positions', 'n_ctx'], 2048),
-    numLabels: numLabelsOf(raw),
-  };
-}
-
-/** Accepts a parsed ModelConfig or a raw config.json object. */
+/**
+ * Accepts a parsed ModelConfig or a raw config.json object. A parsed one is re-read from its
+ * raw object but keeps its resolved labels (a numLabels override may have set them).
+ */
 export function asModelConfig(c: ModelConfig | RawConfig): ModelConfig {
-  if ('raw' in c && 'modelType' in c && typeof c.raw === 'object') return toModelConfig(c.raw as RawConfig);
-  return toModelConfig(c as RawConfig);
+  if ('raw' in c && 'modelType' in c && typeof c.raw === 'object') {
+    const mc = c as ModelConfig, p = parseConfig(mc.raw);
+    if (mc.numLabels !== undefined && mc.id2label) return { ...p, numLabels: mc.numLabels, id2label: mc.id2label, label2id: mc.label2id ?? p.label2id };
+    if (mc.numLabels !== undefined && mc.numLabels !== p.numLabels) return withNumLabels(p, mc.numLabels);
+    return p;
+  }
+  return parseConfig(c as RawConfig);
 }
 
 // ---------- module plumbing ----------

@@ -48,7 +48,11 @@ export interface ModelConfig {
   numLayers: number;
   numHeads: number;
   maxPositions: number;
+  /** Classes of a classification head, as transformers resolves num_labels / id2label (2 by default). */
   numLabels?: number;
+  /** Label names by id ("0" -> "O"), resolved with numLabels (LABEL_i when config.json has none). */
+  id2label?: Record<string, string>;
+  label2id?: Record<string, number>;
 }
 
 export abstract class PreTrainedModel extends Module {

@@ -6,3 +6,4 @@ export * from './checkpoint.js';
 export * from './metrics.js';
 export * from './curves.js';
 export * from './trainer.js';
+export * from './seqeval.js';

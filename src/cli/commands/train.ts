@@ -7,13 +7,15 @@ import { prepareModelForKbitTraining } from '../../quant/model.js';
 import { EarlyStoppingCallback, Trainer } from '../../train/trainer.js';
 import type { TrainingArgumentsInit } from '../../train/args.js';
 import { classificationMetrics } from '../../train/metrics.js';
+import { isBioScheme, tokenClassificationMetrics } from '../../train/seqeval.js';
+import { DataCollatorForTokenClassification } from '../../data/collators.js';
 import type { SchedulerType } from '../../train/schedulers.js';
 import type { LogEntry } from '../../train/callbacks.js';
 import { UsageError, bool, num, str } from '../args.js';
 import {
   CliTask, Flags, checkKnown, commandFlags, loadBaseModel, loadTokenizer, loraConfigFrom, modelDir, requireFile, taskOf, writeLabelMapping,
 } from '../common.js';
-import { columnsFrom, featuresFor, guessTask, load } from '../data.js';
+import { columnsFrom, featuresFor, guessTask, load, tokenClsLabels } from '../data.js';
 
 export const LORA_FLAGS = ['r', 'loraAlpha', 'loraDropout', 'targetModules', 'useDora', 'useRslora', 'bias', 'modulesToSave'];
 const KNOWN = [
@@ -21,6 +23,7 @@ const KNOWN = [
   ...LORA_FLAGS, 'outputDir', 'epochs', 'maxSteps', 'lr', 'batchSize', 'evalBatchSize', 'gradAccum', 'warmupSteps', 'warmupRatio',
   'scheduler', 'weightDecay', 'evalSteps', 'saveSteps', 'saveTotalLimit', 'loggingSteps', 'seed', 'earlyStoppingPatience',
   'metricForBestModel', 'loadBestModelAtEnd', 'gradientCheckpointing', 'resume', 'loadIn4bit', 'numLabels', 'quiet',
+  'tokensColumn', 'tagsColumn', 'labels',
 ];
 export const TRAIN_BOOLEANS = ['useDora', 'useRslora', 'loadBestModelAtEnd', 'gradientCheckpointing', 'loadIn4bit', 'quiet', 'help'];
 
@@ -30,11 +33,15 @@ Data and task
   --model DIR|ID            base model (default: the embedded assets/default-model)
   --data FILE               training data (.jsonl, .json, .csv, .tsv)            [required]
   --eval-data FILE          evaluation data; or --test-size F to split it off --data
-  --task T                  seq-cls | causal-lm (default: seq-cls when the data has a label column)
+  --task T                  seq-cls | token-cls | causal-lm (default: seq-cls when the data has a
+                            label column, token-cls when it has tokens and ner_tags columns)
   --text-column C           (text)     --label-column C (label)
+  --tokens-column C         (tokens)   --tags-column C (ner_tags)   token-cls: words and their tags
+  --labels a,b,c            token-cls tag names by id (default: the model's id2label, else the
+                            tag names in the data, sorted)
   --prompt-column C         (prompt)   --completion-column C (completion)
   --template T              none | alpaca | chat (causal-lm prompt format; default none)
-  --max-length N            tokens per example (128 for seq-cls, 256 for causal-lm)
+  --max-length N            tokens per example (128 for seq-cls and token-cls, 256 for causal-lm)
 LoRA
   --r N (8)  --lora-alpha N (16)  --lora-dropout P (0.05)  --bias none|all|lora_only
   --target-modules a,b | REGEX | all-linear   (default: the architecture's peft default)
@@ -68,7 +75,9 @@ export async function runTrain(flags: Flags, log: (s: string) => void = (s) => c
     train = s.train; evalDs = s.test;
   }
   const task = taskOf(str(flags, 'task')) ?? guessTask(train, cols);
-  const feats = featuresFor(task, train, tok, cols, flags);
+  const tokLabels = task === 'token-cls' ? tokenClsLabels(train, cols, flags, dir) : undefined;
+  if (tokLabels) log(`token-cls labels (from ${tokLabels.source}): ${Object.values(tokLabels.id2label).join(', ')}`);
+  const feats = featuresFor(task, train, tok, cols, flags, tokLabels?.label2id);
   const evalFeats = evalDs ? featuresFor(task, evalDs, tok, cols, flags, feats.label2id) : undefined;
   const numLabels = feats.label2id ? Object.keys(feats.label2id).length : undefined;
 
@@ -87,7 +96,8 @@ export async function runTrain(flags: Flags, log: (s: string) => void = (s) => c
   const evalStrategy = !evalFeats ? 'no' : evalSteps ? 'steps' : 'epoch';
   if ((loadBest || patience !== undefined) && evalStrategy === 'no') throw new UsageError('--load-best-model-at-end / --early-stopping-patience need evaluation data (--eval-data or --test-size)');
   const saveStrategy = saveSteps ? 'steps' : (loadBest || patience !== undefined) ? evalStrategy : flags.resume !== undefined ? 'epoch' : 'no';
-  const metricForBest = str(flags, 'metricForBestModel') ?? (loadBest || patience !== undefined ? (task === 'seq-cls' ? 'accuracy' : 'loss') : undefined);
+  const bio = task === 'token-cls' && isBioScheme(Object.values(feats.id2label ?? {}));
+  const metricForBest = str(flags, 'metricForBestModel') ?? (loadBest || patience !== undefined ? (task === 'seq-cls' ? 'accuracy' : bio ? 'f1' : task === 'token-cls' ? 'accuracy' : 'loss') : undefined);
   const resume = flags.resume === undefined ? null : flags.resume === true ? true : String(flags.resume);
   const args: TrainingArgumentsInit = {
     outputDir, numTrainEpochs: num(flags, 'epochs', 3), maxSteps: num(flags, 'maxSteps', -1), learningRate: num(flags, 'lr', 2e-4),
@@ -100,12 +110,18 @@ export async function runTrain(flags: Flags, log: (s: string) => void = (s) => c
   };
   const trainer = new Trainer({
     model: peft, args, trainDataset: feats.dataset, evalDataset: evalFeats?.dataset, tokenizer: tok,
-    computeMetrics: task === 'seq-cls' ? classificationMetrics : undefined,
+    computeMetrics: metricsFor(task, feats.id2label),
+    dataCollator: task === 'token-cls' ? DataCollatorForTokenClassification({ tokenizer: tok }) : undefined,
     callbacks: patience !== undefined ? [new EarlyStoppingCallback(patience)] : [],
   });
   const out = await trainer.train({ resumeFromCheckpoint: resume });
   await trainer.saveModel(outputDir);
-  if (feats.label2id && feats.id2label) writeLabelMapping(outputDir, { task, id2label: feats.id2label, label2id: feats.label2id, textColumn: cols.text, maxLength: num(flags, 'maxLength', 128) });
+  if (feats.label2id && feats.id2label) {
+    writeLabelMapping(outputDir, {
+      task, id2label: feats.id2label, label2id: feats.label2id, maxLength: num(flags, 'maxLength', 128),
+      ...(task === 'token-cls' ? { tokensColumn: cols.tokens, tagsColumn: cols.tags } : { textColumn: cols.text }),
+    });
+  }
   else writeLabelMapping(outputDir, { task, id2label: {}, label2id: {} });
   for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt']) {
     if (fs.existsSync(path.join(dir, f))) fs.copyFileSync(path.join(dir, f), path.join(outputDir, f));
@@ -116,6 +132,13 @@ export async function runTrain(flags: Flags, log: (s: string) => void = (s) => c
     if (task === 'causal-lm' && evalMetrics.eval_loss !== undefined) evalMetrics.eval_perplexity = Math.exp(evalMetrics.eval_loss);
   }
   return { outputDir, task, peft, trainer, evalMetrics, globalStep: out.globalStep };
+}
+
+/** computeMetrics of a CLI task: accuracy / F1, token accuracy + entity P/R/F1, or none (loss). */
+export function metricsFor(task: CliTask, id2label?: Record<string, string>) {
+  if (task === 'seq-cls') return classificationMetrics;
+  if (task === 'token-cls') return tokenClassificationMetrics(id2label ?? {});
+  return undefined;
 }
 
 export function printMetrics(m: LogEntry, log: (s: string) => void = (s) => console.log(s)): void {
