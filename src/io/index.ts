@@ -1,8 +1,11 @@
 export {
   readSafetensorsHeader, readSafetensors, iterSafetensors, writeSafetensors, readTensorBytes,
   loadCheckpointDir, iterCheckpointDir, openCheckpointDir, SafetensorsReader, saveCheckpointDir, checkpointShards,
-  SAFETENSORS_WEIGHTS, SAFETENSORS_INDEX,
+  SAFETENSORS_WEIGHTS, SAFETENSORS_INDEX, PYTORCH_WEIGHTS, PYTORCH_INDEX, openTensorFile,
 } from './safetensors.js';
+export { TorchBinReader } from './torchbin.js';
+export { unpickle, UnpicklingError } from './pickle.js';
+export type { TensorFileReader, TensorMeta } from './tensor_file.js';
 export type { SafetensorsHeader, TensorInfo, ReadOptions, WriteOptions } from './safetensors.js';
 export { f32ToF16, f32ToBf16, bf16ToF32, f32ToF16Bits } from './half.js';
 export { Tokenizer, BatchEncoding } from './tokenizer.js';

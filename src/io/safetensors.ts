@@ -13,9 +13,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Tensor } from '../tensor/tensor.js';
-import { tensor } from '../tensor/ops/basic.js';
-import { bf16ToF32, f32ToBf16, f32ToF16 } from './half.js';
-import { halfToF32 } from '../tensor/tensor.js';
+import { f32ToBf16, f32ToF16 } from './half.js';
+import { DTYPE_SIZE, FLOAT_FILE_DTYPES, decodeTensor, floatBytesToF32, type TensorFileReader } from './tensor_file.js';
+import { TorchBinReader } from './torchbin.js';
 
 export interface TensorInfo { dtype: string; shape: number[]; dataOffsets: [number, number] }
 
@@ -40,14 +40,6 @@ export interface WriteOptions {
    * bitsandbytes' packed 4-bit weights and quant state are uint8 on disk. */
   uint8Keys?: (name: string) => boolean;
 }
-
-/** Bytes per element of every dtype the format defines. */
-const DTYPE_SIZE: Record<string, number> = {
-  BOOL: 1, U8: 1, I8: 1, F8_E5M2: 1, F8_E4M3: 1, F8_E8M0: 1,
-  I16: 2, U16: 2, F16: 2, BF16: 2,
-  I32: 4, U32: 4, F32: 4,
-  F64: 8, I64: 8, U64: 8, C64: 8,
-};
 
 // The Rust crate sorts tensors by dtype (its enum order, largest first) and then by name.
 const DTYPE_RANK: Record<string, number> = {
@@ -167,49 +159,12 @@ export function readTensorBytes(file: string, name: string): { dtype: string; sh
   } finally { fs.closeSync(fd); }
 }
 
-function decodeTensor(bytes: Uint8Array, info: TensorInfo, name: string, file: string, toF32: boolean): Tensor {
-  const { dtype, shape } = info;
-  const ab = bytes.buffer; // a fresh, exactly-sized, aligned buffer (see readOne)
-  const n = shape.reduce((a, s) => a * s, 1);
-  const toInt = (get: (i: number) => number | bigint): Tensor => {
-    const out = new Int32Array(n);
-    for (let i = 0; i < n; i++) {
-      const v = get(i);
-      const x = typeof v === 'bigint' ? Number(v) : v;
-      if (x > 2147483647 || x < -2147483648) fail(file, `tensor "${name}" (${dtype}) holds ${v} at index ${i}, outside the int32 range`);
-      out[i] = x;
-    }
-    return tensor(out, shape, { dtype: 'int32' });
-  };
-  switch (dtype) {
-    case 'F32': return tensor(new Float32Array(ab, 0, n), shape, { dtype: 'float32' });
-    case 'F64': return tensor(Float32Array.from(new Float64Array(ab, 0, n)), shape, { dtype: 'float32' });
-    case 'F16': case 'BF16': {
-      const bits = new Uint16Array(ab, 0, n);
-      if (!toF32) return tensor(bits, shape, { dtype: dtype === 'F16' ? 'float16' : 'bfloat16' });
-      const out = new Float32Array(n);
-      if (dtype === 'F16') halfToF32(bits, out); else bf16ToF32(bits, out);
-      return tensor(out, shape, { dtype: 'float32' });
-    }
-    case 'I32': return tensor(new Int32Array(ab, 0, n), shape, { dtype: 'int32' });
-    case 'U32': { const a = new Uint32Array(ab, 0, n); return toInt((i) => a[i]); }
-    case 'I64': { const a = new BigInt64Array(ab, 0, n); return toInt((i) => a[i]); }
-    case 'U64': { const a = new BigUint64Array(ab, 0, n); return toInt((i) => a[i]); }
-    case 'I16': return tensor(Int32Array.from(new Int16Array(ab, 0, n)), shape, { dtype: 'int32' });
-    case 'U16': return tensor(Int32Array.from(new Uint16Array(ab, 0, n)), shape, { dtype: 'int32' });
-    case 'I8': return tensor(Int32Array.from(new Int8Array(ab, 0, n)), shape, { dtype: 'int32' });
-    case 'U8': return tensor(Int32Array.from(bytes), shape, { dtype: 'int32' });
-    case 'BOOL': return tensor(Int32Array.from(bytes, (b) => (b ? 1 : 0)), shape, { dtype: 'int32' });
-    default: fail(file, `tensor "${name}": dtype ${dtype} cannot be loaded as a Tensor (use readTensorBytes for raw bytes)`);
-  }
-}
-
 function readOne(fd: number, h: SafetensorsHeader, name: string, file: string, toF32: boolean): Tensor {
   const info = h.tensors[name];
   // Allocating per tensor keeps typed-array views aligned and lets each buffer be freed alone.
   const bytes = new Uint8Array(new ArrayBuffer(info.dataOffsets[1] - info.dataOffsets[0]));
   readFully(fd, bytes, h.dataStart + info.dataOffsets[0], file);
-  const t = decodeTensor(bytes, info, name, file, toF32);
+  const t = decodeTensor(bytes, info, name, (msg) => fail(file, msg), toF32);
   t.name = name;
   return t;
 }
@@ -219,7 +174,7 @@ function readOne(fd: number, h: SafetensorsHeader, name: string, file: string, t
  * tensors, as float32 ranges converted chunk by chunk (readFloat32()), so a loader can put
  * values straight into their destination without a full-size temporary.
  */
-export class SafetensorsReader {
+export class SafetensorsReader implements TensorFileReader {
   readonly header: SafetensorsHeader;
   private fd: number | null;
   private scratch = new Uint8Array(0);
@@ -234,6 +189,8 @@ export class SafetensorsReader {
     const t = this.header.tensors;
     return Object.keys(t).sort((a, b) => t[a].dataOffsets[0] - t[b].dataOffsets[0]);
   }
+
+  has(name: string): boolean { return Object.hasOwn(this.header.tensors, name); }
 
   info(name: string): TensorInfo {
     const i = this.header.tensors[name];
@@ -268,7 +225,7 @@ export class SafetensorsReader {
     const info = this.info(name);
     const esize = DTYPE_SIZE[info.dtype];
     const n = info.shape.reduce((a, s) => a * s, 1);
-    if (!['F32', 'F16', 'BF16', 'F64'].includes(info.dtype)) fail(this.file, `tensor "${name}" is ${info.dtype}, not a floating point tensor`);
+    if (!FLOAT_FILE_DTYPES.has(info.dtype)) fail(this.file, `tensor "${name}" is ${info.dtype}, not a floating point tensor`);
     if (start < 0 || start + out.length > n) fail(this.file, `tensor "${name}": range [${start}, ${start + out.length}) outside its ${n} elements`);
     const fd = this.open();
     const base = this.header.dataStart + info.dataOffsets[0] + start * esize;
@@ -282,10 +239,7 @@ export class SafetensorsReader {
       const m = Math.min(CHUNK, out.length - done);
       const bytes = this.scratch.subarray(0, m * esize);
       readFully(fd, bytes, base + done * esize, this.file);
-      const dst = out.subarray(done, done + m);
-      if (info.dtype === 'F64') { const v = new Float64Array(bytes.buffer, 0, m); for (let i = 0; i < m; i++) dst[i] = v[i]; }
-      else if (info.dtype === 'BF16') bf16ToF32(new Uint16Array(bytes.buffer, 0, m), dst);
-      else halfToF32(new Uint16Array(bytes.buffer, 0, m), dst);
+      floatBytesToF32(info.dtype, bytes, m, out.subarray(done, done + m));
     }
   }
 
@@ -402,45 +356,67 @@ export function writeSafetensors(file: string, tensors: Map<string, Tensor> | Re
 
 export const SAFETENSORS_WEIGHTS = 'model.safetensors';
 export const SAFETENSORS_INDEX = 'model.safetensors.index.json';
+export const PYTORCH_WEIGHTS = 'pytorch_model.bin';
+export const PYTORCH_INDEX = 'pytorch_model.bin.index.json';
 
-/** The shard files of a checkpoint folder and which tensor lives where. */
-export function checkpointShards(dir: string): { files: string[]; weightMap: Record<string, string> | null } {
-  const indexPath = path.join(dir, SAFETENSORS_INDEX);
-  if (fs.existsSync(indexPath)) {
-    let idx: { weight_map?: unknown };
-    try { idx = JSON.parse(fs.readFileSync(indexPath, 'utf8')); } catch (e) {
-      throw new Error(`${indexPath}: not valid JSON (${(e as Error).message})`);
-    }
-    const wm = idx.weight_map;
-    if (!wm || typeof wm !== 'object' || Array.isArray(wm)) throw new Error(`${indexPath}: missing "weight_map" object`);
-    const weightMap = wm as Record<string, string>;
-    const files = [...new Set(Object.values(weightMap))];
-    for (const f of files) {
-      if (typeof f !== 'string' || f.includes('/') || f.includes('\\') || f.startsWith('.')) throw new Error(`${indexPath}: bad shard file name ${JSON.stringify(f)}`);
-      if (!fs.existsSync(path.join(dir, f))) throw new Error(`${indexPath}: shard ${f} is listed but ${path.join(dir, f)} does not exist`);
-    }
-    files.sort();
-    return { files, weightMap };
+/** Opens a weight file with the reader its format needs (.safetensors, else a torch.save zip). */
+export function openTensorFile(file: string): TensorFileReader {
+  return file.endsWith('.safetensors') ? new SafetensorsReader(file) : new TorchBinReader(file);
+}
+
+function readIndex(dir: string, indexName: string): { files: string[]; weightMap: Record<string, string> } {
+  const indexPath = path.join(dir, indexName);
+  let idx: { weight_map?: unknown };
+  try { idx = JSON.parse(fs.readFileSync(indexPath, 'utf8')); } catch (e) {
+    throw new Error(`${indexPath}: not valid JSON (${(e as Error).message})`);
   }
-  const single = path.join(dir, SAFETENSORS_WEIGHTS);
-  if (fs.existsSync(single)) return { files: [SAFETENSORS_WEIGHTS], weightMap: null };
+  const wm = idx.weight_map;
+  if (!wm || typeof wm !== 'object' || Array.isArray(wm)) throw new Error(`${indexPath}: missing "weight_map" object`);
+  const weightMap = wm as Record<string, string>;
+  const files = [...new Set(Object.values(weightMap))];
+  for (const f of files) {
+    if (typeof f !== 'string' || f.includes('/') || f.includes('\\') || f.startsWith('.')) throw new Error(`${indexPath}: bad shard file name ${JSON.stringify(f)}`);
+    if (!fs.existsSync(path.join(dir, f))) throw new Error(`${indexPath}: shard ${f} is listed but ${path.join(dir, f)} does not exist`);
+  }
+  files.sort();
+  return { files, weightMap };
+}
+
+/**
+ * The weight files of a checkpoint folder and which tensor lives where. As transformers,
+ * safetensors (sharded, then single) is preferred; PyTorch pytorch_model.bin (sharded, then
+ * single) is the fallback.
+ */
+export function checkpointShards(dir: string): { files: string[]; weightMap: Record<string, string> | null } {
+  if (fs.existsSync(path.join(dir, SAFETENSORS_INDEX))) return readIndex(dir, SAFETENSORS_INDEX);
+  if (fs.existsSync(path.join(dir, SAFETENSORS_WEIGHTS))) return { files: [SAFETENSORS_WEIGHTS], weightMap: null };
+  if (fs.existsSync(path.join(dir, PYTORCH_INDEX))) return readIndex(dir, PYTORCH_INDEX);
+  if (fs.existsSync(path.join(dir, PYTORCH_WEIGHTS))) return { files: [PYTORCH_WEIGHTS], weightMap: null };
   let listing: string[] = [];
   try { listing = fs.readdirSync(dir); } catch { throw new Error(`checkpoint folder ${dir} does not exist`); }
-  const hint = listing.some((f) => f.endsWith('.bin') || f.endsWith('.pt') || f.endsWith('.pth'))
-    ? ' Only safetensors is supported; convert the PyTorch .bin weights in Python with model.save_pretrained(dir, safe_serialization=True).'
-    : '';
-  throw new Error(`no ${SAFETENSORS_WEIGHTS} or ${SAFETENSORS_INDEX} in ${dir} (found: ${listing.join(', ') || 'nothing'}).${hint}`);
+  throw new Error(`no ${SAFETENSORS_WEIGHTS}, ${SAFETENSORS_INDEX}, ${PYTORCH_WEIGHTS} or ${PYTORCH_INDEX} in ${dir} (found: ${listing.join(', ') || 'nothing'})`);
+}
+
+/** The names of reader's tensors that the index assigns to its file (all when no index). */
+function shardNames(r: TensorFileReader, f: string, weightMap: Record<string, string> | null): string[] {
+  const names = r.names();
+  if (!weightMap) return names;
+  const want = Object.keys(weightMap).filter((k) => weightMap[k] === f);
+  const missing = want.filter((x) => !r.has(x));
+  if (missing.length) throw new Error(`${r.file.endsWith('.safetensors') ? 'safetensors' : 'torch checkpoint'} ${r.file}: no tensor named ${missing.map((m) => `"${m}"`).join(', ')}`);
+  const set = new Set(want);
+  return names.filter((x) => set.has(x));
 }
 
 /** Streams every tensor of a checkpoint folder (single file or shards), one at a time. */
 export function* iterCheckpointDir(dir: string, opts: { toFloat32?: boolean } = {}): Generator<[string, Tensor]> {
   const { files, weightMap } = checkpointShards(dir);
   for (const f of files) {
-    const full = path.join(dir, f);
-    let names: string[] | undefined;
-    if (weightMap) names = Object.keys(weightMap).filter((k) => weightMap[k] === f);
-    // names is validated against the shard header: an index naming a missing tensor is an error.
-    yield* iterSafetensors(full, { names, toFloat32: opts.toFloat32 });
+    const r = openTensorFile(path.join(dir, f));
+    try {
+      // An index naming a tensor its shard lacks is an error.
+      for (const n of shardNames(r, f, weightMap)) yield [n, r.tensor(n, opts.toFloat32 ?? true)];
+    } finally { r.close(); }
   }
 }
 
@@ -449,24 +425,16 @@ export function* iterCheckpointDir(dir: string, opts: { toFloat32?: boolean } = 
  * shard and data order, filtered by the index as iterCheckpointDir does) with the reader of
  * its file. Call close() when done.
  */
-export function openCheckpointDir(dir: string): { entries: [string, SafetensorsReader][]; close(): void } {
+export function openCheckpointDir(dir: string): { entries: [string, TensorFileReader][]; close(): void } {
   const { files, weightMap } = checkpointShards(dir);
-  const readers: SafetensorsReader[] = [];
+  const readers: TensorFileReader[] = [];
   const close = () => { for (const r of readers) r.close(); };
-  const entries: [string, SafetensorsReader][] = [];
+  const entries: [string, TensorFileReader][] = [];
   try {
     for (const f of files) {
-      const r = new SafetensorsReader(path.join(dir, f));
+      const r = openTensorFile(path.join(dir, f));
       readers.push(r);
-      let names = r.names();
-      if (weightMap) {
-        const want = Object.keys(weightMap).filter((k) => weightMap[k] === f);
-        const missing = want.filter((x) => !(x in r.header.tensors));
-        if (missing.length) fail(r.file, `no tensor named ${missing.map((m) => `"${m}"`).join(', ')}`);
-        const set = new Set(want);
-        names = names.filter((x) => set.has(x));
-      }
-      for (const n of names) entries.push([n, r]);
+      for (const n of shardNames(r, f, weightMap)) entries.push([n, r]);
     }
   } catch (e) { close(); throw e; }
   return { entries, close };

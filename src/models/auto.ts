@@ -5,7 +5,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Tensor } from '../tensor/tensor.js';
 import { initEmptyWeights, materializeEmptyWeights } from '../nn/layers.js';
-import { openCheckpointDir, type SafetensorsReader } from '../io/safetensors.js';
+import { openCheckpointDir } from '../io/safetensors.js';
+import { FLOAT_FILE_DTYPES, type TensorFileReader } from '../io/tensor_file.js';
 import { resolveLocalModelPath, resolveModelPath, type ResolveOptions } from '../io/hub.js';
 import type { TaskType } from './types.js';
 import type { HFModel, ModelInitOptions } from './base.js';
@@ -119,10 +120,8 @@ export interface LoadWeightsHook {
    * Offered every checkpoint tensor first, with its model key; returns true when it read
    * (consumed) the tensor from reader. A consumed key in `keys` counts as loaded.
    */
-  take(key: string, name: string, reader: SafetensorsReader): boolean;
+  take(key: string, name: string, reader: TensorFileReader): boolean;
 }
-
-const FLOAT_DTYPES = new Set(['F32', 'F16', 'BF16', 'F64']);
 
 /**
  * Loads a checkpoint folder's tensors into model (float32), reporting what did not fit. Each
@@ -143,7 +142,7 @@ export function loadWeights(model: HFModel, dir: string, opts: FromPretrainedOpt
   try {
     const names = ckpt.entries.map(([n]) => n);
     const mapKey = keyMapper(model, names, ownKeys);
-    const put = (key: string, name: string, r: SafetensorsReader): void => {
+    const put = (key: string, name: string, r: TensorFileReader): void => {
       const dst = own.get(key)!;
       if (tied.has(key) && loaded.has(dst)) return; // the tied source wins, as in transformers
       const info = r.info(name);
@@ -153,7 +152,7 @@ export function loadWeights(model: HFModel, dir: string, opts: FromPretrainedOpt
         mismatched.push(msg);
         return;
       }
-      if (!FLOAT_DTYPES.has(info.dtype)) throw new Error(`${key}: checkpoint tensor is ${info.dtype}, expected a floating point weight`);
+      if (!FLOAT_FILE_DTYPES.has(info.dtype)) throw new Error(`${key}: checkpoint tensor is ${info.dtype}, expected a floating point weight`);
       r.readFloat32(name, 0, dst.data);
       loaded.add(dst);
       loadedKeys.add(key);

@@ -15,7 +15,7 @@ import { loadWeights, modelFromConfig, registerQuantizedLoader, type FromPretrai
 import type { HFModel } from '../models/base.js';
 import type { RawConfig } from '../models/common.js';
 import type { TaskType } from '../models/types.js';
-import type { SafetensorsReader } from '../io/safetensors.js';
+import type { TensorFileReader } from '../io/tensor_file.js';
 import { BitsAndBytesConfig, bnbConfigFromDict, optionsFromConfig, prepare4bitPlaceholders } from './model.js';
 import type { Linear4bit } from './linear4bit.js';
 
@@ -38,7 +38,7 @@ export function fromPretrainedIn4bit(task: TaskType, dir: string, config: RawCon
   const layerKeys = new Set(sink.paths.map((p) => p + '.weight'));
   const info = loadWeights(model, dir, opts, {
     keys: layerKeys,
-    take(key: string, name: string, r: SafetensorsReader): boolean {
+    take(key: string, name: string, r: TensorFileReader): boolean {
       const p = sink.layerOf(key);
       if (!p) return false;
       const ti = r.info(name);
