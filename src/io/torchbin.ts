@@ -7,7 +7,7 @@
 // Only the zip format (torch >= 1.6) is read; the older tar/raw-pickle format is refused.
 import * as fs from 'node:fs';
 import type { Tensor } from '../tensor/tensor.js';
-import { PyDict, PyGlobal, unpickle } from './pickle.js';
+import { PyDict, PyGlobal, UnpicklingError, unpickle } from './pickle.js';
 import { looksLikeZip, readZipDirectory, type ZipEntry } from './zip.js';
 import { DTYPE_SIZE, FLOAT_FILE_DTYPES, decodeTensor, floatBytesToF32, type TensorFileReader, type TensorMeta } from './tensor_file.js';
 
@@ -97,7 +97,11 @@ export class TorchBinReader implements TensorFileReader {
       g('torch._utils._rebuild_parameter', (a) => a[0]),
       ...Object.keys(STORAGE_DTYPES).map((s) => g(`torch.${s}`)),
     ]);
-    const root = unpickle(this.read(pkl.dataStart, pkl.size), { globals, persistentLoad });
+    let root: unknown;
+    try { root = unpickle(this.read(pkl.dataStart, pkl.size), { globals, persistentLoad }); } catch (e) {
+      if (e instanceof UnpicklingError) fail(e.message); // name the file
+      throw e;
+    }
     if (!(root instanceof PyDict)) fail('the pickled object is not a state dict');
     for (const [k, v] of (root as PyDict).map) {
       // Non-tensor entries (none in transformers / peft files) are left out, as safetensors cannot hold them.

@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Tensor } from '../tensor/tensor.js';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
+import { TorchBinReader } from '../io/torchbin.js';
 import { LoraLinear } from './layer.js';
 import { LoraEmbedding, isLoraLayer } from './embedding.js';
 import { Embedding } from '../nn/layers.js';
@@ -18,6 +19,7 @@ import { peftWarn } from './warn.js';
 
 export const ADAPTER_CONFIG_NAME = 'adapter_config.json';
 export const ADAPTER_WEIGHTS_NAME = 'adapter_model.safetensors';
+export const ADAPTER_WEIGHTS_BIN_NAME = 'adapter_model.bin';
 const PREFIX = 'base_model.model.';
 
 /** peft's _remove_adapter_name_from_state_dict_key. */
@@ -220,15 +222,19 @@ export function readAdapterConfig(dir: string): LoraConfig {
   return LoraConfig.fromPeftJson(json);
 }
 
-/** Reads adapter_model.safetensors from dir into adapter `name` (peft's set_peft_model_state_dict). */
-export function loadAdapterWeights(pm: PeftModel, dir: string, name: string): { missingKeys: string[]; unexpectedKeys: string[] } {
+/** adapter_model.safetensors, else (as peft falls back) the torch.save'd adapter_model.bin. */
+function readAdapterFile(dir: string): Map<string, Tensor> {
   const file = path.join(dir, ADAPTER_WEIGHTS_NAME);
-  if (!fs.existsSync(file)) {
-    const bin = path.join(dir, 'adapter_model.bin');
-    if (fs.existsSync(bin)) throw new Error(`${dir} has adapter_model.bin (a pickle): convert it to safetensors first (peft-ts reads only ${ADAPTER_WEIGHTS_NAME})`);
-    throw new Error(`Can't find '${ADAPTER_WEIGHTS_NAME}' at '${dir}'`);
-  }
-  const sd = readSafetensors(file, { toFloat32: true });
+  if (fs.existsSync(file)) return readSafetensors(file, { toFloat32: true });
+  const bin = path.join(dir, ADAPTER_WEIGHTS_BIN_NAME);
+  if (!fs.existsSync(bin)) throw new Error(`Can't find '${ADAPTER_WEIGHTS_NAME}' or '${ADAPTER_WEIGHTS_BIN_NAME}' at '${dir}'`);
+  const r = new TorchBinReader(bin);
+  try { return new Map(r.names().map((n) => [n, r.tensor(n, true)])); } finally { r.close(); }
+}
+
+/** Reads adapter_model.safetensors (or adapter_model.bin) from dir into adapter `name` (peft's set_peft_model_state_dict). */
+export function loadAdapterWeights(pm: PeftModel, dir: string, name: string): { missingKeys: string[]; unexpectedKeys: string[] } {
+  const sd = readAdapterFile(dir);
   const map = adapterKeyMap(pm, name);
   const unexpected: string[] = [];
   const seen = new Set<string>();
