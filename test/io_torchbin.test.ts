@@ -12,6 +12,7 @@ import { TorchBinReader } from '../src/io/torchbin.js';
 import { unpickle } from '../src/io/pickle.js';
 import { checkpointShards, loadCheckpointDir, writeSafetensors } from '../src/io/safetensors.js';
 import { PeftModel, captureWarnings } from '../src/peft/index.js';
+import { isPytorchWeightFile } from '../src/io/hub.js';
 
 const FIX = path.resolve('test/fixtures');
 const BIN = path.join(FIX, 'bin');
@@ -124,4 +125,9 @@ test('plain data pickles decode (dicts, lists, ints, floats, memo)', () => {
   const v = unpickle(Buffer.from(hex, 'hex'), { globals: {} }) as { map: Map<string, unknown> };
   assert.deepEqual(v.map.get('a'), [1, -2, 70000, 2 ** 40, 1.5, null, true]);
   assert.deepEqual(v.map.get('b'), ['x', 'x']);
+});
+
+test('hub downloads pick .bin weight files only as the fallback set', () => {
+  for (const f of ['pytorch_model.bin', 'pytorch_model-00001-of-00002.bin', 'pytorch_model.bin.index.json', 'adapter_model.bin']) assert.ok(isPytorchWeightFile(f), f);
+  for (const f of ['training_args.bin', 'optimizer.bin', 'sub/pytorch_model.bin', 'model.safetensors']) assert.ok(!isPytorchWeightFile(f), f);
 });

@@ -76,7 +76,7 @@ function offlineError(repoId: string, opts: ResolveOptions, why: string): Error 
   return new Error(
     `cannot find model "${repoId}" (revision ${rev}): ${why}.\n` +
     `Put config.json, the tokenizer files (tokenizer.json, tokenizer_config.json) and the *.safetensors weights ` +
-    `(plus model.safetensors.index.json when sharded) in\n  ${path.join(repoDir, 'snapshots', COMMIT.test(rev) ? rev : '<commit-hash>')}${path.sep}\n` +
+    `(plus model.safetensors.index.json when sharded; or pytorch_model*.bin) in\n  ${path.join(repoDir, 'snapshots', COMMIT.test(rev) ? rev : '<commit-hash>')}${path.sep}\n` +
     (COMMIT.test(rev) ? '' : `and write that <commit-hash> into ${path.join(repoDir, 'refs', rev)}\n`) +
     `or pass the path of a local folder that holds those files instead of "${repoId}".`);
 }
@@ -103,7 +103,12 @@ function localFolder(idOrPath: string, opts: ResolveOptions): string | null {
   return null;
 }
 
-/** Files we fetch from a model repo (weights only as safetensors). */
+/** PyTorch weight files, fetched only when a repo has no safetensors weights (transformers' fallback). */
+export function isPytorchWeightFile(f: string): boolean {
+  return !f.includes('/') && (/^(pytorch_model|adapter_model)(-\d+-of-\d+)?\.bin$/.test(f) || f === 'pytorch_model.bin.index.json');
+}
+
+/** Files we fetch from a model repo (weights as safetensors; see isPytorchWeightFile for .bin). */
 export function wantedFile(f: string): boolean {
   if (f.includes('/')) return false;
   return f.endsWith('.safetensors') || f === 'model.safetensors.index.json' || [
@@ -132,7 +137,7 @@ export async function resolveModelPath(idOrPath: string, opts: ResolveOptions = 
   }
 }
 
-/** Downloads config, tokenizer and safetensors files of repoId@revision into the cache layout. */
+/** Downloads config, tokenizer and weight files (safetensors, else PyTorch .bin) of repoId@revision into the cache layout. */
 export async function downloadSnapshot(repoId: string, opts: ResolveOptions = {}): Promise<string> {
   const hub = await import('@huggingface/hub');
   const creds = { accessToken: opts.token ?? process.env.HF_TOKEN, hubUrl: opts.hubUrl, fetch: opts.fetch };
@@ -142,12 +147,11 @@ export async function downloadSnapshot(repoId: string, opts: ResolveOptions = {}
   if (!commit || !COMMIT.test(commit)) throw new Error(`the Hub gave no commit hash for ${repoId}@${rev}`);
   const entries = [];
   for await (const e of hub.listFiles({ repo: repoId, revision: commit, ...creds })) if (e.type === 'file') entries.push(e);
-  const files = entries.filter((e) => wantedFile(e.path));
+  const hasSafetensors = entries.some((e) => !e.path.includes('/') && e.path.endsWith('.safetensors'));
+  // As transformers: safetensors when the repo has them, else the PyTorch .bin weights.
+  const files = entries.filter((e) => wantedFile(e.path) || (!hasSafetensors && isPytorchWeightFile(e.path)));
   const names = files.map((e) => e.path);
   if (!names.includes(opts.requiredFile ?? 'config.json')) throw new Error(`${repoId} has no ${opts.requiredFile ?? 'config.json'}`);
-  if (!names.some((n) => n.endsWith('.safetensors')) && entries.some((e) => e.path.endsWith('.bin'))) {
-    throw new Error(`${repoId} has only PyTorch .bin weights; convert them to safetensors first (model.save_pretrained(dir, safe_serialization=True))`);
-  }
   const repoDir = repoCacheFolder(repoId, opts.cacheDir);
   const snap = path.join(repoDir, 'snapshots', commit);
   fs.mkdirSync(path.join(repoDir, 'blobs'), { recursive: true });
