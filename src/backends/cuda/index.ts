@@ -69,6 +69,9 @@ export function makeCudaBackend(n: CudaAddon): Backend & { memoryStats(): { curr
     adamw: (p, g, m, v, lr, b1, b2, eps, wd, step) => n.adamw(p, g, m, v, lr, b1, b2, eps, wd, step),
     bf16ToF32: (x, out) => n.bf16ToF32(x, out),
     f32ToBf16: (x, out) => n.f32ToBf16(x, out),
+    // Frozen bf16 weights: see native/cuda/src/device.h gemmBf16 for the fast (TF32 on) and exact modes.
+    matmulBf16: (a, w, c, m, nn, k, tB, alpha, beta) => n.matmulBf16(a, w, c, m, nn, k, tB, alpha, beta),
+    embeddingBf16: (table, ids, dim, out) => n.embeddingBf16(table, ids, dim, out),
   };
 }
 

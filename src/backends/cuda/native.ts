@@ -86,6 +86,9 @@ export interface CudaAddon {
   adamw(p: F32, g: F32, m: F32, v: F32, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number): void;
   bf16ToF32(x: Uint16Array, out: F32): void;
   f32ToBf16(x: F32, out: Uint16Array): void;
+  /** Backend.matmulBf16: bf16 tensor-core GEMM (a rounded to bf16) with TF32 on, exact widening of W with it off. */
+  matmulBf16(a: F32, w: Uint16Array, c: F32, m: number, n: number, k: number, transB: boolean, alpha: number, beta: number): void;
+  embeddingBf16(table: Uint16Array, ids: I32, dim: number, out: F32): void;
   /** kind: 0 float32, 1 int32, 2 uint16. CUDA managed memory, contents unspecified. */
   alloc(n: number, kind: number): AnyBuf;
   fill(out: AnyBuf, value: number): void;
