@@ -289,6 +289,29 @@ export class SafetensorsReader {
     }
   }
 
+  /**
+   * Elements [start, start + out.length) of a floating tensor as bfloat16 bits into out: BF16
+   * is read in place; other dtypes go through float32 chunks rounded to nearest even (as
+   * torch's .to(torch.bfloat16)).
+   */
+  readBfloat16(name: string, start: number, out: Uint16Array): void {
+    const info = this.info(name);
+    if (info.dtype === 'BF16') {
+      const n = info.shape.reduce((a, s) => a * s, 1);
+      if (start < 0 || start + out.length > n) fail(this.file, `tensor "${name}": range [${start}, ${start + out.length}) outside its ${n} elements`);
+      readFully(this.open(), new Uint8Array(out.buffer, out.byteOffset, out.byteLength), this.header.dataStart + info.dataOffsets[0] + start * 2, this.file);
+      return;
+    }
+    const CHUNK = 1 << 18;
+    const f = new Float32Array(Math.min(CHUNK, out.length));
+    for (let done = 0; done < out.length; done += CHUNK) {
+      const m = Math.min(CHUNK, out.length - done);
+      const part = f.subarray(0, m);
+      this.readFloat32(name, start + done, part);
+      f32ToBf16(part, out.subarray(done, done + m));
+    }
+  }
+
   close(): void {
     if (this.fd !== null) { fs.closeSync(this.fd); this.fd = null; }
   }
