@@ -51,21 +51,27 @@ test('reference matmulBf16 is the float32 GEMM on exactly widened weights', () =
   }
 });
 
-test('cpu matmulBf16: bit-exact with sgemm on the widened weight in one tile, close to the oracle in many', { skip: SKIP_CPU }, () => {
+test('cpu matmulBf16: bit-exact with sgemm on the widened weight in one tile; column tiles, k slices and m <= 8 close to the oracle', { skip: SKIP_CPU }, () => {
   const n = loadNative();
   const C = cpuBackend();
-  for (const [m, nn, k] of [[33, 300, 257], [1, 50, 64], [64, 2304, 96]] as [number, number, number][]) {
+  // [m, n, k, tile elements]: one tile; column tiles over the whole k; 512-column tiles over
+  // slices of k; the register path for a few rows (generation).
+  const cases: [number, number, number, number, string][] = [
+    [33, 300, 257, 0, 'one tile'], [64, 2304, 96, 600 * 96 + 7, 'column tiles'], [40, 700, 300, 64 * 300 + 5, 'k slices'],
+    [1, 50, 64, 0, 'm = 1'], [5, 1000, 77, 0, 'm = 5'], [8, 33, 1029, 0, 'm = 8'],
+  ];
+  for (const [m, nn, k, tile, what] of cases) {
     for (const tB of [true, false]) {
       const a = rnd(m * k), w = bits(rnd(nn * k, 2)), wf = widen(w);
-      const c1 = new Float32Array(m * nn), c2 = new Float32Array(m * nn), c3 = new Float32Array(m * nn);
-      C.matmulBf16!(a, w, c1, m, nn, k, tB, 1, 0);
-      C.matmul(a, wf, c2, 1, m, nn, k, false, tB, 0, 0, 1, 0);
-      assert.deepEqual(c1, c2, `one tile ${m}x${nn}x${k} transB=${tB}`);
-      // Several tiles (including a ragged last one): same values up to sgemm's own rounding.
-      const prev = n.bf16TileElements(k * 13 + 5);
-      try { C.matmulBf16!(a, w, c1, m, nn, k, tB, 1, 0); } finally { n.bf16TileElements(prev); }
-      R.matmulBf16!(a, w, c3, m, nn, k, tB, 1, 0);
-      assertClose(c1, c3, { rtol: 1e-4, atol: 1e-5 * Math.sqrt(k) * maxAbs(c3), msg: `tiles ${m}x${nn}x${k} transB=${tB}` });
+      const c1 = rnd(m * nn), c2 = c1.slice(), c3 = c1.slice();
+      const prev = tile ? n.bf16TileElements(tile) : 0;
+      try { C.matmulBf16!(a, w, c1, m, nn, k, tB, 0.5, 0.25); } finally { if (tile) n.bf16TileElements(prev); }
+      R.matmulBf16!(a, w, c3, m, nn, k, tB, 0.5, 0.25);
+      assertClose(c1, c3, { rtol: 1e-4, atol: 1e-5 * Math.sqrt(k) * maxAbs(c3), msg: `${what} ${m}x${nn}x${k} transB=${tB}` });
+      if (what === 'one tile') {
+        C.matmul(a, wf, c2, 1, m, nn, k, false, tB, 0, 0, 0.5, 0.25);
+        assert.deepEqual(c1, c2, `one tile ${m}x${nn}x${k} transB=${tB}: same sgemm as on the float32 weight`);
+      }
     }
   }
 });
