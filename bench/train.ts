@@ -7,8 +7,8 @@
 //        [--baseline path/to/peft_baseline.py] [--out file.json]
 //        [--batch B] [--seq T] [--gradient-checkpointing] [--no-baseline] [--dtype float32|bfloat16]
 //
-// --dtype bfloat16 stores our frozen Linear / Conv1D / Embedding weights in bf16 (castWeights,
-// as fromPretrained({ dtype: 'bfloat16' }) loads them); LoRA, norms and compute stay float32.
+// --dtype bfloat16 stores our frozen Linear / Conv1D / Embedding weights in bf16 (fromConfig's
+// dtype, as fromPretrained({ dtype: 'bfloat16' }) loads them); LoRA, norms and compute stay float32.
 //
 // --device cuda selects the cuda backend and runs the baseline on the GPU with the baseline's
 // GPU shapes (B16 x T1024 for gpt2-clm, B8 x T1024 for llama1b); peak GPU memory comes from
@@ -25,7 +25,6 @@ import { readFileSync } from 'node:fs';
 import { AutoModelForCausalLM, AutoModelForSequenceClassification } from '../src/models/index.js';
 import { LoraConfig, getPeftModel } from '../src/peft/index.js';
 import { AdamW } from '../src/train/optim.js';
-import { castWeights } from '../src/nn/dtype.js';
 
 const argv = process.argv.slice(2);
 const flag = (n: string, d?: string) => { const i = argv.indexOf('--' + n); return i >= 0 ? argv[i + 1] : d; };
@@ -37,8 +36,8 @@ const device = flag('device', 'cpu')!;
 const dtype = flag('dtype', 'float32')!;
 if (dtype !== 'float32' && dtype !== 'bfloat16') throw new Error(`--dtype must be float32 or bfloat16, got ${dtype}`);
 if (dtype === 'bfloat16' && workload === 'llama1b-qlora') throw new Error('--dtype bfloat16 does not apply to llama1b-qlora (its linear weights are NF4)');
-/** The base model with its weights in the requested dtype. */
-const inDtype = <M extends Parameters<typeof castWeights>[0]>(m: M): M => { if (dtype === 'bfloat16') castWeights(m, 'bfloat16'); return m; };
+/** fromConfig options: bf16 weights are drawn layer by layer, never a whole float32 model. */
+const dt = { dtype: dtype as 'float32' | 'bfloat16' };
 if (device !== 'cpu' && device !== 'cuda') throw new Error(`--device must be cpu or cuda, got ${device}`);
 const gpu = device === 'cuda';
 setNumThreads(threads);
@@ -50,13 +49,13 @@ function buildWorkload() {
   const rng = new Rng(0);
   if (workload === 'gpt2-clm') {
     // GPT-2 124M shape, random init (the FLOPs are those of the pretrained model).
-    const model = AutoModelForCausalLM.fromConfig({ model_type: 'gpt2', vocab_size: 50257, n_positions: 1024, n_embd: 768, n_layer: 12, n_head: 12 }, { rng });
-    const peft = getPeftModel(inDtype(model), new LoraConfig({ taskType: 'CAUSAL_LM', r: 8, loraAlpha: 16, loraDropout: 0.05, targetModules: ['c_attn'], fanInFanOut: true }));
+    const model = AutoModelForCausalLM.fromConfig({ model_type: 'gpt2', vocab_size: 50257, n_positions: 1024, n_embd: 768, n_layer: 12, n_head: 12 }, { rng, ...dt });
+    const peft = getPeftModel(model, new LoraConfig({ taskType: 'CAUSAL_LM', r: 8, loraAlpha: 16, loraDropout: 0.05, targetModules: ['c_attn'], fanInFanOut: true }));
     return { peft, B: gpu ? 16 : 4, T: gpu ? 1024 : 256, vocab: 50257, unit: 'tokens', cls: false };
   }
   if (workload === 'distilbert-cls') {
-    const model = AutoModelForSequenceClassification.fromConfig({ model_type: 'distilbert', vocab_size: 30522, dim: 768, n_layers: 6, n_heads: 12, hidden_dim: 3072, max_position_embeddings: 512, num_labels: 3 }, { rng });
-    const peft = getPeftModel(inDtype(model), new LoraConfig({ taskType: 'SEQ_CLS', r: 8, loraAlpha: 32, loraDropout: 0.1, targetModules: ['q_lin', 'v_lin'] }));
+    const model = AutoModelForSequenceClassification.fromConfig({ model_type: 'distilbert', vocab_size: 30522, dim: 768, n_layers: 6, n_heads: 12, hidden_dim: 3072, max_position_embeddings: 512, num_labels: 3 }, { rng, ...dt });
+    const peft = getPeftModel(model, new LoraConfig({ taskType: 'SEQ_CLS', r: 8, loraAlpha: 32, loraDropout: 0.1, targetModules: ['q_lin', 'v_lin'] }));
     return { peft, B: gpu ? 32 : 16, T: 128, vocab: 30522, unit: 'samples', cls: true };
   }
   if (workload === 'llama1b-clm' || workload === 'llama1b-qlora') {
@@ -65,9 +64,9 @@ function buildWorkload() {
       model_type: 'llama', vocab_size: 128256, hidden_size: 2048, intermediate_size: 8192, num_hidden_layers: 16,
       num_attention_heads: 32, num_key_value_heads: 8, max_position_embeddings: 4096, rope_theta: 500000.0,
       tie_word_embeddings: true, rms_norm_eps: 1e-5,
-    }, { rng });
+    }, { rng, ...dt });
     if (workload === 'llama1b-qlora') quantizeModel(model, { computeDtype: 'bfloat16', compressStatistics: true });
-    const peft = getPeftModel(inDtype(model), new LoraConfig({
+    const peft = getPeftModel(model, new LoraConfig({
       taskType: 'CAUSAL_LM', r: 16, loraAlpha: 32, loraDropout: 0.05,
       targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
     }));

@@ -227,6 +227,18 @@ test('dtype options: torchDtype alias, auto follows config.json, conflicts and u
   } finally { fs.rmSync(dir, { recursive: true, force: true }); }
 });
 
+test('fromConfig with dtype bfloat16: random bf16 weights drawn layer by layer, float32 norms', () => {
+  const cfg = JSON.parse(fs.readFileSync(path.join(FIX, 'llama_lm', 'config.json'), 'utf8'));
+  const m = AutoModelForCausalLM.fromConfig(cfg, { rng: new Rng(3), dtype: 'bfloat16' });
+  assert.equal(weightsDtype(m), 'bfloat16');
+  const q = widen(m.getSubmodule('model.layers.0.self_attn.q_proj').getParameter('weight')!.halfBits);
+  const std = Math.sqrt(q.reduce((s, v) => s + v * v, 0) / q.length);
+  assert.ok(std > 0.015 && std < 0.025, `initializer_range 0.02, got std ${std}`);
+  assert.ok(m.getSubmodule('model.norm').getParameter('weight')!.data.every((v) => v === 1));
+  const ids = Int32Array.from([1, 2, 3, 4]);
+  assert.ok(logits(m, ids, [1, 4]).every(Number.isFinite));
+});
+
 test('castWeights: bf16 and back, ties kept, classifier heads and adapters left float32', () => {
   const m = loadFix('gpt2_seqcls');
   const names = castWeights(m, 'bfloat16');

@@ -243,8 +243,19 @@ function autoClass(task: TaskType) {
     /** Like fromPretrained, but downloads a Hub id into the cache when it is missing (unless offline). */
     fromPretrainedAsync: async (dirOrId: string, opts: FromPretrainedOptions = {}): Promise<HFModel> =>
       fromDir(task, await resolveModelPath(dirOrId, opts), opts),
-    /** A randomly initialised model from a config.json object. */
-    fromConfig: (config: RawConfig, opts: ModelInitOptions = {}): HFModel => modelFromConfig(task, config, opts),
+    /**
+     * A randomly initialised model from a config.json object. dtype 'bfloat16' (transformers'
+     * from_config(torch_dtype=...)) draws each Linear / Conv1D / Embedding weight in float32 one
+     * layer at a time and stores it in bf16: the whole model never exists in float32.
+     */
+    fromConfig: (config: RawConfig, opts: ModelInitOptions & { dtype?: ModelDtype } = {}): HFModel => {
+      if (resolveDtype({ dtype: opts.dtype }, config) !== 'bfloat16') return modelFromConfig(task, config, opts);
+      const model = initEmptyWeights(() => modelFromConfig(task, config, { ...opts, initWeights: false }));
+      castWeights(model, 'bfloat16');
+      materializeEmptyWeights(model);
+      if (opts.initWeights ?? true) model.initParameters([...model.stateDict().keys()]);
+      return model;
+    },
   };
 }
 
