@@ -22,6 +22,7 @@ import type { Module } from '../src/nn/module.js';
 import { AutoModelForCausalLM, AutoModelForSequenceClassification, type HFModel } from '../src/models/index.js';
 import { LoraConfig, getPeftModel } from '../src/peft/index.js';
 import { AdamW } from '../src/train/optim.js';
+import { generate } from '../src/generate/index.js';
 import { f32ToBf16, bf16ToF32 } from '../src/io/half.js';
 import { readSafetensorsHeader } from '../src/io/safetensors.js';
 import { gradcheck, randParam } from './helpers/gradcheck.js';
@@ -312,6 +313,15 @@ test('mergeAndUnload on a bf16 base: merged in float32, stored back as bf16 once
     const after = logits(merged, ids, [1, 8]);
     assertClose(after, before, { rtol: 0, atol: 0.02 * maxAbs(before), msg: `${name} merged vs unmerged` });
   }
+});
+
+test('greedy generation with the KV cache on a bf16 model (one row per step: the register path) picks the tokens of the rounded float32 model', () => {
+  const m16 = loadFix('llama_lm', { dtype: 'bfloat16' });
+  const ref = loadFix('llama_lm'); roundWeights(ref);
+  const prompt = tensor(Int32Array.from([3, 17, 42, 5, 9, 11]), [2, 3]);
+  const a = generate(m16 as never, prompt, { maxNewTokens: 8 }).ints.slice();
+  const b = generate(ref as never, prompt, { maxNewTokens: 8 }).ints.slice();
+  assert.deepEqual(a, b);
 });
 
 test('a bf16 forward makes no float32 copy of the weights (same tensor bytes as the float32 forward)', () => {
