@@ -5,7 +5,10 @@
 //   node dist/bench/train.js [gpt2-clm|distilbert-cls|llama1b-clm|llama1b-qlora] [--device cpu|cuda]
 //        [--steps N] [--warmup N] [--threads N] [--python /path/to/python]
 //        [--baseline path/to/peft_baseline.py] [--out file.json]
-//        [--batch B] [--seq T] [--gradient-checkpointing] [--full-logits] [--no-baseline]
+//        [--batch B] [--seq T] [--gradient-checkpointing] [--full-logits] [--no-baseline] [--dtype float32|bfloat16]
+//
+// --dtype bfloat16 stores our frozen Linear / Conv1D / Embedding weights in bf16 (fromConfig's
+// dtype, as fromPretrained({ dtype: 'bfloat16' }) loads them); LoRA, norms and compute stay float32.
 //
 // --device cuda selects the cuda backend and runs the baseline on the GPU with the baseline's
 // GPU shapes (B16 x T1024 for gpt2-clm, B8 x T1024 for llama1b); peak GPU memory comes from
@@ -32,6 +35,11 @@ const ckpt = argv.includes('--gradient-checkpointing');
 // --full-logits: materialise the [B, T, V] logits and take the loss from them (the unfused path).
 const fullLogits = argv.includes('--full-logits');
 const device = flag('device', 'cpu')!;
+const dtype = flag('dtype', 'float32')!;
+if (dtype !== 'float32' && dtype !== 'bfloat16') throw new Error(`--dtype must be float32 or bfloat16, got ${dtype}`);
+if (dtype === 'bfloat16' && workload === 'llama1b-qlora') throw new Error('--dtype bfloat16 does not apply to llama1b-qlora (its linear weights are NF4)');
+/** fromConfig options: bf16 weights are drawn layer by layer, never a whole float32 model. */
+const dt = { dtype: dtype as 'float32' | 'bfloat16' };
 if (device !== 'cpu' && device !== 'cuda') throw new Error(`--device must be cpu or cuda, got ${device}`);
 const gpu = device === 'cuda';
 setNumThreads(threads);
@@ -43,12 +51,12 @@ function buildWorkload() {
   const rng = new Rng(0);
   if (workload === 'gpt2-clm') {
     // GPT-2 124M shape, random init (the FLOPs are those of the pretrained model).
-    const model = AutoModelForCausalLM.fromConfig({ model_type: 'gpt2', vocab_size: 50257, n_positions: 1024, n_embd: 768, n_layer: 12, n_head: 12 }, { rng });
+    const model = AutoModelForCausalLM.fromConfig({ model_type: 'gpt2', vocab_size: 50257, n_positions: 1024, n_embd: 768, n_layer: 12, n_head: 12 }, { rng, ...dt });
     const peft = getPeftModel(model, new LoraConfig({ taskType: 'CAUSAL_LM', r: 8, loraAlpha: 16, loraDropout: 0.05, targetModules: ['c_attn'], fanInFanOut: true }));
     return { peft, B: gpu ? 16 : 4, T: gpu ? 1024 : 256, vocab: 50257, unit: 'tokens', cls: false };
   }
   if (workload === 'distilbert-cls') {
-    const model = AutoModelForSequenceClassification.fromConfig({ model_type: 'distilbert', vocab_size: 30522, dim: 768, n_layers: 6, n_heads: 12, hidden_dim: 3072, max_position_embeddings: 512, num_labels: 3 }, { rng });
+    const model = AutoModelForSequenceClassification.fromConfig({ model_type: 'distilbert', vocab_size: 30522, dim: 768, n_layers: 6, n_heads: 12, hidden_dim: 3072, max_position_embeddings: 512, num_labels: 3 }, { rng, ...dt });
     const peft = getPeftModel(model, new LoraConfig({ taskType: 'SEQ_CLS', r: 8, loraAlpha: 32, loraDropout: 0.1, targetModules: ['q_lin', 'v_lin'] }));
     return { peft, B: gpu ? 32 : 16, T: 128, vocab: 30522, unit: 'samples', cls: true };
   }
@@ -58,7 +66,7 @@ function buildWorkload() {
       model_type: 'llama', vocab_size: 128256, hidden_size: 2048, intermediate_size: 8192, num_hidden_layers: 16,
       num_attention_heads: 32, num_key_value_heads: 8, max_position_embeddings: 4096, rope_theta: 500000.0,
       tie_word_embeddings: true, rms_norm_eps: 1e-5,
-    }, { rng });
+    }, { rng, ...dt });
     if (workload === 'llama1b-qlora') quantizeModel(model, { computeDtype: 'bfloat16', compressStatistics: true });
     const peft = getPeftModel(model, new LoraConfig({
       taskType: 'CAUSAL_LM', r: 16, loraAlpha: 32, loraDropout: 0.05,
@@ -120,7 +128,7 @@ function measureOurs() {
   const dt = (performance.now() - t0) / steps / 1000;
   const per = unit === 'samples' ? B : B * T;
   return {
-    impl: 'peft-ts', backend: backendName(), workload, batch: B, seq: T, threads,
+    impl: 'peft-ts', backend: backendName(), workload, dtype, batch: B, seq: T, threads,
     trainable: peft.numParameters(true), total: peft.numParameters(),
     step_ms: +(dt * 1000).toFixed(1), throughput: +(per / dt).toFixed(1), unit: unit + '/s', loss,
     rss_GiB: +(process.memoryUsage().rss / 2 ** 30).toFixed(2), peak_rss_GiB: peakRssGiB(),
@@ -158,17 +166,20 @@ function measureBaseline(): Record<string, unknown> | null {
 const ours = measureOurs();
 // The Python baseline runs its fixed B x T only, so it is skipped when they are overridden.
 const base = argv.includes('--no-baseline') || flag('batch') || flag('seq') || ckpt ? null : measureBaseline();
+// The baseline uses bf16 weights (and bf16 compute) on the GPU, float32 on the CPU.
+const baseDtype = base ? String(base.dtype ?? '').replace(/^torch\./, '') : '';
+if (base && baseDtype && baseDtype !== dtype) console.log(`note: our weights are ${dtype}, the baseline's ${baseDtype} (pass --dtype ${baseDtype} to match)`);
 const rows = [ours, ...(base ? [base] : [])];
 const where = gpu ? `cuda (${String((base as { gpu?: string } | null)?.gpu ?? 'GPU')})` : `${cpus()[0]?.model ?? 'cpu'} (${threads} threads), native: ${JSON.stringify(nativeInfo?.() ?? null)}`;
 console.log(`\nworkload ${workload} on ${where}`);
-console.log('| impl | B x T | grad ckpt | step ms | throughput | step peak tensors GiB | peak RSS GiB | peak GPU GiB | trainable | total |');
-console.log('|---|---|---|---|---|---|---|---|---|---|');
-for (const r of rows) console.log(`| ${r.impl} | ${r.batch}x${r.seq} | ${r.gradient_checkpointing ?? '-'} | ${r.step_ms} | ${r.throughput} ${r.unit} | ${r.step_peak_tensor_GiB ?? '-'} | ${r.peak_rss_GiB ?? '-'} | ${(r as { peak_mem_GiB?: number }).peak_mem_GiB ?? '-'} | ${r.trainable} | ${r.total} |`);
+console.log('| impl | dtype | B x T | grad ckpt | step ms | throughput | step peak tensors GiB | peak RSS GiB | peak GPU GiB | trainable | total |');
+console.log('|---|---|---|---|---|---|---|---|---|---|---|');
+for (const r of rows) console.log(`| ${r.impl} | ${(r as { dtype?: string }).dtype ?? '-'} | ${r.batch}x${r.seq} | ${r.gradient_checkpointing ?? '-'} | ${r.step_ms} | ${r.throughput} ${r.unit} | ${r.step_peak_tensor_GiB ?? '-'} | ${r.peak_rss_GiB ?? '-'} | ${(r as { peak_mem_GiB?: number }).peak_mem_GiB ?? '-'} | ${r.trainable} | ${r.total} |`);
 if (base) {
   console.log(`ratio peft-ts / python peft throughput: ${(ours.throughput / Number(base.throughput)).toFixed(2)}x`);
   if (gpu && base.peak_mem_GiB) console.log(`ratio peak GPU memory: ${(Number(ours.peak_mem_GiB) / Number(base.peak_mem_GiB)).toFixed(2)}x`);
 }
-const outFile = flag('out', join(root, 'bench', 'results', `train-${workload}${gpu ? '-cuda' : ''}${flag('batch') || flag('seq') ? `-B${ours.batch}xT${ours.seq}` : ''}${ckpt ? '-ckpt' : ''}${fullLogits ? '-fulllogits' : ''}-${new Date().toISOString().slice(0, 10)}.json`))!;
+const outFile = flag('out', join(root, 'bench', 'results', `train-${workload}${gpu ? '-cuda' : ''}${flag('batch') || flag('seq') ? `-B${ours.batch}xT${ours.seq}` : ''}${ckpt ? '-ckpt' : ''}${fullLogits ? '-fulllogits' : ''}${dtype === 'bfloat16' ? '-bf16' : ''}-${new Date().toISOString().slice(0, 10)}.json`))!;
 mkdirSync(dirname(outFile), { recursive: true });
 writeFileSync(outFile, JSON.stringify({ date: new Date().toISOString(), rows }, null, 2));
 console.log(`wrote ${outFile}`);

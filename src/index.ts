@@ -9,6 +9,7 @@ export { initBackend, backendName, cpuAvailable, nativeInfo, setNumThreads, getN
 export { cudaAvailable, cudaStatus, cudaInfo, cudaStats, cudaEmptyCache, setCudaTf32 } from './backends/index.js';
 export * from './nn/module.js';
 export * from './nn/layers.js';
+export * from './nn/dtype.js';
 export * from './io/index.js';
 export * from './models/index.js';
 export * from './peft/index.js';

@@ -114,6 +114,20 @@ test('merge: the merged checkpoint gives the logits of base + adapter', () => {
   assert.ok(dMerge < 1e-4, `merged == base + adapter (max diff ${dMerge})`);
 });
 
+test('train --dtype bfloat16: LoRA on bf16 base weights saves an ordinary adapter; bad dtypes are usage errors', () => {
+  const out = join(tmp, 'clm-bf16');
+  const t = cli('train', '--data', clmTrain, '--task', 'causal-lm', '--output-dir', out, '--max-steps', '2', '--batch-size', '4', '--r', '4', '--lr', '1e-2', '--dtype', 'bfloat16');
+  assert.equal(t.code, 0, t.stderr);
+  const ids = tensor(Int32Array.from([5, 100, 200, 7]), [1, 4]);
+  const logits = (mdl: { forward(i: { inputIds: typeof ids }): { logits: { toFloat32Array(): Float32Array } } }) => noGrad(() => mdl.forward({ inputIds: ids }).logits.toFloat32Array());
+  const base = logits(AutoModelForCausalLM.fromPretrained(MODEL, { dtype: 'bfloat16' }));
+  const tuned = logits(PeftModel.fromPretrained(AutoModelForCausalLM.fromPretrained(MODEL, { dtype: 'bfloat16' }), out));
+  assert.ok(tuned.some((v, i) => Math.abs(v - base[i]) > 1e-4), 'the adapter trained on the bf16 base changes its logits');
+  const bad = cli('train', '--data', clmTrain, '--task', 'causal-lm', '--output-dir', out, '--max-steps', '1', '--dtype', 'float16');
+  assert.equal(bad.code, 2, bad.stderr);
+  assert.match(bad.stderr, /--dtype must be float32 or bfloat16/);
+});
+
 test('inspect lists linear modules and the trainable-parameter line', () => {
   const r = cli('inspect', '--r', '8', '--target-modules', 'c_attn,c_fc');
   assert.equal(r.code, 0, r.stderr);

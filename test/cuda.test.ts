@@ -262,6 +262,30 @@ test('Linear4bit on cuda equals cpu: forward and input gradient (float32 and bf1
   }
 });
 
+test('matmulBf16: with TF32 on, activations rounded to bf16 on tensor cores (float32 accumulation); exact widening when off', { skip }, () => {
+  const b = cudaBackend();
+  for (const [m, n, k] of [[64, 96, 80], [7, 33, 257]] as [number, number, number][]) {
+    for (const tB of [true, false]) {
+      const a = rnd(m * k), w = new Uint16Array(n * k);
+      R.f32ToBf16(rnd(n * k), w);
+      const a16 = new Uint16Array(m * k), aRounded = new Float32Array(m * k);
+      R.f32ToBf16(a, a16); R.bf16ToF32(a16, aRounded);
+      const exact = new Float32Array(m * n), ofRounded = new Float32Array(m * n), fast = new Float32Array(m * n), off = new Float32Array(m * n);
+      R.matmulBf16!(a, w, exact, m, n, k, tB, 1, 0);
+      R.matmulBf16!(aRounded, w, ofRounded, m, n, k, tB, 1, 0);
+      setCudaTf32(true);
+      try { b.matmulBf16!(a, w, fast, m, n, k, tB, 1, 0); } finally { setCudaTf32(false); }
+      b.matmulBf16!(a, w, off, m, n, k, tB, 1, 0);
+      const scale = maxAbs(exact);
+      // fast mode is the exact product of the bf16-rounded activations (up to accumulation order) ...
+      assertClose(fast, ofRounded, { rtol: 1e-4, atol: 1e-5 * Math.sqrt(k) * scale, msg: `fast ${m}x${n}x${k} transB=${tB}` });
+      // ... which is within bf16 rounding of the exact result
+      assertClose(fast, exact, { rtol: 0, atol: 2e-2 * scale, msg: `fast vs exact ${m}x${n}x${k}` });
+      assertClose(off, exact, { rtol: 1e-4, atol: 1e-5 * Math.sqrt(k) * scale, msg: `exact mode ${m}x${n}x${k} transB=${tB}` });
+    }
+  }
+});
+
 test('PEFT_TS_BACKEND=cuda selects the cuda backend', { skip }, () => {
   const r = run('console.log(m.backendName())', { PEFT_TS_BACKEND: 'cuda' });
   assert.equal(r.status, 0, r.err);

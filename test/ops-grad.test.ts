@@ -21,6 +21,7 @@ const away = (shape: number[], lo = 0.2, hi = 1.5) => {
 const pos = (shape: number[]) => { const t = away(shape, 0.3, 2); t.data.forEach((v, i) => { t.data[i] = Math.abs(v); }); return t; };
 const ids = (vals: number[], shape = [vals.length]) => tensor(Int32Array.from(vals), shape);
 const ropeT = T.ropeTables([1, 0.1, 0.01], 12);
+const BF16_W = Float32Array.from({ length: 20 }, (_, i) => Math.sin(i * 1.7) * 0.8);
 
 const cases: Case[] = [
   { name: 'clone', fn: (x) => T.clone(x), inputs: () => [P([3, 7])] },
@@ -59,6 +60,9 @@ const cases: Case[] = [
   { name: 'matmul shared a (transA)', fn: (a, b) => T.matmul(a, b, true, false), inputs: () => [P([4, 3]), P([2, 4, 5])] },
   { name: 'matmul broadcast batch', fn: (a, b) => T.matmul(a, b, false, true), inputs: () => [P([2, 1, 3, 4]), P([1, 3, 5, 4])] },
   { name: 'linear', fn: (x, w, b) => T.linear(x, w, b), inputs: () => [P([2, 3, 4]), P([5, 4]), P([5])] },
+  // A frozen bf16 weight (made on the backend under test, fixed values): gradients reach x and b.
+  { name: 'linear bf16 weight', fn: (x, b) => T.linear(x, T.toBfloat16(tensor(BF16_W.slice(), [5, 4])), b), inputs: () => [P([2, 3, 4]), P([5])] },
+  { name: 'matmul bf16 weight [in, out]', fn: (x) => T.matmul(x, T.toBfloat16(tensor(BF16_W.slice(), [4, 5]))), inputs: () => [P([3, 4])] },
   { name: 'softmax', fn: (x) => T.softmax(x), inputs: () => [P([3, 7], 2)] },
   { name: 'logSoftmax', fn: (x) => T.logSoftmax(x), inputs: () => [P([3, 7], 2)] },
   { name: 'crossEntropy mean + ignore', fn: (x) => T.crossEntropy(x, ids([1, -100, 6, 0])), inputs: () => [P([4, 7], 2)] },

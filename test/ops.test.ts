@@ -325,4 +325,37 @@ for (const [label, skip, C] of TARGETS) {
     close(c1, c2, 'batched small matmul', 1e-4, 1e-5);
     assert.throws(() => C().matmul(f32(3), f32(4), f32(4), 1, 2, 2, 2, false, false, 0, 0, 1, 0), /matmul a/);
   });
+
+  test(`matmulBf16 (bf16 weight, both layouts, alpha/beta, odd sizes) and embeddingBf16 match reference on ${label}`, { skip }, () => {
+    const be = C();
+    assert.ok(be.matmulBf16 && be.embeddingBf16, `${label} has the bf16 kernels`);
+    const bits = (n: number, s = 1) => { const u = new Uint16Array(n); R.f32ToBf16(rnd(n, s), u); return u; };
+    for (const [m, n, k] of [[1, 1, 1], [7, 33, 1], [33, 7, 257], [1, 257, 33], [65, 129, 70], [300, 2304, 40]] as [number, number, number][]) {
+      for (const tB of [true, false]) {
+        const a = rnd(m * k), w = bits(n * k, 2);
+        const c1 = rnd(m * n), c2 = c1.slice();
+        be.matmulBf16!(a, w, c1, m, n, k, tB, 0.5, 0.25);
+        R.matmulBf16!(a, w, c2, m, n, k, tB, 0.5, 0.25);
+        close(c1, c2, `matmulBf16 ${m}x${n}x${k} transB=${tB}`, 1e-4, 1e-5 * Math.sqrt(k));
+        // beta = 0 overwrites (NaN in c must not leak)
+        const c3 = f32(m * n).fill(NaN), c4 = f32(m * n);
+        be.matmulBf16!(a, w, c3, m, n, k, tB, 1, 0);
+        R.matmulBf16!(a, w, c4, m, n, k, tB, 1, 0);
+        close(c3, c4, `matmulBf16 beta=0 ${m}x${n}x${k} transB=${tB}`, 1e-4, 1e-5 * Math.sqrt(k));
+      }
+    }
+    // k = 0: c = beta * c
+    const c = Float32Array.from([1, 2, 3, 4]);
+    be.matmulBf16!(f32(0), new Uint16Array(0), c, 2, 2, 0, true, 1, 0.5);
+    assert.deepEqual([...c], [0.5, 1, 1.5, 2]);
+    assert.throws(() => be.matmulBf16!(f32(3), new Uint16Array(4), f32(4), 2, 2, 2, true, 1, 0), /matmulBf16 a/);
+    assert.throws(() => be.matmulBf16!(f32(4), new Uint16Array(3), f32(4), 2, 2, 2, true, 1, 0), /matmulBf16 w/);
+    // embedding rows widened exactly (bit for bit), ids checked
+    const dim = 257, rows = 40, table = bits(rows * dim, 3);
+    const ids = Int32Array.from({ length: 300 }, (_, i) => (i * 7) % rows);
+    const o1 = f32(ids.length * dim), o2 = f32(ids.length * dim);
+    be.embeddingBf16!(table, ids, dim, o1); R.embeddingBf16!(table, ids, dim, o2);
+    assert.deepEqual(o1, o2);
+    assert.throws(() => be.embeddingBf16!(table, Int32Array.from([rows]), dim, f32(dim)), /out of range/);
+  });
 }

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "bf16.h"
 #include "kernels.h"
 #include "layout.h"
 #include "nf4.h"
@@ -555,6 +556,43 @@ Napi::Value F32ToBf16(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// ---------- bfloat16 weights ----------
+
+// matmulBf16(a, w, c, m, n, k, transB, alpha, beta): Backend.matmulBf16.
+Napi::Value MatmulBf16(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  size_t na, nw, nc;
+  float* a = F(info, 0, na, "a"); uint16_t* w = U16(info, 1, nw, "w"); float* c = F(info, 2, nc, "c");
+  const int64_t m = Int(info, 3), n = Int(info, 4), k = Int(info, 5);
+  const bool tB = Bool(info, 6);
+  const float alpha = (float)Num(info, 7), beta = (float)Num(info, 8);
+  need(env, na, m * k, "matmulBf16 a");
+  need(env, nw, n * k, "matmulBf16 w");
+  need(env, nc, m * n, "matmulBf16 c");
+  matmulBf16(a, w, c, m, n, k, tB, alpha, beta);
+  return env.Undefined();
+}
+
+// bf16TileElements(n): sets the tile size of matmulBf16 (0 only reads it); returns the previous one.
+Napi::Value Bf16TileElements(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), (double)bf16TileElements((size_t)Int(info, 0)));
+}
+
+Napi::Value EmbeddingBf16(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  size_t nt, ni, no;
+  uint16_t* table = U16(info, 0, nt, "table"); int32_t* ids = I(info, 1, ni, "ids"); const int64_t dim = Int(info, 2);
+  float* out = F(info, 3, no, "out");
+  if (dim == 0) return env.Undefined();
+  need(env, no, ni * dim, "out");
+  checkIds(env, ids, ni, nt / dim);
+  const Kernels& K = kernels();
+  parallelFor(ni, rowsMin(dim), [&](size_t i0, size_t i1) {
+    for (size_t i = i0; i < i1; i++) K.bf16ToF32(table + (size_t)ids[i] * dim, out + i * dim, dim);
+  });
+  return env.Undefined();
+}
+
 // ---------- NF4 ----------
 
 Napi::Value DequantizeNF4(const Napi::CallbackInfo& info) {
@@ -604,6 +642,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   def("layerNorm", LayerNorm); def("layerNormBackward", LayerNormBack); def("rmsNorm", RmsNorm); def("rmsNormBackward", RmsNormBack);
   def("embedding", Embedding); def("embeddingBackward", EmbeddingBack); def("rope", Rope); def("adamw", Adamw);
   def("bf16ToF32", Bf16ToF32); def("f32ToBf16", F32ToBf16); def("dequantizeNF4", DequantizeNF4);
+  def("matmulBf16", MatmulBf16); def("bf16TileElements", Bf16TileElements); def("embeddingBf16", EmbeddingBf16);
   def("setThreads", SetThreads); def("threads", Threads); def("blasThreads", BlasThreads); def("simd", Simd);
   def("blasConfig", BlasConfig);
   return exports;

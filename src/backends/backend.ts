@@ -159,6 +159,22 @@ export interface Backend {
    */
   dequantizeAbsmax?(q: Uint8Array, absmax: F32, blocksize: number, code: F32, offset: number, n: number, out: F32): void;
 
+  /**
+   * Optional: GEMM with a frozen bfloat16 matrix W (raw bits) as the right operand, for
+   * linear layers whose weight is stored in bf16. W is widened exactly to float32:
+   *   c[m,n] = alpha * a[m,k] @ op(W) + beta * c,  op(W) [k,n]
+   * transB: W is stored [n,k] (Linear forward y = x W^T, Conv1D input gradient); else W is
+   * stored [k,n] (Linear input gradient gx = gy W, Conv1D forward). Leading batch dims of
+   * the activation are folded into m by the caller, so there is no batch argument. The
+   * reference is this exact widening followed by the float32 GEMM; cpu matches it (sgemm on
+   * widened tiles of W); cuda may round a to bf16 for tensor cores (see its README).
+   * Without it, the tensor layer widens tiles of W itself and calls matmul.
+   */
+  matmulBf16?(a: F32, w: Uint16Array, c: F32, m: number, n: number, k: number, transB: boolean,
+    alpha: number, beta: number): void;
+  /** Optional: out[i, :] = float32(table[ids[i], :]) from a bfloat16 table; throws on id out of range. */
+  embeddingBf16?(table: Uint16Array, ids: I32, dim: number, out: F32): void;
+
   /** bf16 bits (Uint16) -> f32 and back (round to nearest even). */
   bf16ToF32(x: Uint16Array, out: F32): void;
   f32ToBf16(x: F32, out: Uint16Array): void;

@@ -88,12 +88,16 @@ export function loadTokenizer(dir: string): Tokenizer {
   return Tokenizer.fromFile(dir);
 }
 
-export interface LoadModelOptions { numLabels?: number; seed?: number; load4bit?: boolean; quiet?: boolean }
+export interface LoadModelOptions {
+  numLabels?: number; seed?: number; load4bit?: boolean; quiet?: boolean;
+  /** 'bfloat16': frozen bf16 Linear / Embedding weights (fromPretrained's dtype). */
+  dtype?: 'float32' | 'bfloat16';
+}
 
 /** A base model for the task; classification heads the checkpoint lacks are initialised from seed. */
 export function loadBaseModel(task: CliTask, dir: string, o: LoadModelOptions = {}): HFModel {
   const opts = {
-    rng: new Rng(o.seed ?? 42), numLabels: o.numLabels,
+    rng: new Rng(o.seed ?? 42), numLabels: o.numLabels, dtype: o.dtype,
     // The head of a classifier built from an LM checkpoint is expected to be new: say it once, briefly.
     logger: o.quiet ? () => {} : (m: string) => process.stderr.write(m.split('\n')[0].slice(0, 300) + '\n'),
   };

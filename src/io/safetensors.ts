@@ -14,7 +14,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Tensor } from '../tensor/tensor.js';
 import { f32ToBf16, f32ToF16 } from './half.js';
-import { DTYPE_SIZE, FLOAT_FILE_DTYPES, decodeTensor, floatBytesToF32, type TensorFileReader } from './tensor_file.js';
+import { DTYPE_SIZE, FLOAT_FILE_DTYPES, decodeTensor, floatBytesToF32, readBfloat16ViaF32, type TensorFileReader } from './tensor_file.js';
 import { TorchBinReader } from './torchbin.js';
 
 export interface TensorInfo { dtype: string; shape: number[]; dataOffsets: [number, number] }
@@ -241,6 +241,22 @@ export class SafetensorsReader implements TensorFileReader {
       readFully(fd, bytes, base + done * esize, this.file);
       floatBytesToF32(info.dtype, bytes, m, out.subarray(done, done + m));
     }
+  }
+
+  /**
+   * Elements [start, start + out.length) of a floating tensor as bfloat16 bits into out: BF16
+   * is read in place; other dtypes go through float32 chunks rounded to nearest even (as
+   * torch's .to(torch.bfloat16)).
+   */
+  readBfloat16(name: string, start: number, out: Uint16Array): void {
+    const info = this.info(name);
+    if (info.dtype === 'BF16') {
+      const n = info.shape.reduce((a, s) => a * s, 1);
+      if (start < 0 || start + out.length > n) fail(this.file, `tensor "${name}": range [${start}, ${start + out.length}) outside its ${n} elements`);
+      readFully(this.open(), new Uint8Array(out.buffer, out.byteOffset, out.byteLength), this.header.dataStart + info.dataOffsets[0] + start * 2, this.file);
+      return;
+    }
+    readBfloat16ViaF32(this, name, start, out);
   }
 
   close(): void {

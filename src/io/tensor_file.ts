@@ -3,7 +3,7 @@
 // reader interface model and adapter loading go through (safetensors or PyTorch .bin alike).
 import { Tensor, halfToF32 } from '../tensor/tensor.js';
 import { tensor } from '../tensor/ops/basic.js';
-import { bf16ToF32 } from './half.js';
+import { bf16ToF32, f32ToBf16 } from './half.js';
 
 /** Bytes per element of every dtype the safetensors format defines. */
 export const DTYPE_SIZE: Record<string, number> = {
@@ -34,7 +34,21 @@ export interface TensorFileReader {
   bytes(name: string): Uint8Array;
   /** Elements [start, start + out.length) of a floating tensor as float32. */
   readFloat32(name: string, start: number, out: Float32Array): void;
+  /** Elements [start, start + out.length) of a floating tensor as bfloat16 bits (rounded to nearest even). */
+  readBfloat16(name: string, start: number, out: Uint16Array): void;
   close(): void;
+}
+
+/** readBfloat16 through float32 chunks (exact for BF16 sources, nearest even for others). */
+export function readBfloat16ViaF32(r: TensorFileReader, name: string, start: number, out: Uint16Array): void {
+  const CHUNK = 1 << 18;
+  const f = new Float32Array(Math.min(CHUNK, out.length));
+  for (let done = 0; done < out.length; done += CHUNK) {
+    const m = Math.min(CHUNK, out.length - done);
+    const part = f.subarray(0, m);
+    r.readFloat32(name, start + done, part);
+    f32ToBf16(part, out.subarray(done, done + m));
+  }
 }
 
 /** Converts `m` elements of a floating dtype in `bytes` (aligned, offset 0) to float32 into dst. */

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import type { Tensor } from '../tensor/tensor.js';
 import { PyDict, PyGlobal, UnpicklingError, unpickle } from './pickle.js';
 import { looksLikeZip, readZipDirectory, type ZipEntry } from './zip.js';
-import { DTYPE_SIZE, FLOAT_FILE_DTYPES, decodeTensor, floatBytesToF32, type TensorFileReader, type TensorMeta } from './tensor_file.js';
+import { DTYPE_SIZE, FLOAT_FILE_DTYPES, decodeTensor, floatBytesToF32, readBfloat16ViaF32, type TensorFileReader, type TensorMeta } from './tensor_file.js';
 
 /** torch storage classes -> file dtype (safetensors' names). */
 const STORAGE_DTYPES: Record<string, string> = {
@@ -178,6 +178,8 @@ export class TorchBinReader implements TensorFileReader {
   }
 
   bytes(name: string): Uint8Array { return this.raw(name, 0, this.numel(this.info(name))); }
+
+  readBfloat16(name: string, start: number, out: Uint16Array): void { readBfloat16ViaF32(this, name, start, out); }
 
   readFloat32(name: string, start: number, out: Float32Array): void {
     const i = this.info(name);

@@ -15,6 +15,7 @@ import { DECODER_TYPES, LlamaForCausalLM, LlamaForSequenceClassification } from 
 import { BertForSequenceClassification, BertForTokenClassification, ENCODER_TYPES } from './bert.js';
 import { DistilBertForSequenceClassification, DistilBertForTokenClassification } from './distilbert.js';
 import type { RawConfig } from './common.js';
+import { castWeights, type WeightDtype } from '../nn/dtype.js';
 // Type only: models/ does not depend on quant/ at run time (quant registers its loader below).
 import type { BitsAndBytesConfig } from '../quant/model.js';
 
@@ -52,6 +53,31 @@ export interface FromPretrainedOptions extends ModelInitOptions, ResolveOptions 
    * A folder whose config.json has a bitsandbytes quantization_config loads this way too.
    */
   quantizationConfig?: BitsAndBytesConfig;
+  /**
+   * transformers' dtype / torch_dtype. 'bfloat16' stores every Linear, Conv1D and Embedding
+   * weight in bf16 (read as bf16 from BF16 checkpoints, rounded from F32 ones) and frozen;
+   * linear and embedding use them as stored, with float32 activations and accumulation.
+   * Norms, biases and classifier heads stay float32. 'auto' is bfloat16 when config.json's
+   * dtype (torch_dtype) is, else float32 (there is no float16 compute). Default 'float32'.
+   * (Ignored by the 4-bit loader.)
+   */
+  dtype?: ModelDtype;
+  /** The older name of `dtype` (transformers < 5); either may be given. */
+  torchDtype?: ModelDtype;
+}
+
+export type ModelDtype = 'float32' | 'bfloat16' | 'auto';
+
+/** The weight dtype fromPretrained loads in, from dtype / torchDtype / config.json. */
+export function resolveDtype(opts: FromPretrainedOptions, config: RawConfig): WeightDtype {
+  if (opts.dtype && opts.torchDtype && opts.dtype !== opts.torchDtype) {
+    throw new Error(`fromPretrained: dtype '${opts.dtype}' and torchDtype '${opts.torchDtype}' disagree; pass one`);
+  }
+  const d: string = opts.dtype ?? opts.torchDtype ?? 'float32';
+  // 'auto': bf16 when the checkpoint says so; anything else (float16 too) computes in float32.
+  if (d === 'auto') return String(config.dtype ?? config.torch_dtype ?? '').replace(/^torch\./, '') === 'bfloat16' ? 'bfloat16' : 'float32';
+  if (d !== 'float32' && d !== 'bfloat16') throw new Error(`fromPretrained: dtype '${d}' is not supported (use 'float32', 'bfloat16' or 'auto')`);
+  return d;
 }
 
 /** Builds and loads a model in 4 bit from a folder (set by src/quant when it is imported). */
@@ -153,7 +179,8 @@ export function loadWeights(model: HFModel, dir: string, opts: FromPretrainedOpt
         return;
       }
       if (!FLOAT_FILE_DTYPES.has(info.dtype)) throw new Error(`${key}: checkpoint tensor is ${info.dtype}, expected a floating point weight`);
-      r.readFloat32(name, 0, dst.data);
+      if (dst.dtype === 'bfloat16') r.readBfloat16(name, 0, dst.halfBits);
+      else r.readFloat32(name, 0, dst.data);
       loaded.add(dst);
       loadedKeys.add(key);
     };
@@ -193,10 +220,19 @@ function fromDir(task: TaskType, dir: string, opts: FromPretrainedOptions): HFMo
     if (!quantizedLoader) throw new Error(`loading ${dir} in 4 bit needs the quant module: import 'peft-ts' (or its src/quant) first`);
     return quantizedLoader(task, dir, raw, opts);
   }
-  // Built without random draws (weights zeroed): the checkpoint overwrites them, and only
-  // what it lacks gets an init below. Saves drawing a normal per weight (seconds for 1B).
-  const model = initEmptyWeights(() => modelFromConfig(task, raw, { ...opts, initWeights: false }));
-  materializeEmptyWeights(model);
+  let model: HFModel;
+  if (resolveDtype(opts, raw) === 'bfloat16') {
+    // Linear / Conv1D weights never exist in float32: built deferred, given bf16 buffers,
+    // then read straight into them (the skipped heads get float32 buffers).
+    model = initEmptyWeights(() => modelFromConfig(task, raw, { ...opts, initWeights: false }));
+    castWeights(model, 'bfloat16');
+    materializeEmptyWeights(model);
+  } else {
+    // Built without random draws (weights zeroed): the checkpoint overwrites them, and only
+    // what it lacks gets an init below. Saves drawing a normal per weight (seconds for 1B).
+    model = initEmptyWeights(() => modelFromConfig(task, raw, { ...opts, initWeights: false }));
+    materializeEmptyWeights(model);
+  }
   const info = loadWeights(model, dir, opts);
   model.initParameters(info.missingKeys); // what the checkpoint lacked gets transformers' init
   model.loadingInfo = info;
@@ -211,8 +247,19 @@ function autoClass(task: TaskType) {
     /** Like fromPretrained, but downloads a Hub id into the cache when it is missing (unless offline). */
     fromPretrainedAsync: async (dirOrId: string, opts: FromPretrainedOptions = {}): Promise<HFModel> =>
       fromDir(task, await resolveModelPath(dirOrId, opts), opts),
-    /** A randomly initialised model from a config.json object. */
-    fromConfig: (config: RawConfig, opts: ModelInitOptions = {}): HFModel => modelFromConfig(task, config, opts),
+    /**
+     * A randomly initialised model from a config.json object. dtype 'bfloat16' (transformers'
+     * from_config(torch_dtype=...)) draws each Linear / Conv1D / Embedding weight in float32 one
+     * layer at a time and stores it in bf16: the whole model never exists in float32.
+     */
+    fromConfig: (config: RawConfig, opts: ModelInitOptions & { dtype?: ModelDtype } = {}): HFModel => {
+      if (resolveDtype({ dtype: opts.dtype }, config) !== 'bfloat16') return modelFromConfig(task, config, opts);
+      const model = initEmptyWeights(() => modelFromConfig(task, config, { ...opts, initWeights: false }));
+      castWeights(model, 'bfloat16');
+      materializeEmptyWeights(model);
+      if (opts.initWeights ?? true) model.initParameters([...model.stateDict().keys()]);
+      return model;
+    },
   };
 }
 

@@ -4,6 +4,7 @@ import type { Tensor } from '../tensor/tensor.js';
 import { Rng, defaultRng } from '../tensor/random.js';
 import { PreTrainedModel, type ModelConfig, type TaskType } from './types.js';
 import { savePretrained } from './save.js';
+import { weightsDtype } from '../nn/dtype.js';
 import { initWeights, num, type RawConfig } from './common.js';
 import { labelNames, withNumLabels } from '../io/config.js';
 
@@ -67,7 +68,8 @@ export abstract class HFModel extends PreTrainedModel {
       raw.label2id = this.config.label2id ?? Object.fromEntries(Object.entries(id2label).map(([k, v]) => [v, Number(k)]));
       delete raw.num_labels;
     }
-    raw.dtype = 'float32';
+    // bf16 Linear / Embedding weights are saved as BF16 (norms and biases stay F32).
+    raw.dtype = weightsDtype(this) === 'float32' ? 'float32' : 'bfloat16';
     delete raw.torch_dtype;
     return raw;
   }

@@ -13,6 +13,7 @@ import { Module } from '../nn/module.js';
 import { Conv1D, Embedding, LayerNorm, Linear, RMSNorm, type LinearLike } from '../nn/layers.js';
 import type { KVCache, ModelConfig } from './types.js';
 import { parseConfig, withNumLabels } from '../io/config.js';
+import { f32ToBf16 } from '../io/half.js';
 
 export type RawConfig = Record<string, unknown>;
 
@@ -85,13 +86,16 @@ export function initWeights(root: Module, std: number, rng: Rng, paddingIdxOf: (
     if (onlyModules && !onlyModules.has(name)) continue;
     const paddingIdx = paddingIdxOf(name);
     if (m instanceof Linear || m instanceof Conv1D || m instanceof Embedding) {
-      const w = m.weight.data;
+      const wt = m.weight;
+      // A bf16 weight (loaded with dtype 'bfloat16') is drawn in float32, then rounded.
+      const w = wt.dtype === 'float32' ? wt.data : new Float32Array(wt.size);
       for (let i = 0; i < w.length; i++) w[i] = rng.normal() * std;
       const b = m.getParameter('bias');
       if (b) b.data.fill(0);
       if (m instanceof Embedding && paddingIdx !== null && paddingIdx >= 0 && paddingIdx < m.numEmbeddings) {
         w.fill(0, paddingIdx * m.embeddingDim, (paddingIdx + 1) * m.embeddingDim);
       }
+      if (wt.dtype === 'bfloat16') f32ToBf16(w, wt.halfBits);
     }
   }
 }

@@ -2,7 +2,7 @@ export * from './types.js';
 export { HFModel, type ModelInitOptions } from './base.js';
 export {
   AutoModelForCausalLM, AutoModelForSequenceClassification, AutoModelForTokenClassification,
-  loadWeights, modelFromConfig, readConfigJson, type FromPretrainedOptions, type LoadingInfo,
+  loadWeights, modelFromConfig, readConfigJson, resolveDtype, type FromPretrainedOptions, type LoadingInfo, type ModelDtype,
 } from './auto.js';
 export { savePretrained } from './save.js';
 export { GPT2LMHeadModel, GPT2ForSequenceClassification } from './gpt2.js';

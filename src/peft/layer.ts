@@ -11,6 +11,7 @@ import { Module } from '../nn/module.js';
 import { Conv1D, Dropout, Linear, LinearLike } from '../nn/layers.js';
 import { LoraConfig } from './config.js';
 import { peftWarn } from './warn.js';
+import { f32ToBf16 } from '../io/half.js';
 
 /** torch.nn.ModuleDict: children addressed by key. */
 export class ModuleDict<M extends Module = Module> extends Module {
@@ -158,10 +159,12 @@ export class LoraLinear extends Module implements LinearLike {
     }
     const w = base.getParameter('weight');
     if (!w) throw new Error(`the base layer ${base.constructor.name} has no 'weight' parameter`);
-    if (w.dtype !== 'float32') throw new Error(`LoRA needs a float32 base weight, got ${w.dtype}`);
-    if (!this.fanInFanOut) return { data: w.data, temp: false };
+    if (w.dtype !== 'float32' && w.dtype !== 'bfloat16') throw new Error(`LoRA needs a float32 or bfloat16 base weight, got ${w.dtype}`);
+    // A bf16 weight is widened exactly (a temporary float32 copy, as DoRA's norm needs values).
+    const src = w.dtype === 'float32' ? w.data : w.toFloat32Array();
+    if (!this.fanInFanOut) return { data: src, temp: w.dtype !== 'float32' };
     const out = new Float32Array(w.size), I = this.inFeatures, O = this.outFeatures;
-    for (let i = 0; i < I; i++) for (let o = 0; o < O; o++) out[o * I + i] = w.data[i * O + o];
+    for (let i = 0; i < I; i++) for (let o = 0; o < O; o++) out[o * I + i] = src[i * O + o];
     return { data: out, temp: true };
   }
 
@@ -272,8 +275,21 @@ export class LoraLinear extends Module implements LinearLike {
     const base = this.baseLayer;
     if (isDequantizable(base)) throw new Error(`merging into a quantized base layer (${base.constructor.name}) is not supported; load the base model in float32 to merge`);
     const w = base.getParameter('weight');
-    if (!w || w.dtype !== 'float32') throw new Error('merging needs a float32 base weight');
+    if (!w || (w.dtype !== 'float32' && w.dtype !== 'bfloat16')) throw new Error('merging needs a float32 or bfloat16 base weight');
     return w;
+  }
+
+  /**
+   * The base weight's values as float32 to edit in place, and a commit that stores them back.
+   * A bf16 weight is widened, edited in float32 and rounded back to bf16 once (to nearest
+   * even): the merged weight carries bf16 rounding, so unmerging does not restore the original
+   * bits exactly. (peft rounds the delta to bf16 before adding; one rounding here.)
+   */
+  private editBase(): { wd: Float32Array; commit(): void } {
+    const W = this.baseWeightParam();
+    if (W.dtype === 'float32') return { wd: W.data, commit: () => {} };
+    const wd = W.toFloat32Array();
+    return { wd, commit: () => f32ToBf16(wd, W.halfBits) };
   }
 
   /** Adds the active (or the named) adapters into the base weight (peft's merge, unsafe variant). */
@@ -281,9 +297,9 @@ export class LoraLinear extends Module implements LinearLike {
     const names = (adapterNames ?? this.activeAdapters).filter((n) => this.loraA.has(n) && !this.mergedAdapters.includes(n));
     if (isDequantizable(this.baseLayer)) { for (const name of names) this.mergeQuantized(name, safeMerge); return; }
     for (const name of names) {
-      const W = this.baseWeightParam();
+      const base = this.editBase();
       const delta = this.getDeltaWeight(name);
-      const d = delta.data, wd = W.data;
+      const d = delta.data, wd = base.wd;
       const next = new Float32Array(wd.length);
       if (!this.useDora[name]) {
         for (let i = 0; i < wd.length; i++) next[i] = wd[i] + d[i];
@@ -296,6 +312,7 @@ export class LoraLinear extends Module implements LinearLike {
       delta.dispose();
       if (safeMerge && !next.every(Number.isFinite)) throw new Error(`NaNs detected in the merged weights. The adapter ${name} seems to be broken`);
       wd.set(next);
+      base.commit();
       this.mergedAdapters.push(name);
     }
   }
@@ -305,9 +322,9 @@ export class LoraLinear extends Module implements LinearLike {
     while (this.mergedAdapters.length) {
       const name = this.mergedAdapters.pop()!;
       if (isDequantizable(this.baseLayer)) { this.unmergeQuantized(name); continue; }
-      const W = this.baseWeightParam();
+      const base = this.editBase();
       const delta = this.getDeltaWeight(name);
-      const d = delta.data, wd = W.data;
+      const d = delta.data, wd = base.wd;
       if (!this.useDora[name]) {
         for (let i = 0; i < wd.length; i++) wd[i] -= d[i];
       } else {
@@ -315,6 +332,7 @@ export class LoraLinear extends Module implements LinearLike {
         this.mergedNorms.delete(name);
         this.forEachOutIn((o, k) => { wd[k] = wd[k] / f[o] - d[k]; });
       }
+      base.commit();
       delta.dispose();
     }
   }

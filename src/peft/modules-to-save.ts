@@ -5,6 +5,7 @@ import type { Tensor } from '../tensor/tensor.js';
 import { Module } from '../nn/module.js';
 import { ModuleDict } from './layer.js';
 import { cloneModule } from './clone.js';
+import { castWeights } from '../nn/dtype.js';
 
 type Forwardable = Module & { forward(...args: unknown[]): unknown };
 
@@ -28,6 +29,8 @@ export class ModulesToSaveWrapper extends Module {
   update(adapterName: string): void {
     if (this.modulesToSave.has(adapterName)) return;
     const copy = cloneModule(this.originalModule);
+    // The trained copy holds float32 master weights even when the original is bf16.
+    castWeights(copy, 'float32', { skip: [], releasePool: false });
     copy.requiresGrad_(false);
     this.modulesToSave.set(adapterName, copy);
   }

@@ -152,6 +152,23 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// matmulBf16(a, w, c, m, n, k, transB, alpha, beta): Backend.matmulBf16 (see gemmBf16 for the two modes).
+Napi::Value MatmulBf16(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  View a = F(info, 0, "a"), w = U16(info, 1, "w"), c = F(info, 2, "c");
+  const int64_t m = Int(info, 3), n = Int(info, 4), k = Int(info, 5);
+  const bool tB = Bool(info, 6);
+  const float alpha = (float)Num(info, 7), beta = (float)Num(info, 8);
+  need(env, a.n, m * k, "matmulBf16 a");
+  need(env, w.n, n * k, "matmulBf16 w");
+  need(env, c.n, m * n, "matmulBf16 c");
+  Device& d = device();
+  Call call(d);
+  gemmBf16(d, tB, m, n, k, alpha, call.in<float>(a), call.in<uint16_t>(w), beta, call.out<float>(c));
+  call.finish();
+  return env.Undefined();
+}
+
 // ---------- elementwise ----------
 
 int opCode(const Napi::CallbackInfo& info, size_t i, int count) {
@@ -490,6 +507,21 @@ Napi::Value Embedding(const Napi::CallbackInfo& info) {
   checkIds(env, ids.as<int32_t>(), ids.n, table.n / dim);
   call.launched(embedding(device().stream, call.in<float>(table), call.in<int32_t>(ids), ids.n, dim, call.out<float>(out)),
     "embedding kernel launch");
+  call.finish();
+  return env.Undefined();
+}
+
+Napi::Value EmbeddingBf16(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  View table = U16(info, 0, "table"), ids = I(info, 1, "ids"); const int64_t dim = Int(info, 2);
+  View out = F(info, 3, "out");
+  if (dim == 0) return env.Undefined();
+  need(env, out.n, (int64_t)ids.n * dim, "out");
+  Call call(device());
+  call.hostRead(ids);
+  checkIds(env, ids.as<int32_t>(), ids.n, table.n / dim);
+  call.launched(embeddingBf16(device().stream, call.in<uint16_t>(table), call.in<int32_t>(ids), ids.n, dim, call.out<float>(out)),
+    "embeddingBf16 kernel launch");
   call.finish();
   return env.Undefined();
 }
@@ -863,6 +895,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   DEF("embedding", Embedding); DEF("embeddingBackward", EmbeddingBack); DEF("rope", Rope); DEF("adamw", Adamw);
   DEF("bf16ToF32", Bf16ToF32); DEF("f32ToBf16", F32ToBf16);
   DEF("dequantizeNF4", DequantizeNF4); DEF("dequantizeAbsmax", DequantizeAbsmax);
+  DEF("matmulBf16", MatmulBf16); DEF("embeddingBf16", EmbeddingBf16);
   DEF("alloc", Alloc); DEF("fill", Fill); DEF("synchronize", Synchronize); DEF("isDeviceArray", IsDeviceArray);
   DEF("stats", Stats); DEF("resetPeak", ResetPeak); DEF("emptyCache", EmptyCache); DEF("status", Status); DEF("info", Info); DEF("setTf32", SetTf32);
 #undef DEF

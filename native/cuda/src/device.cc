@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cublas_api.h>
 #include <mutex>
@@ -210,6 +211,73 @@ void gemm(Device& d, bool tA, bool tB, int64_t m, int64_t n, int64_t k, float al
       "cublasGemmStridedBatchedEx");
   }
   d.gemms++;
+}
+
+namespace {
+
+// One column-major cuBLAS GEMM (batch 1) with explicit leading dimensions and types.
+void gemmOne(Device& d, cublasOperation_t opA, cublasOperation_t opB, int m, int n, int k, float alpha, const void* A,
+  cudaDataType ta, int lda, const void* B, cudaDataType tb, int ldb, float beta, float* C, int ldc, cublasComputeType_t ct) {
+  checkBlas(*d.cublas,
+    d.cublas->gemmStridedBatchedEx(d.cublas->handle, opA, opB, m, n, k, &alpha, A, ta, lda, 0, B, tb, ldb, 0, &beta, C,
+      CUDA_R_32F, ldc, 0, 1, ct, CUBLAS_GEMM_DEFAULT),
+    "cublasGemmStridedBatchedEx (bf16 weight)");
+}
+
+// Scratch from the block cache, given back when the call ends (stream order makes reuse safe).
+struct Scratch {
+  Device& d;
+  void* p;
+  size_t blockBytes = 0;
+  Scratch(Device& dev, size_t bytes) : d(dev), p(dev.allocManaged(bytes, &blockBytes)) {}
+  ~Scratch() { d.cache->give(p); }
+};
+
+}  // namespace
+
+void gemmBf16(Device& d, bool tB, int64_t m, int64_t n, int64_t k, float alpha, const float* a, const uint16_t* w,
+  float beta, float* c) {
+  if (m <= 0 || n <= 0) return;
+  d.pending = true;
+  if (k == 0) {
+    check(scale(d.stream, beta, c, m * n), "matmulBf16 (k = 0) scale kernel launch");
+    return;
+  }
+  const int64_t lim = 0x7fffffff;
+  if (m > lim || n > lim || k > lim) throw CudaError("matmulBf16: a dimension exceeds cuBLAS's 32-bit limit");
+  // Row-major C[m,n] is column-major C^T[n,m] = op(W)^T[n,k] a^T[k,m]: W goes first.
+  const cublasOperation_t opW = tB ? CUBLAS_OP_T : CUBLAS_OP_N;
+  if (d.tf32) {
+    Scratch ab(d, (size_t)(m * k) * 2);
+    uint16_t* a16 = static_cast<uint16_t*>(ab.p);
+    check(f32ToBf16(d.stream, a, a16, m * k), "matmulBf16 activation rounding kernel launch");
+    d.launches++;
+    gemmOne(d, opW, CUBLAS_OP_N, (int)n, (int)m, (int)k, alpha, w, CUDA_R_16BF, (int)(tB ? k : n), a16, CUDA_R_16BF,
+      (int)k, beta, c, (int)n, CUBLAS_COMPUTE_32F);
+    d.gemms++;
+    return;
+  }
+  // Exact mode: widen tiles of W's rows (contiguous) into float32 scratch. transB: rows of W
+  // [n,k] are output columns, written in place with ldc = n. Else rows of W [k,n] are a slice
+  // of the inner dim: C += a[:, p0:p1] W[p0:p1, :] (a's columns by lda = k).
+  const int64_t rowLen = tB ? k : n, rowsW = tB ? n : k;
+  const int64_t tile = int64_t(1) << 24;  // elements of W widened at once (64 MiB)
+  const int64_t R = std::max<int64_t>(1, std::min<int64_t>(rowsW, tile / rowLen));
+  Scratch wb(d, (size_t)(R * rowLen) * 4);
+  float* wf = static_cast<float*>(wb.p);
+  for (int64_t r0 = 0; r0 < rowsW; r0 += R) {
+    const int64_t rows = std::min(R, rowsW - r0);
+    check(bf16ToF32(d.stream, w + r0 * rowLen, wf, rows * rowLen), "matmulBf16 weight widening kernel launch");
+    d.launches++;
+    if (tB) {
+      gemmOne(d, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, (int)m, (int)k, alpha, wf, CUDA_R_32F, (int)k, a, CUDA_R_32F, (int)k,
+        beta, c + r0, (int)n, CUBLAS_COMPUTE_32F);
+    } else {
+      gemmOne(d, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)m, (int)rows, alpha, wf, CUDA_R_32F, (int)n, a + r0, CUDA_R_32F, (int)k,
+        r0 == 0 ? beta : 1.0f, c, (int)n, CUBLAS_COMPUTE_32F);
+    }
+    d.gemms++;
+  }
 }
 
 }  // namespace pc

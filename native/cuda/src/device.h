@@ -58,4 +58,15 @@ std::string unavailableReason();
 void gemm(Device& d, bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
   int64_t strideA, const float* b, int64_t strideB, float beta, float* c, int64_t batch);
 
+/**
+ * Row-major GEMM with a bfloat16 right operand W (Backend.matmulBf16): c[m,n] = alpha * a[m,k]
+ * @ op(W) + beta * c, transB: W stored [n,k], else [k,n]. With d.tf32 (the default, "fast"
+ * GEMMs) a is rounded to bf16 into device scratch and cuBLAS multiplies bf16 x bf16 on tensor
+ * cores with float32 accumulation and output (CUBLAS_COMPUTE_32F), as a bf16 model in torch
+ * does. Without it (PEFT_TS_CUDA_TF32=0, the exact mode the tests compare with the reference)
+ * tiles of W are widened exactly to float32 scratch and multiplied with full float32 GEMMs.
+ */
+void gemmBf16(Device& d, bool transB, int64_t m, int64_t n, int64_t k, float alpha, const float* a, const uint16_t* w,
+  float beta, float* c);
+
 }  // namespace pc

@@ -60,6 +60,8 @@ cudaError_t rmsNormBackward(cudaStream_t s, const float* x, const float* w, cons
 // embedding.cu: ids must already be checked against the table's row count.
 cudaError_t embedding(cudaStream_t s, const float* table, const int32_t* ids, int64_t n, int64_t dim, float* out);
 cudaError_t embeddingBackward(cudaStream_t s, const float* gy, const int32_t* ids, int64_t n, int64_t dim, float* gTable);
+/** out[i, :] = float32(table[ids[i], :]) from a bfloat16 table (bits widened exactly). */
+cudaError_t embeddingBf16(cudaStream_t s, const uint16_t* table, const int32_t* ids, int64_t n, int64_t dim, float* out);
 
 // rope.cu: x / out [B, H, T, D] (may alias); cos / sin [maxPos, D/2]; pos [T] or [B*T], checked.
 cudaError_t rope(cudaStream_t s, const float* x, const float* cos, const float* sin, const int32_t* pos, int64_t npos,

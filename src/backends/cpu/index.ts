@@ -52,6 +52,8 @@ export function makeCpuBackend(n: NativeAddon): Backend {
     adamw: (p, g, m, v, lr, b1, b2, eps, wd, step) => n.adamw(p, g, m, v, lr, b1, b2, eps, wd, step),
     bf16ToF32: (x, out) => n.bf16ToF32(x, out),
     f32ToBf16: (x, out) => n.f32ToBf16(x, out),
+    matmulBf16: (a, w, c, m, nn, k, tB, alpha, beta) => n.matmulBf16(a, w, c, m, nn, k, tB, alpha, beta),
+    embeddingBf16: (table, ids, dim, out) => n.embeddingBf16(table, ids, dim, out),
     dequantizeNF4: (packed, absmax, bs, code, start, count, out) => n.dequantizeNF4(packed, absmax, bs, code, start, count, out),
   };
   // No native fused attention yet: the composite path (sgemm + softmax) beats the plain-loop oracle.

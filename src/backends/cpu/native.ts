@@ -49,6 +49,11 @@ export interface NativeAddon {
   f32ToBf16(x: F32, out: Uint16Array): void;
   /** Backend.dequantizeNF4 (native/src/nf4.cc). */
   dequantizeNF4(packed: Uint8Array, absmax: F32, blocksize: number, code: F32, start: number, count: number, out: F32): void;
+  /** Backend.matmulBf16 (native/src/bf16.cc). */
+  matmulBf16(a: F32, w: Uint16Array, c: F32, m: number, n: number, k: number, transB: boolean, alpha: number, beta: number): void;
+  /** Sets matmulBf16's tile of W (elements; 0 only reads it); returns the previous value. */
+  bf16TileElements(n: number): number;
+  embeddingBf16(table: Uint16Array, ids: I32, dim: number, out: F32): void;
   setThreads(n: number): void;
   threads(): number;
   blasThreads(): number;

@@ -71,6 +71,9 @@ export function makeCudaBackend(n: CudaAddon): Backend & { memoryStats(): { curr
     f32ToBf16: (x, out) => n.f32ToBf16(x, out),
     dequantizeNF4: (packed, absmax, bs, code, start, count, out) => n.dequantizeNF4(packed, absmax, bs, code, start, count, out),
     dequantizeAbsmax: (q, absmax, bs, code, offset, count, out) => n.dequantizeAbsmax(q, absmax, bs, code, offset, count, out),
+    // Frozen bf16 weights: see native/cuda/src/device.h gemmBf16 for the fast (TF32 on) and exact modes.
+    matmulBf16: (a, w, c, m, nn, k, tB, alpha, beta) => n.matmulBf16(a, w, c, m, nn, k, tB, alpha, beta),
+    embeddingBf16: (table, ids, dim, out) => n.embeddingBf16(table, ids, dim, out),
   };
 }
 

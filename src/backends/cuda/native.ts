@@ -91,6 +91,9 @@ export interface CudaAddon {
   dequantizeAbsmax(q: Uint8Array, absmax: F32, blocksize: number, code: F32, offset: number, n: number, out: F32): void;
   /** kind: 0 float32, 1 int32, 2 uint16, 3 uint8. CUDA managed memory, contents unspecified. */
   alloc(n: number, kind: number): AnyBuf | Uint8Array;
+  /** Backend.matmulBf16: bf16 tensor-core GEMM (a rounded to bf16) with TF32 on, exact widening of W with it off. */
+  matmulBf16(a: F32, w: Uint16Array, c: F32, m: number, n: number, k: number, transB: boolean, alpha: number, beta: number): void;
+  embeddingBf16(table: Uint16Array, ids: I32, dim: number, out: F32): void;
   fill(out: AnyBuf, value: number): void;
   synchronize(): void;
   /** True when the array lies in memory from alloc() (kernels use it without staging). */

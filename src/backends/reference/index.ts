@@ -322,6 +322,24 @@ export const referenceBackend: Backend = {
     }
   },
 
+  embeddingBf16(table, ids, dim, out) {
+    const rows = table.length / dim;
+    const o = new Uint32Array(out.buffer, out.byteOffset, out.length);
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i];
+      if (id < 0 || id >= rows) throw new RangeError(`embedding id ${id} out of range [0, ${rows}) at position ${i}`);
+      for (let j = 0; j < dim; j++) o[i * dim + j] = table[id * dim + j] << 16;
+    }
+  },
+
+  // The oracle of a bf16-weight GEMM: widen W exactly, then the float32 GEMM above.
+  matmulBf16(a, w, c, m, n, k, transB, alpha, beta) {
+    if (w.length < n * k) throw new RangeError(`matmulBf16: w has ${w.length} elements, needs ${n * k}`);
+    const wf = new Float32Array(n * k);
+    this.bf16ToF32(w.subarray(0, n * k), wf);
+    this.matmul(a, wf, c, 1, m, n, k, false, transB, 0, 0, alpha, beta);
+  },
+
   embeddingBackward(gy, ids, dim, gTable) {
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i];

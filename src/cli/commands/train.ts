@@ -22,7 +22,7 @@ const KNOWN = [
   'model', 'task', 'data', 'evalData', 'testSize', 'textColumn', 'labelColumn', 'promptColumn', 'completionColumn', 'template', 'maxLength',
   ...LORA_FLAGS, 'outputDir', 'epochs', 'maxSteps', 'lr', 'batchSize', 'evalBatchSize', 'gradAccum', 'warmupSteps', 'warmupRatio',
   'scheduler', 'weightDecay', 'evalSteps', 'saveSteps', 'saveTotalLimit', 'loggingSteps', 'seed', 'earlyStoppingPatience',
-  'metricForBestModel', 'loadBestModelAtEnd', 'gradientCheckpointing', 'resume', 'loadIn4bit', 'numLabels', 'quiet',
+  'metricForBestModel', 'loadBestModelAtEnd', 'gradientCheckpointing', 'resume', 'loadIn4bit', 'numLabels', 'quiet', 'dtype',
   'tokensColumn', 'tagsColumn', 'labels',
 ];
 export const TRAIN_BOOLEANS = ['useDora', 'useRslora', 'loadBestModelAtEnd', 'gradientCheckpointing', 'loadIn4bit', 'quiet', 'help'];
@@ -46,6 +46,7 @@ LoRA
   --r N (8)  --lora-alpha N (16)  --lora-dropout P (0.05)  --bias none|all|lora_only
   --target-modules a,b | REGEX | all-linear   (default: the architecture's peft default)
   --use-dora  --use-rslora  --modules-to-save a,b  --load-in-4bit (QLoRA: NF4 base weights)
+  --dtype float32|bfloat16  base weights in bf16 (half the memory; LoRA and compute stay float32)
 Training (transformers' TrainingArguments)
   --output-dir DIR (runs/train)  --epochs N (3)  --max-steps N  --lr X (2e-4)
   --batch-size N (8)  --eval-batch-size N (16)  --grad-accum N (1)  --warmup-steps N | --warmup-ratio F
@@ -83,7 +84,10 @@ export async function runTrain(flags: Flags, log: (s: string) => void = (s) => c
 
   const seed = num(flags, 'seed', 42)!;
   const load4bit = bool(flags, 'loadIn4bit');
-  let base = loadBaseModel(task, dir, { numLabels, seed, load4bit });
+  const dtype = str(flags, 'dtype', 'float32');
+  if (dtype !== 'float32' && dtype !== 'bfloat16') throw new UsageError(`--dtype must be float32 or bfloat16, got '${dtype}'`);
+  if (load4bit && dtype === 'bfloat16') throw new UsageError('--dtype bfloat16 and --load-in-4bit do not go together (the 4-bit layers are NF4)');
+  let base = loadBaseModel(task, dir, { numLabels, seed, load4bit, dtype });
   if (load4bit) base = prepareModelForKbitTraining(base, { useGradientCheckpointing: bool(flags, 'gradientCheckpointing') });
   const peft = getPeftModel(base, loraConfigFrom(flags, task, base));
   log(peft.trainableParametersString());

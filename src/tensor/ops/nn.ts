@@ -20,6 +20,8 @@ function gemm(a: Float32Array, b: Float32Array, c: Float32Array, batch: number, 
  * a or b transposed). Batch dims broadcast; a 2-D b is shared by every batch.
  */
 export function matmul(a: Tensor, b: Tensor, transA = false, transB = false): Tensor {
+  if (b.dtype === 'bfloat16' && !transA && a.dtype === 'float32') return matmulBf16(a, b, transB);
+  for (const t of [a, b]) if (t.dtype !== 'float32') throw new TypeError(`matmul: ${t.label()} is ${t.dtype}; only a frozen bfloat16 right operand is supported (else use toFloat32)`);
   if (a.ndim < 2 || b.ndim < 2) throw new Error(`matmul needs 2+ dims, got ${shapeStr(a.shape)} and ${shapeStr(b.shape)}`);
   const [am, ak] = transA ? [a.shape[a.ndim - 1], a.shape[a.ndim - 2]] : [a.shape[a.ndim - 2], a.shape[a.ndim - 1]];
   const [bk, bn] = transB ? [b.shape[b.ndim - 1], b.shape[b.ndim - 2]] : [b.shape[b.ndim - 2], b.shape[b.ndim - 1]];
@@ -85,10 +87,78 @@ export function matmul(a: Tensor, b: Tensor, transA = false, transB = false): Te
   });
 }
 
-/** y = x @ W^T + b, W stored [out, in] as in torch.nn.Linear. */
+/** y = x @ W^T + b, W stored [out, in] as in torch.nn.Linear (float32, or a frozen bfloat16 W). */
 export function linear(x: Tensor, w: Tensor, b: Tensor | null = null): Tensor {
-  const y = matmul(x, w, false, true);
+  const y = w.dtype === 'bfloat16' ? matmulBf16(x, w, true) : matmul(x, w, false, true);
   return b ? add(y, b) : y;
+}
+
+// ---------- frozen bfloat16 weights ----------
+
+function frozenBf16(w: Tensor, op: string): void {
+  if (w.dtype !== 'bfloat16') throw new TypeError(`${op}: ${w.label()} is ${w.dtype}, expected bfloat16`);
+  if (w.requiresGrad) {
+    throw new Error(`${op}: bfloat16 weight ${w.label()} requires grad, but bf16 weights are frozen storage: ` +
+      'train float32 parameters (LoRA adapters), or convert the weight with toFloat32 first');
+  }
+}
+
+/**
+ * x [..., k] times a frozen bfloat16 matrix w, used as stored (never copied to float32 as a
+ * whole): transW ? x @ w^T (w [n, k], Linear) : x @ w (w [k, n], Conv1D). Float32 output and
+ * accumulation. The backward gives x its gradient only; w cannot require grad.
+ */
+export function matmulBf16(x: Tensor, w: Tensor, transW: boolean): Tensor {
+  frozenBf16(w, 'matmulBf16');
+  if (w.ndim !== 2) throw new Error(`matmulBf16: the bfloat16 operand must be 2-D, got ${w.label()}`);
+  const [n, k] = transW ? w.shape : [w.shape[1], w.shape[0]];
+  if (x.shape[x.ndim - 1] !== k) throw new Error(`matmulBf16: ${x.label()} does not match ${w.label()}${transW ? 'ᵀ' : ''}`);
+  const m = x.size / k;
+  const out = empty([...x.shape.slice(0, -1), n], 'float32', false);
+  gemmBf16(x, w, out, m, n, k, transW);
+  return result(out, 'matmulBf16', [x], (g) => {
+    // gx = g @ op(W)^T: the same kernel with the other layout flag, n and k swapped.
+    const gx = empty(x.shape, 'float32', false);
+    gemmBf16(g, w, gx, m, k, n, !transW);
+    return [gx];
+  });
+}
+
+/** Elements of W widened per tile when the backend has no matmulBf16 (4 MiB of float32). */
+let bf16TileElems = 1 << 20;
+/** Sets the fallback's tile size (tests force several tiles); returns the previous one. */
+export function setBf16FallbackTileElements(n: number): number {
+  if (!Number.isInteger(n) || n < 1) throw new Error(`tile size must be a positive integer, got ${n}`);
+  const prev = bf16TileElems; bf16TileElems = n; return prev;
+}
+
+/** c[m,n] = a[m,k] @ op(W) (overwritten), W bf16: the backend kernel, else widened tiles. */
+function gemmBf16(a: Tensor, w: Tensor, c: Tensor, m: number, n: number, k: number, transB: boolean): void {
+  const be = B();
+  if (be.matmulBf16) { be.matmulBf16(a.buf, w.halfBuf, c.buf, m, n, k, transB, 1, 0); return; }
+  // Fallback with contract kernels only: W's rows are widened a tile at a time into a pooled
+  // buffer (stream order keeps this right on device backends). transB: a tile of rows of W
+  // [n,k] gives columns of c, added into their place; else a tile of rows of W [k,n] is a
+  // slice of the inner dim: c += a[:, p0:p1] @ W[p0:p1, :].
+  const rowLen = transB ? k : n, rowsW = transB ? n : k;
+  const R = Math.max(1, Math.min(rowsW, Math.floor(bf16TileElems / Math.max(rowLen, 1))));
+  const wf = empty([R, rowLen], 'float32', false);
+  const part = empty([m, R], 'float32', false);
+  if (transB || rowsW === 0) fillTensor(c, 0);
+  for (let r0 = 0; r0 < rowsW; r0 += R) {
+    const rows = Math.min(R, rowsW - r0);
+    const wt = wf.buf.subarray(0, rows * rowLen);
+    be.bf16ToF32(w.halfBuf.subarray(r0 * rowLen, (r0 + rows) * rowLen), wt);
+    const pt = part.buf.subarray(0, m * rows);
+    if (transB) {
+      be.matmul(a.buf, wt, pt, 1, m, rows, k, false, true, 0, 0, 1, 0);
+      be.stridedAdd(pt, [m, rows], c.buf, r0, [n, 1]);
+    } else {
+      be.stridedCopy(a.buf, r0, [k, 1], [m, rows], pt);
+      be.matmul(pt, wt, c.buf, 1, m, n, rows, false, false, 0, 0, 1, r0 === 0 ? 0 : 1);
+    }
+  }
+  wf.dispose(); part.dispose();
 }
 
 // ---------- softmax family ----------
@@ -193,6 +263,21 @@ export function rmsNorm(x: Tensor, w: Tensor | null, eps = 1e-6): Tensor {
 export function embedding(table: Tensor, ids: Tensor): Tensor {
   const dim = table.shape[1];
   const out = empty([...ids.shape, dim], 'float32', false);
+  if (table.dtype === 'bfloat16') {
+    // A frozen bf16 table: rows widened as they are gathered, no gradient.
+    frozenBf16(table, 'embedding');
+    const be = B();
+    if (be.embeddingBf16) be.embeddingBf16(table.halfBuf, ids.intBuf, dim, out.buf);
+    else {
+      const idv = ids.ints, rows = table.shape[0];
+      for (let i = 0; i < idv.length; i++) {
+        const id = idv[i];
+        if (id < 0 || id >= rows) throw new RangeError(`embedding id ${id} out of range [0, ${rows}) at position ${i}`);
+        be.bf16ToF32(table.halfBuf.subarray(id * dim, (id + 1) * dim), out.buf.subarray(i * dim, (i + 1) * dim));
+      }
+    }
+    return out;
+  }
   B().embedding(table.buf, ids.intBuf, dim, out.buf);
   return result(out, 'embedding', [table], (g) => {
     const gt = zeros(table.shape);
