@@ -8,7 +8,7 @@ import { Conv1D, Embedding, LayerNorm, Linear, activation } from '../nn/layers.j
 import type { KVCache, ModelConfig, ModelInputs, ModelOutput } from './types.js';
 import { HFModel, withNumLabels, type ModelInitOptions } from './base.js';
 import {
-  Container, appendKv, attentionBias, asModelConfig, bool, cacheLength, causalLmHead, emb, lin, maybeCheckpoint,
+  Container, appendKv, attentionBias, asModelConfig, bool, cacheLength, kvCapacity, causalLmHead, emb, lin, maybeCheckpoint,
   mergeHeads, norm, num, poolLastNonPad, positionsFor, seqClsLoss, splitHeads, str, type RawConfig,
 } from './common.js';
 
@@ -70,7 +70,7 @@ abstract class GPT2Base extends HFModel {
     let h = add(emb(tr, 'wte', inputIds), pe);
     const train = this.training;
     h = dropout(h, num(raw, ['embd_pdrop'], 0.1), train, this.rng);
-    const mask = attentionBias(b, t, past, attentionMask, { causal: true });
+    const mask = attentionBias(b, t, past, attentionMask, { causal: true, capacity: kvCapacity(pastKeyValues, t) });
     const cache: KVCache | null = useCache ? { layers: [], length: past + t } : null;
     const nh = this.nHead, hd = this.nEmbd / nh;
     const scaleW = bool(raw, 'scale_attn_weights', true), byLayer = bool(raw, 'scale_attn_by_inverse_layer_idx', false);

@@ -10,7 +10,7 @@ import { Embedding, Linear, RMSNorm, activation } from '../nn/layers.js';
 import type { KVCache, ModelConfig, ModelInputs, ModelOutput } from './types.js';
 import { HFModel, withNumLabels, type ModelInitOptions } from './base.js';
 import {
-  Container, appendKv, attentionBias, asModelConfig, bool, cacheLength, causalLmHead, emb, lin, maybeCheckpoint,
+  Container, appendKv, attentionBias, asModelConfig, bool, cacheLength, kvCapacity, causalLmHead, emb, lin, maybeCheckpoint,
   mergeHeads, norm, num, optNum, poolLastNonPad, positionsFor, seqClsLoss, splitHeads, str, type RawConfig,
 } from './common.js';
 import { RopeCache } from './rope.js';
@@ -86,7 +86,7 @@ abstract class DecoderBase extends HFModel {
     const { cos, sin } = this.rope.tables(maxPos);
     const masks = new Map<number | null, Tensor | null>();
     const maskFor = (w: number | null): Tensor | null => {
-      if (!masks.has(w)) masks.set(w, attentionBias(b, t, past, attentionMask, { causal: true, slidingWindow: w }));
+      if (!masks.has(w)) masks.set(w, attentionBias(b, t, past, attentionMask, { causal: true, slidingWindow: w, capacity: kvCapacity(pastKeyValues, t) }));
       return masks.get(w)!;
     };
     const model = this.getSubmodule('model');
