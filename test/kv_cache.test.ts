@@ -73,6 +73,19 @@ test('with a graph recorded the cache is concatenated (exact size, differentiabl
   });
 });
 
+test('maxCacheLength stops the doubling at the length the caller will reach', () => {
+  const model = AutoModelForCausalLM.fromPretrained(path.join(FIX, 'gpt2_lm'), { logger: () => {} });
+  tidy(() => noGrad(() => {
+    let cache = model.forward({ inputIds: ids([3, 17, 5]), useCache: true, maxCacheLength: 8 }).pastKeyValues!;
+    const caps: number[] = [];
+    for (const tok of [9, 2, 11, 4, 8]) {
+      cache = model.forward({ inputIds: ids([tok]), pastKeyValues: cache, useCache: true, maxCacheLength: 8 }).pastKeyValues!;
+      caps.push(cache.layers[0].k.shape[2]);
+    }
+    assert.deepEqual(caps, [6, 6, 6, 8, 8]);
+  }));
+});
+
 test('attentionBias: keys past the filled length are -inf, the rest as before', () => {
   const am = tensor(Int32Array.from([0, 1, 1]), [1, 3], { dtype: 'int32' });
   const b = attentionBias(1, 1, 2, am, { causal: true, capacity: 5 })!;

@@ -63,7 +63,7 @@ export function beamSearch(model: CausalLM, prompts: number[][], promptMask: num
   let cache: KVCache | null = null;
   try {
     for (let curLen = T; ; curLen++) {
-      const step = forwardStep(model, running, mask, cache, useCache);
+      const step = forwardStep(model, running, mask, cache, useCache, maxLength);
       const v = step.v;
       replaceCache(cache, step.cache);
       cache = step.cache;
@@ -159,7 +159,7 @@ function topIndices(xs: number[], n: number): number[] {
 }
 
 /** One forward over the new positions; returns the last position's logits [N, V] and the cache. */
-export function forwardStep(model: CausalLM, rows: number[][], mask: number[][], cache: KVCache | null, useCache: boolean):
+export function forwardStep(model: CausalLM, rows: number[][], mask: number[][], cache: KVCache | null, useCache: boolean, maxLength: number):
   { last: Float32Array; v: number; cache: KVCache | null } {
   const n = rows.length, curLen = rows[0].length;
   const feedFrom = useCache && cache ? cache.length : 0;
@@ -178,7 +178,7 @@ export function forwardStep(model: CausalLM, rows: number[][], mask: number[][],
     }
     const out = model.forward({
       inputIds: ids, attentionMask: am, positionIds: tensor(pos, [n, t], { dtype: 'int32' }),
-      pastKeyValues: useCache ? cache : null, useCache,
+      pastKeyValues: useCache ? cache : null, useCache, maxCacheLength: maxLength,
     });
     const logits = out.logits;
     const v = logits.shape[logits.ndim - 1];

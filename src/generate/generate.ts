@@ -164,7 +164,7 @@ export function generate(model: CausalLM, inputIds: Tensor, opts: GenerateOption
         }
         const out = model.forward({
           inputIds: ids, attentionMask: am, positionIds: tensor(pos, [batch, t], { dtype: 'int32' }),
-          pastKeyValues: useCache ? cache : null, useCache,
+          pastKeyValues: useCache ? cache : null, useCache, maxCacheLength: promptLen + maxNew,
         });
         const logits = out.logits;
         const v = logits.shape[logits.ndim - 1];

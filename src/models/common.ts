@@ -192,21 +192,25 @@ export function cacheLength(past: KVCache | null | undefined): number {
  * while a graph is recorded (the differentiable concat path), is exactly as long as its
  * content.
  */
-export function kvCapacity(past: KVCache | null | undefined, t: number): number {
+export function kvCapacity(past: KVCache | null | undefined, t: number, maxLength?: number | null): number {
   const len = cacheLength(past);
   if (!past || !past.layers.length || isGradEnabled()) return len + t;
   const cap = past.layers[0].k.shape[2];
-  return len + t <= cap ? cap : Math.max(len + t, 2 * cap);
+  if (len + t <= cap) return cap;
+  // Doubling, but never past the length the caller says the cache will reach.
+  const grown = maxLength ? Math.min(2 * cap, maxLength) : 2 * cap;
+  return Math.max(len + t, grown);
 }
 
 /**
  * Appends this step's k/v [B, Hkv, T, D] to layer i of the cache; returns the k/v buffers
- * [B, Hkv, C, D] with C = kvCapacity(past, T): positions past.length..past.length+T-1 hold
+ * [B, Hkv, C, D] with C = capacity (default kvCapacity(past, T)): positions past.length..past.length+T-1 hold
  * the new entries and positions from there to C are zeros (the attention bias masks them).
  * Under noGrad the past buffers are written in place when they have room (so a cache is
  * consumed by the forward that extends it: branching from it needs a copy).
  */
-export function appendKv(past: KVCache | null | undefined, next: KVCache | null, i: number, k: Tensor, v: Tensor): { k: Tensor; v: Tensor } {
+export function appendKv(past: KVCache | null | undefined, next: KVCache | null, i: number, k: Tensor, v: Tensor,
+  capacity?: number): { k: Tensor; v: Tensor } {
   const prev = past?.layers[i];
   let kk: Tensor, vv: Tensor;
   if (!prev) {
@@ -217,7 +221,7 @@ export function appendKv(past: KVCache | null | undefined, next: KVCache | null,
     kk = concat([upto(prev.k), k], 2);
     vv = concat([upto(prev.v), v], 2);
   } else {
-    const cap = kvCapacity(past, k.shape[2]);
+    const cap = capacity ?? kvCapacity(past, k.shape[2]);
     kk = writeKv(prev.k, k, past!.length, cap);
     vv = writeKv(prev.v, v, past!.length, cap);
   }

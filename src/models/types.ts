@@ -29,6 +29,8 @@ export interface ModelInputs {
   tokenTypeIds?: Tensor | null;
   pastKeyValues?: KVCache | null;
   useCache?: boolean;
+  /** The longest the KV cache will get (generate passes prompt + max new tokens): its doubling growth stops there. */
+  maxCacheLength?: number | null;
   /**
    * Causal LM with labels: false skips the [B, T, V] logits (the loss comes from the lm head
    * and cross-entropy fused a chunk of rows at a time) and logits is then [B, 0, V]. The
