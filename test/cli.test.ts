@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { tensor, noGrad } from '../src/tensor/index.js';
 import { AutoModelForCausalLM } from '../src/models/index.js';
 import { PeftModel } from '../src/peft/index.js';
+import { Tokenizer } from '../src/io/index.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const CLI = resolve(here, '../src/cli/main.js');
@@ -92,6 +93,20 @@ test('generate with a fixed seed is deterministic; another seed differs', () => 
   assert.ok(a.stdout.length > 'The LORD is my shepherd'.length + 5, 'new text streamed');
   assert.equal(a.stdout, b.stdout);
   assert.notEqual(a.stdout, c.stdout);
+});
+
+test('generate --num-beams prints transformers\' best beam', () => {
+  const fx = JSON.parse(readFileSync(join(root, 'test', 'fixtures', 'generate', 'beam-search.json'), 'utf8'));
+  const c = fx.cases.find((x: { model: string; label: string }) => x.model === 'default-model' && x.label === 'beams3');
+  const tok = Tokenizer.fromFile(MODEL);
+  const prompt = tok.decode(c.inputIds[0]);
+  const r = cli('generate', '--prompt', prompt, '--num-beams', '3', '--max-new-tokens', String(c.settings.max_new_tokens));
+  assert.equal(r.code, 0, r.stderr);
+  let row: number[] = c.sequences[0];
+  const stop = row.findIndex((x, j) => j >= c.inputIds[0].length && x === tok.eosTokenId);
+  if (stop >= 0) row = row.slice(0, stop + 1);
+  assert.equal(r.stdout, tok.decode(row, { skipSpecialTokens: true }) + '\n');
+  assert.notEqual(cli('generate', '--prompt', prompt, '--num-beams', '2', '--do-sample').code, 0);
 });
 
 test('merge: the merged checkpoint gives the logits of base + adapter', () => {

@@ -8,6 +8,7 @@ import { Rng } from '../tensor/random.js';
 import type { KVCache, ModelInputs, ModelOutput } from '../models/types.js';
 import { ProcessorOptions, applyProcessors, buildLogitsProcessors } from './processors.js';
 import type { Streamer } from './streamer.js';
+import { beamSearch } from './beam.js';
 
 /** What generate() needs from a model: PreTrainedModel satisfies it. */
 export interface CausalLM {
@@ -43,14 +44,38 @@ export interface GenerateOptions extends ProcessorOptions {
   rng?: Rng;
   /** Default true; false recomputes the whole sequence every step. */
   useCache?: boolean;
+  /** Beam search when > 1 (greedy, no sampling), as transformers' num_beams. Default 1. */
+  numBeams?: number;
+  /** Beam search: finished scores are divided by (new tokens) ** lengthPenalty. Default 1. */
+  lengthPenalty?: number;
+  /** Beam search: true stops once numBeams hypotheses finished, false uses transformers' heuristic, 'never' never stops early. Default false. */
+  earlyStopping?: boolean | 'never';
+  /** Sequences returned per prompt, best first (beam search: <= numBeams; sampling: independent draws). Default 1. */
+  numReturnSequences?: number;
   /** A Streamer (batch 1: gets the prompt, each new id, then end()), or a function called with each step's new ids (one per row). */
   streamer?: Streamer | ((tokenIds: number[]) => void);
 }
 
-/** Returns int32 [B, T + n], n <= maxNewTokens (fewer when every row has finished). */
+/**
+ * Returns int32 [B * numReturnSequences, T + n], n <= maxNewTokens (fewer when every row
+ * has finished); a prompt's returned sequences are consecutive rows, best first for beams.
+ */
 export function generate(model: CausalLM, inputIds: Tensor, opts: GenerateOptions = {}): Tensor {
   if (inputIds.ndim !== 2 || inputIds.dtype !== 'int32') {
     throw new TypeError(`generate: inputIds must be int32 [B, T], got ${inputIds.dtype} ${inputIds.label()}`);
+  }
+  const numBeams = opts.numBeams ?? 1, numReturn = opts.numReturnSequences ?? 1;
+  if (!Number.isInteger(numBeams) || numBeams < 1) throw new RangeError(`generate: numBeams must be a positive integer, got ${numBeams}`);
+  if (!Number.isInteger(numReturn) || numReturn < 1) throw new RangeError(`generate: numReturnSequences must be a positive integer, got ${numReturn}`);
+  if (numBeams === 1 && numReturn > 1) {
+    // transformers: greedy search cannot return several sequences; sampling draws each row independently.
+    if (!opts.doSample) throw new Error('generate: greedy decoding (numBeams 1, no doSample) cannot return numReturnSequences > 1');
+    const [b0, t0] = inputIds.shape;
+    const rep = (src: ArrayLike<number>) => Int32Array.from({ length: b0 * numReturn * t0 }, (_, i) => Number(src[Math.floor(i / (numReturn * t0)) * t0 + (i % t0)]));
+    const ids = tensor(rep(inputIds.ints), [b0 * numReturn, t0], { dtype: 'int32' });
+    const m = opts.attentionMask;
+    const mask = m ? tensor(rep(m.dtype === 'int32' ? m.ints : m.toFloat32Array()), [b0 * numReturn, t0], { dtype: 'int32' }) : null;
+    try { return generate(model, ids, { ...opts, numReturnSequences: 1, attentionMask: mask }); } finally { ids.dispose(); mask?.dispose(); }
   }
   const [batch, promptLen] = inputIds.shape;
   if (promptLen === 0) throw new Error('generate: the prompt is empty (inputIds has no columns)');
@@ -98,6 +123,20 @@ export function generate(model: CausalLM, inputIds: Tensor, opts: GenerateOption
     seqs.push(Array.from(inputIds.ints.subarray(b * promptLen, (b + 1) * promptLen)));
     mask.push(maskVals ? Array.from(maskVals.subarray(b * promptLen, (b + 1) * promptLen), (x) => (x ? 1 : 0)) : new Array(promptLen).fill(1));
   }
+  if (numBeams > 1) {
+    if (doSample) throw new Error('generate: beam sampling (numBeams > 1 with doSample) is not supported');
+    if (streamer) throw new Error('generate: a streamer cannot be used with beam search (numBeams > 1), as in transformers');
+    const wasTr = model.training === true && typeof model.train === 'function';
+    if (wasTr) model.train!(false);
+    try {
+      const rows = beamSearch(model, seqs, mask, maxNew, eos, pad, processors, useCache, {
+        numBeams, lengthPenalty: opts.lengthPenalty, earlyStopping: opts.earlyStopping, numReturnSequences: numReturn,
+      });
+      return tensor(Int32Array.from(rows.flat()), [rows.length, rows[0].length], { dtype: 'int32' });
+    } finally {
+      if (wasTr) model.train!(true);
+    }
+  }
   const unfinished = new Array(batch).fill(true);
   if (streamer) streamer.put(seqs[0].slice());
 
@@ -125,7 +164,7 @@ export function generate(model: CausalLM, inputIds: Tensor, opts: GenerateOption
         }
         const out = model.forward({
           inputIds: ids, attentionMask: am, positionIds: tensor(pos, [batch, t], { dtype: 'int32' }),
-          pastKeyValues: useCache ? cache : null, useCache,
+          pastKeyValues: useCache ? cache : null, useCache, maxCacheLength: promptLen + maxNew,
         });
         const logits = out.logits;
         const v = logits.shape[logits.ndim - 1];

@@ -35,6 +35,10 @@ export function leftPad(batch: number[][], padId: number): { inputIds: Tensor; a
 
 export function generateText(model: CausalLM, tokenizer: TextTokenizer, prompts: string, opts?: GenerateTextOptions): string;
 export function generateText(model: CausalLM, tokenizer: TextTokenizer, prompts: string[], opts?: GenerateTextOptions): string[];
+/**
+ * With numReturnSequences R, an array of prompts gives R texts per prompt (consecutive,
+ * best first for beam search); a single prompt string gives the first one only.
+ */
 export function generateText(model: CausalLM, tokenizer: TextTokenizer, prompts: string | string[], opts: GenerateTextOptions = {}): string | string[] {
   const list = Array.isArray(prompts) ? prompts : [prompts];
   if (list.length === 0) return [];
@@ -46,9 +50,12 @@ export function generateText(model: CausalLM, tokenizer: TextTokenizer, prompts:
   const { inputIds, attentionMask } = leftPad(encoded, pad);
   const out = generate(model, inputIds, { ...opts, eosTokenId: eos, padTokenId: pad, attentionMask });
   const [b, n] = out.shape, t = inputIds.shape[1];
+  // numReturnSequences R gives R consecutive rows per prompt.
+  const per = b / list.length;
   const texts: string[] = [];
-  for (let i = 0; i < b; i++) {
-    let row = Array.from(out.ints.subarray(i * n + (opts.returnFullText ? t - encoded[i].length : t), (i + 1) * n));
+  for (let r = 0; r < b; r++) {
+    const i = Math.floor(r / per);
+    let row = Array.from(out.ints.subarray(r * n + (opts.returnFullText ? t - encoded[i].length : t), (r + 1) * n));
     // Drop the padding that follows a finished row (it may not be a special token).
     const eosIds = eos == null ? [] : Array.isArray(eos) ? eos : [eos];
     const stop = row.findIndex((x, j) => eosIds.includes(x) && (opts.returnFullText ? j >= encoded[i].length : true));

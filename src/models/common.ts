@@ -2,8 +2,9 @@
 // pooling, the losses transformers computes, the KV cache append and weight init.
 import { Tensor, empty, isGradEnabled } from '../tensor/tensor.js';
 import { keep } from '../tensor/memory.js';
+import { getBackend } from '../tensor/registry.js';
 import {
-  abs, add, affine, concat, exp, log, mean, mul, permute, relu, reshape, square, sub, tensor, toFloat32,
+  abs, add, affine, concat, exp, log, mean, mul, permute, relu, reshape, slice, square, sub, tensor, toFloat32,
 } from '../tensor/ops/basic.js';
 import { crossEntropy, indexSelect } from '../tensor/ops/nn.js';
 import { linearCrossEntropy } from '../tensor/ops/loss.js';
@@ -125,15 +126,19 @@ export function mergeHeads(x: Tensor): Tensor {
 export const MASK_MIN = -3.4028234663852886e38;
 
 /**
- * Additive attention bias [B or 1, 1, T or 1, S] for T new queries after `past` cached
- * positions. Key j is visible to query i when attentionMask[b, j] is 1, and, if causal,
+ * Additive attention bias [B or 1, 1, T or 1, C] for T new queries after `past` cached
+ * positions (C = capacity, the KV buffers' length, at least S = past + T; keys S..C-1 are
+ * -inf). Key j is visible to query i when attentionMask[b, j] is 1, and, if causal,
  * j <= past + i and (with a sliding window w) j > past + i - w. Masked entries get the
  * finite float32 minimum, so a fully masked row (a left pad) turns into uniform attention
  * as in transformers' eager path instead of NaN. Null when nothing is masked.
  */
 export function attentionBias(b: number, t: number, past: number, attentionMask: Tensor | null | undefined,
-  opts: { causal: boolean; slidingWindow?: number | null }): Tensor | null {
+  opts: { causal: boolean; slidingWindow?: number | null; capacity?: number }): Tensor | null {
   const s = past + t;
+  // Keys s..cap-1 are empty KV cache slots: -inf, so that a fully masked row stays uniform
+  // over the real keys as before.
+  const cap = Math.max(s, opts.capacity ?? s);
   let am: Int32Array | Float32Array | null = null;
   if (attentionMask) {
     if (attentionMask.ndim !== 2 || attentionMask.shape[0] !== b || attentionMask.shape[1] !== s) {
@@ -146,19 +151,20 @@ export function attentionBias(b: number, t: number, past: number, attentionMask:
   }
   const w = opts.slidingWindow ?? null;
   const windowed = opts.causal && w !== null && w > 0 && s > w;
-  if (!am && !opts.causal) return null;
-  if (!am && opts.causal && t === 1 && !windowed) return null; // one query sees everything
+  if (!am && !opts.causal && cap === s) return null;
+  if (!am && opts.causal && t === 1 && !windowed && cap === s) return null; // one query sees everything
   const bb = am ? b : 1, tt = opts.causal ? t : 1;
-  const out = empty([bb, 1, tt, s], 'float32', false);
+  const out = empty([bb, 1, tt, cap], 'float32', false);
   const d = out.data;
   for (let bi = 0; bi < bb; bi++) {
     for (let i = 0; i < tt; i++) {
-      const qpos = past + i, row = (bi * tt + i) * s;
+      const qpos = past + i, row = (bi * tt + i) * cap;
       for (let j = 0; j < s; j++) {
         let ok = !am || am[bi * s + j] !== 0;
         if (ok && opts.causal) ok = j <= qpos && (!windowed || j > qpos - (w as number));
         d[row + j] = ok ? 0 : MASK_MIN;
       }
+      for (let j = s; j < cap; j++) d[row + j] = -Infinity;
     }
   }
   return out;
@@ -183,13 +189,65 @@ export function cacheLength(past: KVCache | null | undefined): number {
   return past ? past.length : 0;
 }
 
-/** Appends this step's k/v [B, Hkv, T, D] to layer i of the cache; returns the full k/v. */
-export function appendKv(past: KVCache | null | undefined, next: KVCache | null, i: number, k: Tensor, v: Tensor): { k: Tensor; v: Tensor } {
+/**
+ * Key positions (the k/v buffers' third dim) once t more are appended to past. Under
+ * noGrad the buffers grow by doubling and new positions are written in place, so decoding
+ * T tokens copies O(T) cache bytes instead of O(T^2); a cache made by a first forward, or
+ * while a graph is recorded (the differentiable concat path), is exactly as long as its
+ * content.
+ */
+export function kvCapacity(past: KVCache | null | undefined, t: number, maxLength?: number | null): number {
+  const len = cacheLength(past);
+  if (!past || !past.layers.length || isGradEnabled()) return len + t;
+  const cap = past.layers[0].k.shape[2];
+  if (len + t <= cap) return cap;
+  // Doubling, but never past the length the caller says the cache will reach.
+  const grown = maxLength ? Math.min(2 * cap, maxLength) : 2 * cap;
+  return Math.max(len + t, grown);
+}
+
+/**
+ * Appends this step's k/v [B, Hkv, T, D] to layer i of the cache; returns the k/v buffers
+ * [B, Hkv, C, D] with C = capacity (default kvCapacity(past, T)): positions past.length..past.length+T-1 hold
+ * the new entries and positions from there to C are zeros (the attention bias masks them).
+ * Under noGrad the past buffers are written in place when they have room (so a cache is
+ * consumed by the forward that extends it: branching from it needs a copy).
+ */
+export function appendKv(past: KVCache | null | undefined, next: KVCache | null, i: number, k: Tensor, v: Tensor,
+  capacity?: number): { k: Tensor; v: Tensor } {
   const prev = past?.layers[i];
-  const kk = prev ? concat([prev.k, k], 2) : k;
-  const vv = prev ? concat([prev.v, v], 2) : v;
+  let kk: Tensor, vv: Tensor;
+  if (!prev) {
+    kk = k; vv = v;
+  } else if (isGradEnabled()) {
+    const len = past!.length;
+    const upto = (x: Tensor) => x.shape[2] === len ? x : slice(x, 2, 0, len);
+    kk = concat([upto(prev.k), k], 2);
+    vv = concat([upto(prev.v), v], 2);
+  } else {
+    const cap = capacity ?? kvCapacity(past, k.shape[2]);
+    kk = writeKv(prev.k, k, past!.length, cap);
+    vv = writeKv(prev.v, v, past!.length, cap);
+  }
   if (next) next.layers[i] = { k: kk, v: vv };
   return { k: kk, v: vv };
+}
+
+/** Writes x [B, H, T, D] at position `at` of buf [B, H, C, D] (a new zeroed buffer of capacity cap when buf is smaller). */
+function writeKv(buf: Tensor, x: Tensor, at: number, cap: number): Tensor {
+  const [b, h, c, d] = buf.shape;
+  if (x.shape[0] !== b || x.shape[1] !== h || x.shape[3] !== d) {
+    throw new Error(`KV cache ${buf.label()} cannot take new entries ${x.label()}`);
+  }
+  const be = getBackend();
+  let out = buf;
+  if (cap > c) {
+    out = empty([b, h, cap, d], 'float32', true);
+    be.stridedAdd(buf.buf, buf.shape, out.buf, 0, [h * cap * d, cap * d, d, 1]);
+  }
+  // Adding onto zeros is an exact copy into the strided slot.
+  be.stridedAdd(x.buf, x.shape, out.buf, at * d, [h * cap * d, cap * d, d, 1]);
+  return out;
 }
 
 // ---------- pooling ----------

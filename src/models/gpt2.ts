@@ -8,7 +8,7 @@ import { Conv1D, Embedding, LayerNorm, Linear, activation } from '../nn/layers.j
 import type { KVCache, ModelConfig, ModelInputs, ModelOutput } from './types.js';
 import { HFModel, withNumLabels, type ModelInitOptions } from './base.js';
 import {
-  Container, appendKv, attentionBias, asModelConfig, bool, cacheLength, causalLmHead, emb, lin, maybeCheckpoint,
+  Container, appendKv, attentionBias, asModelConfig, bool, cacheLength, kvCapacity, causalLmHead, emb, lin, maybeCheckpoint,
   mergeHeads, norm, num, poolLastNonPad, positionsFor, seqClsLoss, splitHeads, str, type RawConfig,
 } from './common.js';
 
@@ -56,6 +56,7 @@ abstract class GPT2Base extends HFModel {
   /** Runs the transformer stack; returns final hidden states [B, T, E] and the new cache. */
   protected body(inputs: ModelInputs): { hidden: Tensor; cache?: KVCache } {
     const { inputIds, attentionMask, positionIds, pastKeyValues, useCache } = inputs;
+    const kvCap = kvCapacity(pastKeyValues, inputIds.shape[1], inputs.maxCacheLength);
     if (inputIds.dtype !== 'int32' || inputIds.ndim !== 2) throw new Error('inputIds must be an int32 [B, T] tensor');
     const [b, t] = inputIds.shape;
     const raw = this.config.raw;
@@ -70,7 +71,7 @@ abstract class GPT2Base extends HFModel {
     let h = add(emb(tr, 'wte', inputIds), pe);
     const train = this.training;
     h = dropout(h, num(raw, ['embd_pdrop'], 0.1), train, this.rng);
-    const mask = attentionBias(b, t, past, attentionMask, { causal: true });
+    const mask = attentionBias(b, t, past, attentionMask, { causal: true, capacity: kvCap });
     const cache: KVCache | null = useCache ? { layers: [], length: past + t } : null;
     const nh = this.nHead, hd = this.nEmbd / nh;
     const scaleW = bool(raw, 'scale_attn_weights', true), byLayer = bool(raw, 'scale_attn_by_inverse_layer_idx', false);
@@ -84,7 +85,7 @@ abstract class GPT2Base extends HFModel {
         const a = norm(blk, 'ln_1', x);
         const [q, k, v] = split(lin(blk, 'attn.c_attn', a), [this.nEmbd, this.nEmbd, this.nEmbd], -1)
           .map((z) => splitHeads(z, nh, hd));
-        const kv = appendKv(pastKeyValues, cache, li, k, v);
+        const kv = appendKv(pastKeyValues, cache, li, k, v, kvCap);
         let scale = scaleW ? 1 / Math.sqrt(hd) : 1;
         if (byLayer) scale /= li + 1;
         const o = scaledDotProductAttention(q, kv.k, kv.v, { mask, scale, dropout: attnP, training: train, rng: this.rng });

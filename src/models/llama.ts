@@ -10,7 +10,7 @@ import { Embedding, Linear, RMSNorm, activation } from '../nn/layers.js';
 import type { KVCache, ModelConfig, ModelInputs, ModelOutput } from './types.js';
 import { HFModel, withNumLabels, type ModelInitOptions } from './base.js';
 import {
-  Container, appendKv, attentionBias, asModelConfig, bool, cacheLength, causalLmHead, emb, lin, maybeCheckpoint,
+  Container, appendKv, attentionBias, asModelConfig, bool, cacheLength, kvCapacity, causalLmHead, emb, lin, maybeCheckpoint,
   mergeHeads, norm, num, optNum, poolLastNonPad, positionsFor, seqClsLoss, splitHeads, str, type RawConfig,
 } from './common.js';
 import { RopeCache } from './rope.js';
@@ -77,6 +77,7 @@ abstract class DecoderBase extends HFModel {
 
   protected body(inputs: ModelInputs): { hidden: Tensor; cache?: KVCache } {
     const { inputIds, attentionMask, positionIds, pastKeyValues, useCache } = inputs;
+    const kvCap = kvCapacity(pastKeyValues, inputIds.shape[1], inputs.maxCacheLength);
     if (inputIds.dtype !== 'int32' || inputIds.ndim !== 2) throw new Error('inputIds must be an int32 [B, T] tensor');
     const [b, t] = inputIds.shape;
     const past = cacheLength(pastKeyValues);
@@ -86,7 +87,7 @@ abstract class DecoderBase extends HFModel {
     const { cos, sin } = this.rope.tables(maxPos);
     const masks = new Map<number | null, Tensor | null>();
     const maskFor = (w: number | null): Tensor | null => {
-      if (!masks.has(w)) masks.set(w, attentionBias(b, t, past, attentionMask, { causal: true, slidingWindow: w }));
+      if (!masks.has(w)) masks.set(w, attentionBias(b, t, past, attentionMask, { causal: true, slidingWindow: w, capacity: kvCap }));
       return masks.get(w)!;
     };
     const model = this.getSubmodule('model');
@@ -106,7 +107,7 @@ abstract class DecoderBase extends HFModel {
         const q = rope(splitHeads(lin(blk, 'self_attn.q_proj', a), nh, hd), cos, sin, pos);
         const k = rope(splitHeads(lin(blk, 'self_attn.k_proj', a), nkv, hd), cos, sin, pos);
         const v = splitHeads(lin(blk, 'self_attn.v_proj', a), nkv, hd);
-        const kv = appendKv(pastKeyValues, cache, li, k, v);
+        const kv = appendKv(pastKeyValues, cache, li, k, v, kvCap);
         const o = scaledDotProductAttention(q, kv.k, kv.v, { mask, scale: 1 / Math.sqrt(hd), dropout: attnP, training: train, rng: this.rng });
         const x2 = add(x, lin(blk, 'self_attn.o_proj', mergeHeads(o)));
         const m = norm(blk, 'post_attention_layernorm', x2);

@@ -5,7 +5,12 @@ import { Module } from '../nn/module.js';
 
 export type TaskType = 'CAUSAL_LM' | 'SEQ_CLS' | 'TOKEN_CLS';
 
-/** Per layer: keys and values [B, Hkv, S, D] seen so far (positions 0..S-1). */
+/**
+ * Per layer: keys and values [B, Hkv, C, D]; positions 0..length-1 are filled, C >= length
+ * is the capacity (the rest zeros). Under noGrad a forward writes its new positions into
+ * these buffers in place (growing them by doubling when full), so a cache is consumed by the
+ * forward that extends it.
+ */
 export interface KVCache {
   layers: { k: Tensor; v: Tensor }[];
   /** Number of positions already cached. */
@@ -24,6 +29,8 @@ export interface ModelInputs {
   tokenTypeIds?: Tensor | null;
   pastKeyValues?: KVCache | null;
   useCache?: boolean;
+  /** The longest the KV cache will get (generate passes prompt + max new tokens): its doubling growth stops there. */
+  maxCacheLength?: number | null;
   /**
    * Causal LM with labels: false skips the [B, T, V] logits (the loss comes from the lm head
    * and cross-entropy fused a chunk of rows at a time) and logits is then [B, 0, V]. The

@@ -11,12 +11,13 @@ export const GENERATE_HELP = `peft-ts generate: continue a prompt (streams to st
   --adapter DIR               LoRA adapter (causal-lm) to apply; without it, the base model
   --model DIR|ID              base model (default: assets/default-model)
   --max-new-tokens N (40)     --greedy (default) | --do-sample
+  --num-beams N (1)           beam search with N beams (the best beam is printed, not streamed)
   --temperature X  --top-k N  --top-p X  --no-repeat-ngram-size N  --repetition-penalty X
   --seed N (0)                sampling seed (same seed, same text)
   --no-stream                 print the text once at the end instead of streaming
   --skip-prompt               do not echo the prompt`;
 
-const KNOWN = ['prompt', 'adapter', 'model', 'maxNewTokens', 'greedy', 'doSample', 'temperature', 'topK', 'topP', 'noRepeatNgramSize', 'repetitionPenalty', 'seed', 'stream', 'skipPrompt', 'task', 'loadIn4bit'];
+const KNOWN = ['prompt', 'adapter', 'model', 'maxNewTokens', 'numBeams', 'greedy', 'doSample', 'temperature', 'topK', 'topP', 'noRepeatNgramSize', 'repetitionPenalty', 'seed', 'stream', 'skipPrompt', 'task', 'loadIn4bit'];
 
 export async function generateCommand(argv: string[]): Promise<void> {
   const flags: Flags = commandFlags(argv, ['help', 'greedy', 'doSample', 'stream', 'skipPrompt', 'loadIn4bit']);
@@ -29,14 +30,27 @@ export async function generateCommand(argv: string[]): Promise<void> {
   if (task !== 'causal-lm') throw new UsageError(`generate: the adapter is for ${task}; generation needs a causal-lm adapter`);
   const ids = tokenizer.encode(prompt);
   if (!ids.length) throw new UsageError('generate: the prompt encodes to no tokens');
-  const stream = bool(flags, 'stream', true);
+  const numBeams = num(flags, 'numBeams', 1)!;
+  if (!Number.isInteger(numBeams) || numBeams < 1) throw new UsageError(`generate: --num-beams must be a positive integer, got ${numBeams}`);
+  if (numBeams > 1 && bool(flags, 'doSample')) throw new UsageError('generate: --num-beams > 1 is beam search; it cannot be combined with --do-sample');
+  // Beam search only knows its best sequence at the end: it is printed then, not streamed.
+  const stream = bool(flags, 'stream', true) && numBeams === 1;
   let text = '';
   const streamer = new TextStreamer(tokenizer, { skipPrompt: bool(flags, 'skipPrompt'), skipSpecialTokens: true, write: stream ? (s) => { process.stdout.write(s); } : (s) => { text += s; } });
-  generate(model, tensor(Int32Array.from(ids), [1, ids.length]), {
-    maxNewTokens: num(flags, 'maxNewTokens', 40), doSample: bool(flags, 'doSample'),
+  const out = generate(model, tensor(Int32Array.from(ids), [1, ids.length]), {
+    maxNewTokens: num(flags, 'maxNewTokens', 40), doSample: bool(flags, 'doSample'), numBeams,
     temperature: num(flags, 'temperature'), topK: num(flags, 'topK'), topP: num(flags, 'topP'),
     noRepeatNgramSize: num(flags, 'noRepeatNgramSize'), repetitionPenalty: num(flags, 'repetitionPenalty'),
-    seed: num(flags, 'seed', 0), eosTokenId: tokenizer.eosTokenId, padTokenId: tokenizer.padTokenId, streamer,
+    seed: num(flags, 'seed', 0), eosTokenId: tokenizer.eosTokenId, padTokenId: tokenizer.padTokenId,
+    streamer: numBeams === 1 ? streamer : undefined,
   });
+  if (numBeams > 1) {
+    // The same text the streamer would have written: the row up to its first eos.
+    let row = Array.from(out.ints);
+    const eos = tokenizer.eosTokenId;
+    const stop = eos === null ? -1 : row.findIndex((x, j) => j >= ids.length && x === eos);
+    if (stop >= 0) row = row.slice(0, stop + 1);
+    text = tokenizer.decode(bool(flags, 'skipPrompt') ? row.slice(ids.length) : row, { skipSpecialTokens: true });
+  }
   process.stdout.write(stream ? '\n' : text + '\n');
 }
