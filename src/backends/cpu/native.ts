@@ -5,55 +5,20 @@ import { createRequire } from 'node:module';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { AddonKernels } from '../addon-kernels.js';
 
 export const BUILD_HINT = 'apt-get install -y libopenblas-dev && npm run build:native';
 const REL = join('native', 'build', 'Release', 'peft_native.node');
 
 type F32 = Float32Array;
-type I32 = Int32Array;
 
 /** The raw addon surface (op codes are indices into UNARY_OPS / BINARY_OPS). */
-export interface NativeAddon {
-  matmul(a: F32, b: F32, c: F32, batch: number, m: number, n: number, k: number, transA: boolean, transB: boolean,
-    strideA: number, strideB: number, alpha: number, beta: number): void;
+export interface NativeAddon extends AddonKernels {
   /** cblas_sgemm, row-major, exactly as OpenBLAS takes it (for benchmarks). */
   sgemmRaw(transA: boolean, transB: boolean, m: number, n: number, k: number, alpha: number, a: F32, lda: number,
     b: F32, ldb: number, beta: number, c: F32, ldc: number): void;
-  unary(op: number, x: F32, out: F32): void;
-  unaryBackward(op: number, x: F32, gy: F32, gx: F32): void;
-  binary(op: number, a: F32, aStrides: number[], b: F32, bStrides: number[], out: F32, outShape: number[]): void;
-  affine(x: F32, s: number, t: number, out: F32): void;
-  dropoutMask(out: F32, p: number, seed: number): void;
-  axpy(alpha: number, x: F32, y: F32): void;
-  sumMid(x: F32, outer: number, mid: number, inner: number, out: F32): void;
-  maxMid(x: F32, outer: number, mid: number, inner: number, out: F32): void;
-  permute(x: F32, shape: number[], perm: number[], out: F32): void;
-  stridedCopy(x: F32, offset: number, strides: number[], outShape: number[], out: F32): void;
-  stridedAdd(gOut: F32, outShape: number[], gx: F32, offset: number, strides: number[]): void;
-  softmax(x: F32, rows: number, cols: number, out: F32): void;
-  softmaxBackward(y: F32, gy: F32, rows: number, cols: number, gx: F32): void;
-  logSoftmax(x: F32, rows: number, cols: number, out: F32): void;
-  logSoftmaxBackward(y: F32, gy: F32, rows: number, cols: number, gx: F32): void;
-  crossEntropy(x: F32, t: I32, rows: number, cols: number, ignoreIndex: number, loss: F32, lse: F32): number;
-  crossEntropyBackward(x: F32, t: I32, lse: F32, gLoss: F32, rows: number, cols: number, ignoreIndex: number, gx: F32): void;
-  layerNorm(x: F32, w: F32 | null, b: F32 | null, rows: number, cols: number, eps: number, out: F32, mean: F32, rstd: F32): void;
-  layerNormBackward(x: F32, w: F32 | null, mean: F32, rstd: F32, gy: F32, rows: number, cols: number, gx: F32,
-    gw: F32 | null, gb: F32 | null): void;
-  rmsNorm(x: F32, w: F32 | null, rows: number, cols: number, eps: number, out: F32, rstd: F32): void;
-  rmsNormBackward(x: F32, w: F32 | null, rstd: F32, gy: F32, rows: number, cols: number, gx: F32, gw: F32 | null): void;
-  embedding(table: F32, ids: I32, dim: number, out: F32): void;
-  embeddingBackward(gy: F32, ids: I32, dim: number, gTable: F32): void;
-  rope(x: F32, cos: F32, sin: F32, pos: I32, b: number, h: number, t: number, d: number, inverse: boolean, out: F32): void;
-  adamw(p: F32, g: F32, m: F32, v: F32, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number): void;
-  bf16ToF32(x: Uint16Array, out: F32): void;
-  f32ToBf16(x: F32, out: Uint16Array): void;
-  /** Backend.dequantizeNF4 (native/src/nf4.cc). */
-  dequantizeNF4(packed: Uint8Array, absmax: F32, blocksize: number, code: F32, start: number, count: number, out: F32): void;
-  /** Backend.matmulBf16 (native/src/bf16.cc). */
-  matmulBf16(a: F32, w: Uint16Array, c: F32, m: number, n: number, k: number, transB: boolean, alpha: number, beta: number): void;
   /** Sets matmulBf16's tile of W (elements; 0 only reads it); returns the previous value. */
   bf16TileElements(n: number): number;
-  embeddingBf16(table: Uint16Array, ids: I32, dim: number, out: F32): void;
   setThreads(n: number): void;
   threads(): number;
   blasThreads(): number;

@@ -6,12 +6,12 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { AnyBuf, AttentionShape } from '../backend.js';
 import { candidateRoots } from '../cpu/native.js';
+import type { AddonKernels } from '../addon-kernels.js';
 
 export const CUDA_BUILD_HINT = 'npm run build:cuda (needs nvcc from CUDA 13 and the cuBLAS headers; see native/cuda/README.md)';
 const REL = join('native', 'cuda', 'build', 'peft_cuda.node');
 
 type F32 = Float32Array;
-type I32 = Int32Array;
 
 /** Counters of the addon: its managed-memory block cache, staging of foreign arrays, launches. */
 export interface CudaStats {
@@ -52,48 +52,13 @@ export interface CudaInfo {
 }
 
 /** The raw addon surface (op codes are indices into UNARY_OPS / BINARY_OPS). */
-export interface CudaAddon {
-  matmul(a: F32, b: F32, c: F32, batch: number, m: number, n: number, k: number, transA: boolean, transB: boolean,
-    strideA: number, strideB: number, alpha: number, beta: number): void;
-  unary(op: number, x: F32, out: F32): void;
-  unaryBackward(op: number, x: F32, gy: F32, gx: F32): void;
-  binary(op: number, a: F32, aStrides: number[], b: F32, bStrides: number[], out: F32, outShape: number[]): void;
-  affine(x: F32, s: number, t: number, out: F32): void;
-  dropoutMask(out: F32, p: number, seed: number): void;
+export interface CudaAddon extends AddonKernels {
   attention(q: F32, k: F32, v: F32, bias: F32 | null, shape: AttentionShape, out: F32, lse: F32): void;
   attentionBackward(q: F32, k: F32, v: F32, bias: F32 | null, shape: AttentionShape, out: F32, lse: F32, gOut: F32,
     gq: F32, gk: F32, gv: F32): void;
-  axpy(alpha: number, x: F32, y: F32): void;
-  sumMid(x: F32, outer: number, mid: number, inner: number, out: F32): void;
-  maxMid(x: F32, outer: number, mid: number, inner: number, out: F32): void;
-  permute(x: F32, shape: number[], perm: number[], out: F32): void;
-  stridedCopy(x: F32, offset: number, strides: number[], outShape: number[], out: F32): void;
-  stridedAdd(gOut: F32, outShape: number[], gx: F32, offset: number, strides: number[]): void;
-  softmax(x: F32, rows: number, cols: number, out: F32): void;
-  softmaxBackward(y: F32, gy: F32, rows: number, cols: number, gx: F32): void;
-  logSoftmax(x: F32, rows: number, cols: number, out: F32): void;
-  logSoftmaxBackward(y: F32, gy: F32, rows: number, cols: number, gx: F32): void;
-  crossEntropy(x: F32, t: I32, rows: number, cols: number, ignoreIndex: number, loss: F32, lse: F32): number;
-  crossEntropyBackward(x: F32, t: I32, lse: F32, gLoss: F32, rows: number, cols: number, ignoreIndex: number, gx: F32): void;
-  layerNorm(x: F32, w: F32 | null, b: F32 | null, rows: number, cols: number, eps: number, out: F32, mean: F32, rstd: F32): void;
-  layerNormBackward(x: F32, w: F32 | null, mean: F32, rstd: F32, gy: F32, rows: number, cols: number, gx: F32,
-    gw: F32 | null, gb: F32 | null): void;
-  rmsNorm(x: F32, w: F32 | null, rows: number, cols: number, eps: number, out: F32, rstd: F32): void;
-  rmsNormBackward(x: F32, w: F32 | null, rstd: F32, gy: F32, rows: number, cols: number, gx: F32, gw: F32 | null): void;
-  embedding(table: F32, ids: I32, dim: number, out: F32): void;
-  embeddingBackward(gy: F32, ids: I32, dim: number, gTable: F32): void;
-  rope(x: F32, cos: F32, sin: F32, pos: I32, b: number, h: number, t: number, d: number, inverse: boolean, out: F32): void;
-  adamw(p: F32, g: F32, m: F32, v: F32, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number): void;
-  bf16ToF32(x: Uint16Array, out: F32): void;
-  f32ToBf16(x: F32, out: Uint16Array): void;
-  /** Backend.dequantizeNF4 / dequantizeAbsmax (src/nf4.cu); the maps are passed by value, never staged. */
-  dequantizeNF4(packed: Uint8Array, absmax: F32, blocksize: number, code: F32, start: number, count: number, out: F32): void;
   dequantizeAbsmax(q: Uint8Array, absmax: F32, blocksize: number, code: F32, offset: number, n: number, out: F32): void;
   /** kind: 0 float32, 1 int32, 2 uint16, 3 uint8. CUDA managed memory, contents unspecified. */
   alloc(n: number, kind: number): AnyBuf | Uint8Array;
-  /** Backend.matmulBf16: bf16 tensor-core GEMM (a rounded to bf16) with TF32 on, exact widening of W with it off. */
-  matmulBf16(a: F32, w: Uint16Array, c: F32, m: number, n: number, k: number, transB: boolean, alpha: number, beta: number): void;
-  embeddingBf16(table: Uint16Array, ids: I32, dim: number, out: F32): void;
   fill(out: AnyBuf, value: number): void;
   synchronize(): void;
   /** True when the array lies in memory from alloc() (kernels use it without staging). */
