@@ -2,13 +2,13 @@
 // processors in its order, eos/pad handling, left padding through the attention mask and
 // position ids. Each step runs under noGrad and tidy(); only the cache survives a step.
 import { Tensor, noGrad } from '../tensor/tensor.js';
-import { tidy, keep } from '../tensor/memory.js';
+import { tidy } from '../tensor/memory.js';
 import { tensor } from '../tensor/ops/basic.js';
 import { Rng } from '../tensor/random.js';
 import type { KVCache, ModelInputs, ModelOutput } from '../models/types.js';
 import { ProcessorOptions, applyProcessors, buildLogitsProcessors } from './processors.js';
 import type { Streamer } from './streamer.js';
-import { beamSearch } from './beam.js';
+import { beamSearch, forwardStep, replaceCache } from './beam.js';
 
 /** What generate() needs from a model: PreTrainedModel satisfies it. */
 export interface CausalLM {
@@ -147,48 +147,15 @@ export function generate(model: CausalLM, inputIds: Tensor, opts: GenerateOption
   try {
     for (let step = 0; step < maxNew; step++) {
       const curLen = seqs[0].length;
-      const pastLen = cache ? cache.length : 0;
-      const feedFrom = useCache ? pastLen : 0;
-      const { next, newCache } = noGrad(() => tidy(() => {
-        const t = curLen - feedFrom;
-        const ids = tensor(Int32Array.from(seqs.flatMap((s) => s.slice(feedFrom))), [batch, t], { dtype: 'int32' });
-        const am = tensor(Int32Array.from(mask.flat()), [batch, curLen], { dtype: 'int32' });
-        // Positions count real tokens only (transformers: cumsum(mask) - 1, pads at 1).
-        const pos = new Int32Array(batch * t);
-        for (let b = 0; b < batch; b++) {
-          let c = 0;
-          for (let j = 0; j < curLen; j++) {
-            c += mask[b][j];
-            if (j >= feedFrom) pos[b * t + j - feedFrom] = mask[b][j] ? c - 1 : 1;
-          }
-        }
-        const out = model.forward({
-          inputIds: ids, attentionMask: am, positionIds: tensor(pos, [batch, t], { dtype: 'int32' }),
-          pastKeyValues: useCache ? cache : null, useCache, maxCacheLength: promptLen + maxNew,
-        });
-        const logits = out.logits;
-        const v = logits.shape[logits.ndim - 1];
-        if (logits.ndim !== 3 || logits.shape[0] !== batch || logits.shape[1] !== t) {
-          throw new Error(`generate: model returned logits ${logits.label()}, expected [${batch}, ${t}, V]`);
-        }
-        const lv = logits.dtype === 'float32' ? logits.data : logits.toFloat32Array();
-        const last = new Float32Array(batch * v);
-        for (let b = 0; b < batch; b++) last.set(lv.subarray((b * t + t - 1) * v, (b * t + t) * v), b * v);
+      const step = forwardStep(model, seqs, mask, cache, useCache, promptLen + maxNew);
+      const next = noGrad(() => tidy(() => {
         const scores = applyProcessors(processors, tensor(Int32Array.from(seqs.flat()), [batch, curLen], { dtype: 'int32' }),
-          tensor(last, [batch, v]));
-        const picked = doSample ? sampleRows(scores.data, batch, v, rng) : argmaxRows(scores.data, batch, v);
-        if (useCache && !out.pastKeyValues) throw new Error('generate: useCache is on but the model returned no pastKeyValues');
-        const nc = useCache ? out.pastKeyValues! : null;
-        if (nc) for (const l of nc.layers) { keep(l.k); keep(l.v); }
-        return { next: picked, newCache: nc };
+          tensor(step.last, [batch, step.v]));
+        return doSample ? sampleRows(scores.data, batch, step.v, rng) : argmaxRows(scores.data, batch, step.v);
       }));
       // Drop the previous cache's tensors unless the model handed the same ones back.
-      if (cache && cache !== newCache) {
-        const live = new Set<Tensor>();
-        if (newCache) for (const l of newCache.layers) { live.add(l.k); live.add(l.v); }
-        for (const l of cache.layers) { if (!live.has(l.k)) l.k.dispose(); if (!live.has(l.v)) l.v.dispose(); }
-      }
-      cache = newCache;
+      replaceCache(cache, step.cache);
+      cache = step.cache;
 
       for (let b = 0; b < batch; b++) {
         let tok = next[b];
