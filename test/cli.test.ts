@@ -141,6 +141,13 @@ test('train --dtype bfloat16: LoRA on bf16 base weights saves an ordinary adapte
   const bad = cli('train', '--data', clmTrain, '--task', 'causal-lm', '--output-dir', out, '--max-steps', '1', '--dtype', 'float16');
   assert.equal(bad.code, 2, bad.stderr);
   assert.match(bad.stderr, /--dtype must be float32 or bfloat16/);
+  // The other commands load the base the same way.
+  const g = cli('generate', '--adapter', out, '--dtype', 'bfloat16', '--prompt', 'In the beginning', '--max-new-tokens', '4', '--no-stream');
+  assert.equal(g.code, 0, g.stderr);
+  assert.ok(g.stdout.trim().length > 'In the beginning'.length, g.stdout);
+  const badEval = cli('eval', '--data', clmTrain, '--adapter', out, '--dtype', 'float16');
+  assert.equal(badEval.code, 2, badEval.stderr);
+  assert.match(badEval.stderr, /--dtype must be float32 or bfloat16/);
 });
 
 test('inspect lists linear modules and the trainable-parameter line', () => {

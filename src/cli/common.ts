@@ -144,6 +144,14 @@ export function readLabelMapping(dir: string): LabelMappingFile | null {
   try { return JSON.parse(fs.readFileSync(f, 'utf8')) as LabelMappingFile; } catch (e) { throw new Error(`${f}: invalid JSON (${(e as Error).message})`); }
 }
 
+/** --dtype float32|bfloat16 (bf16 base weights); 4-bit and bf16 exclude each other. */
+export function dtypeFlag(flags: Flags): 'float32' | 'bfloat16' {
+  const dtype = str(flags, 'dtype', 'float32');
+  if (dtype !== 'float32' && dtype !== 'bfloat16') throw new UsageError(`--dtype must be float32 or bfloat16, got '${dtype}'`);
+  if (bool(flags, 'loadIn4bit') && dtype === 'bfloat16') throw new UsageError('--dtype bfloat16 and --load-in-4bit do not go together (the 4-bit layers are NF4)');
+  return dtype;
+}
+
 /** Base model + adapter (frozen, eval mode), the task and labels taken from the adapter dir when known. */
 export function loadWithAdapter(flags: Flags, taskHint?: CliTask): { model: HFModel | PeftModel; task: CliTask; mapping: LabelMappingFile | null; tokenizer: Tokenizer; baseDir: string } {
   const adapter = str(flags, 'adapter');
@@ -152,7 +160,7 @@ export function loadWithAdapter(flags: Flags, taskHint?: CliTask): { model: HFMo
   const task = taskOf(str(flags, 'task')) ?? mapping?.task ?? taskHint ?? 'causal-lm';
   const dir = modelDir(flags);
   const numLabels = mapping ? Object.keys(mapping.id2label).length : num(flags, 'numLabels');
-  const base = loadBaseModel(task, dir, { numLabels, seed: num(flags, 'seed', 42), load4bit: bool(flags, 'loadIn4bit'), quiet: adapter !== undefined });
+  const base = loadBaseModel(task, dir, { numLabels, seed: num(flags, 'seed', 42), load4bit: bool(flags, 'loadIn4bit'), dtype: dtypeFlag(flags), quiet: adapter !== undefined });
   const model = adapter ? PeftModel.fromPretrained(base, adapter) : base;
   model.eval();
   return { model, task, mapping, tokenizer: loadTokenizer(dir), baseDir: dir };

@@ -20,10 +20,11 @@ export const EVAL_HELP = `peft-ts eval: evaluate a base model, with or without a
   --text-column C  --label-column C  --prompt-column C  --completion-column C  --template T  --max-length N
   --tokens-column C (tokens)  --tags-column C (ner_tags)   token-cls words and tags
   --batch-size N (16)  --seed N (head init of a classifier without adapter)
+  --dtype float32|bfloat16  base weights in bf16 (half the memory; compute stays float32)
 Prints accuracy and macro-F1 (seq-cls), token accuracy and entity-level precision / recall / F1
 (token-cls with BIO tags, as seqeval), or loss and perplexity (causal-lm).`;
 
-const KNOWN = ['data', 'adapter', 'model', 'task', 'numLabels', 'textColumn', 'labelColumn', 'promptColumn', 'completionColumn', 'template', 'maxLength', 'batchSize', 'seed', 'loadIn4bit', 'json', 'tokensColumn', 'tagsColumn', 'labels'];
+const KNOWN = ['data', 'adapter', 'model', 'task', 'numLabels', 'textColumn', 'labelColumn', 'promptColumn', 'completionColumn', 'template', 'maxLength', 'batchSize', 'seed', 'loadIn4bit', 'dtype', 'json', 'tokensColumn', 'tagsColumn', 'labels'];
 
 /** Evaluation metrics of `model` on tokenized features (no log files written). */
 export function evaluateModel(model: ConstructorParameters<typeof Trainer>[0]['model'], task: CliTask, features: Dataset, tok: Tokenizer, batchSize = 16,

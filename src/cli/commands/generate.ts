@@ -15,9 +15,10 @@ export const GENERATE_HELP = `peft-ts generate: continue a prompt (streams to st
   --temperature X  --top-k N  --top-p X  --no-repeat-ngram-size N  --repetition-penalty X
   --seed N (0)                sampling seed (same seed, same text)
   --no-stream                 print the text once at the end instead of streaming
-  --skip-prompt               do not echo the prompt`;
+  --skip-prompt               do not echo the prompt
+  --dtype float32|bfloat16   base weights in bf16 (half the memory; compute stays float32)`;
 
-const KNOWN = ['prompt', 'adapter', 'model', 'maxNewTokens', 'numBeams', 'greedy', 'doSample', 'temperature', 'topK', 'topP', 'noRepeatNgramSize', 'repetitionPenalty', 'seed', 'stream', 'skipPrompt', 'task', 'loadIn4bit'];
+const KNOWN = ['prompt', 'adapter', 'model', 'maxNewTokens', 'numBeams', 'greedy', 'doSample', 'temperature', 'topK', 'topP', 'noRepeatNgramSize', 'repetitionPenalty', 'seed', 'stream', 'skipPrompt', 'task', 'loadIn4bit', 'dtype'];
 
 export async function generateCommand(argv: string[]): Promise<void> {
   const flags: Flags = commandFlags(argv, ['help', 'greedy', 'doSample', 'stream', 'skipPrompt', 'loadIn4bit']);

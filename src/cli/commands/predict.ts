@@ -20,6 +20,7 @@ export const PREDICT_HELP = `peft-ts predict: classify texts (seq-cls) or tag wo
   --output FILE        write one JSON line per input instead of printing: {text, label, score, scores}
                        (seq-cls) or {tokens, labels, scores} (token-cls, one label per word)
   --model DIR|ID  --max-length N (128)  --batch-size N (16)
+  --dtype float32|bfloat16  base weights in bf16 (half the memory; compute stays float32)
 token-cls prints one line per input: word/LABEL for every word (the label of its first sub-token).`;
 
 export interface Prediction { text: string; label: string; score: number; scores: Record<string, number> }
@@ -60,7 +61,7 @@ export async function predictCommand(argv: string[]): Promise<void> {
   }
   const flags: Flags = commandFlags(rest, ['help']);
   if (flags.help) { console.log(PREDICT_HELP); return; }
-  checkKnown(flags, ['adapter', 'data', 'output', 'model', 'maxLength', 'batchSize', 'textColumn', 'tokensColumn', 'task', 'seed'], 'predict');
+  checkKnown(flags, ['adapter', 'data', 'output', 'model', 'maxLength', 'batchSize', 'textColumn', 'tokensColumn', 'task', 'seed', 'dtype'], 'predict');
   if (!str(flags, 'adapter')) throw new UsageError('predict: --adapter is required (a classifier trained with `peft-ts train`)');
   const file = str(flags, 'data');
   const ds = file ? load(requireFile(file, '--data')) : null;

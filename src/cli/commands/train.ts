@@ -13,7 +13,7 @@ import type { SchedulerType } from '../../train/schedulers.js';
 import type { LogEntry } from '../../train/callbacks.js';
 import { UsageError, bool, num, str } from '../args.js';
 import {
-  CliTask, Flags, checkKnown, commandFlags, loadBaseModel, loadTokenizer, loraConfigFrom, modelDir, requireFile, taskOf, writeLabelMapping,
+  CliTask, Flags, checkKnown, commandFlags, dtypeFlag, loadBaseModel, loadTokenizer, loraConfigFrom, modelDir, requireFile, taskOf, writeLabelMapping,
 } from '../common.js';
 import { columnsFrom, featuresFor, guessTask, load, tokenClsLabels } from '../data.js';
 
@@ -84,9 +84,7 @@ export async function runTrain(flags: Flags, log: (s: string) => void = (s) => c
 
   const seed = num(flags, 'seed', 42)!;
   const load4bit = bool(flags, 'loadIn4bit');
-  const dtype = str(flags, 'dtype', 'float32');
-  if (dtype !== 'float32' && dtype !== 'bfloat16') throw new UsageError(`--dtype must be float32 or bfloat16, got '${dtype}'`);
-  if (load4bit && dtype === 'bfloat16') throw new UsageError('--dtype bfloat16 and --load-in-4bit do not go together (the 4-bit layers are NF4)');
+  const dtype = dtypeFlag(flags);
   let base = loadBaseModel(task, dir, { numLabels, seed, load4bit, dtype });
   if (load4bit) base = prepareModelForKbitTraining(base, { useGradientCheckpointing: bool(flags, 'gradientCheckpointing') });
   const peft = getPeftModel(base, loraConfigFrom(flags, task, base));
