@@ -10,7 +10,7 @@ import { embedding, linear, matmul } from '../tensor/ops/nn.js';
 import { Module } from '../nn/module.js';
 import { Dropout, Embedding } from '../nn/layers.js';
 import { LoraConfig } from './config.js';
-import { DoraMagnitude, LoraLinear, ModuleDict } from './layer.js';
+import { DoraMagnitude, LoraLayerBase, LoraLinear, ModuleDict } from './layer.js';
 import { peftWarn } from './warn.js';
 
 /** torch.nn.ParameterDict: parameters addressed by key (peft keeps embedding LoRA weights in one). */
@@ -22,19 +22,9 @@ export class ParameterDict extends Module {
   keys(): string[] { return this.ownParameterNames(); }
 }
 
-export class LoraEmbedding extends Module {
+export class LoraEmbedding extends LoraLayerBase {
   readonly numEmbeddings: number;
   readonly embeddingDim: number;
-  readonly r: Record<string, number> = {};
-  readonly loraAlpha: Record<string, number> = {};
-  readonly scaling: Record<string, number> = {};
-  readonly useDora: Record<string, boolean> = {};
-  readonly useRslora: Record<string, boolean> = {};
-  activeAdapters: string[];
-  disableAdapters = false;
-  mergedAdapters: string[] = [];
-  // DoRA: the column norms at merge time, to unmerge exactly (peft caches them too).
-  private readonly mergedNorms = new Map<string, Float32Array>();
 
   constructor(base: Embedding, adapterName: string, config: LoraConfig, r: number, alpha: number, rng: Rng = defaultRng()) {
     super();
@@ -74,9 +64,7 @@ export class LoraEmbedding extends Module {
 
   /** peft's Embedding.update_layer. */
   updateLayer(name: string, r: number, alpha: number, config: LoraConfig, rng: Rng = defaultRng()): void {
-    if (!Number.isInteger(r) || r <= 0) throw new Error(`\`r\` should be a positive integer value but the value passed is ${r}`);
-    this.r[name] = r;
-    this.loraAlpha[name] = alpha;
+    this.recordAdapter(name, r, alpha, config);
     this.loraDropout.set(name, new Dropout(config.loraDropout, rng));
     const V = this.numEmbeddings, d = this.embeddingDim;
     // peft starts both from randn; init_lora_weights=false keeps that
@@ -95,9 +83,6 @@ export class LoraEmbedding extends Module {
       dict.get(name)?.dispose();
       dict.set(name, keep(tensor(data, [...shape])).setRequiresGrad(true));
     }
-    this.scaling[name] = config.useRslora ? alpha / Math.sqrt(r) : alpha / r;
-    this.useRslora[name] = config.useRslora;
-    this.useDora[name] = config.useDora;
     if (config.useDora) this.loraMagnitudeVector.set(name, new DoraMagnitude(this.columnNorms(name)));
     else this.loraMagnitudeVector.delete(name);
     this.setAdapter(this.activeAdapters, config.inferenceMode);
@@ -120,11 +105,7 @@ export class LoraEmbedding extends Module {
     this.loraEmbeddingB.delete(name);
     this.loraMagnitudeVector.delete(name);
     this.loraDropout.delete(name);
-    for (const rec of [this.r, this.loraAlpha, this.scaling, this.useDora, this.useRslora] as Record<string, unknown>[]) delete rec[name];
-    if (this.activeAdapters.includes(name)) {
-      const rest = this.activeAdapters.filter((a) => a !== name);
-      this.setAdapter(rest.length ? rest : this.adapterNames().slice(0, 1));
-    }
+    this.forgetAdapter(name);
   }
 
   /** A^T[ids] @ B^T: the rank-r lookup then the up-projection (gradient to A through the embedding scatter-add). */

@@ -50,20 +50,49 @@ export function isLinearLike(m: Module): m is LinearLike {
   return typeof l.inFeatures === 'number' && typeof l.outFeatures === 'number' && typeof l.forward === 'function';
 }
 
-export class LoraLinear extends Module implements LinearLike {
-  readonly inFeatures: number;
-  readonly outFeatures: number;
-  fanInFanOut: boolean;
+/**
+ * What every LoRA layer keeps per adapter (peft's LoraLayer): rank, alpha, scaling, the
+ * rsLoRA / DoRA switches, and which adapters are active or merged. Subclasses hold the weights.
+ */
+export abstract class LoraLayerBase extends Module {
   readonly r: Record<string, number> = {};
   readonly loraAlpha: Record<string, number> = {};
   readonly scaling: Record<string, number> = {};
   readonly useDora: Record<string, boolean> = {};
   readonly useRslora: Record<string, boolean> = {};
-  activeAdapters: string[];
+  activeAdapters: string[] = [];
   disableAdapters = false;
   mergedAdapters: string[] = [];
-  // DoRA: the weight norm at merge time, needed to unmerge exactly (peft caches it too).
-  private readonly mergedNorms = new Map<string, Float32Array>();
+  // DoRA: the weight norms at merge time, needed to unmerge exactly (peft caches them too).
+  protected readonly mergedNorms = new Map<string, Float32Array>();
+
+  abstract adapterNames(): string[];
+  abstract setAdapter(names: string | string[], inferenceMode?: boolean): void;
+
+  /** Checks the rank and records an adapter's r, alpha and scaling (rsLoRA: alpha / sqrt(r)). */
+  protected recordAdapter(name: string, r: number, alpha: number, config: LoraConfig): void {
+    if (!Number.isInteger(r) || r <= 0) throw new Error(`\`r\` should be a positive integer value but the value passed is ${r}`);
+    this.r[name] = r;
+    this.loraAlpha[name] = alpha;
+    this.scaling[name] = config.useRslora ? alpha / Math.sqrt(r) : alpha / r;
+    this.useRslora[name] = config.useRslora;
+    this.useDora[name] = config.useDora;
+  }
+
+  /** Drops an adapter's records (its weights are gone already); peft then falls back to the first remaining adapter. */
+  protected forgetAdapter(name: string): void {
+    for (const rec of [this.r, this.loraAlpha, this.scaling, this.useDora, this.useRslora] as Record<string, unknown>[]) delete rec[name];
+    if (this.activeAdapters.includes(name)) {
+      const rest = this.activeAdapters.filter((a) => a !== name);
+      this.setAdapter(rest.length ? rest : this.adapterNames().slice(0, 1));
+    }
+  }
+}
+
+export class LoraLinear extends LoraLayerBase implements LinearLike {
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+  fanInFanOut: boolean;
 
   constructor(base: LinearLike, adapterName: string, config: LoraConfig, r: number, alpha: number, rng: Rng = defaultRng()) {
     super();
@@ -106,17 +135,12 @@ export class LoraLinear extends Module implements LinearLike {
 
   /** Adds (or re-creates) an adapter: peft's LoraLayer.update_layer. */
   updateLayer(name: string, r: number, alpha: number, config: LoraConfig, rng: Rng = defaultRng()): void {
-    if (!Number.isInteger(r) || r <= 0) throw new Error(`\`r\` should be a positive integer value but the value passed is ${r}`);
-    this.r[name] = r;
-    this.loraAlpha[name] = alpha;
+    this.recordAdapter(name, r, alpha, config);
     this.loraDropout.set(name, new Dropout(config.loraDropout, rng));
     // init=false keeps nn.Linear's own init for both (as peft); otherwise reset below.
     const ctorRng = config.initLoraWeights === false ? rng : new Rng(0);
     this.loraA.set(name, new Linear(this.inFeatures, r, false, ctorRng));
     this.loraB.set(name, new Linear(r, this.outFeatures, false, ctorRng));
-    this.scaling[name] = config.useRslora ? alpha / Math.sqrt(r) : alpha / r;
-    this.useRslora[name] = config.useRslora;
-    this.useDora[name] = config.useDora;
     this.resetLoraParameters(name, config.initLoraWeights, rng);
     if (config.useDora) this.initDora(name);
     else this.loraMagnitudeVector.delete(name);
@@ -202,13 +226,7 @@ export class LoraLinear extends Module implements LinearLike {
       if (m) for (const p of m.parameters()) p.dispose();
       dict.delete(name);
     }
-    for (const rec of [this.r, this.loraAlpha, this.scaling, this.useDora, this.useRslora] as Record<string, unknown>[]) delete rec[name];
-    if (this.activeAdapters.includes(name)) {
-      const rest = this.activeAdapters.filter((a) => a !== name);
-      // peft falls back to the first remaining adapter when the active one is deleted
-      const next = rest.length ? rest : this.adapterNames().slice(0, 1);
-      this.setAdapter(next);
-    }
+    this.forgetAdapter(name);
   }
 
   forward(x: Tensor): Tensor {
