@@ -6,21 +6,31 @@
 namespace pc {
 namespace {
 
+// The row max (NaN-propagating, as the reference) and the sum of exp(x - max), each reduced
+// over the block; every thread gets the result. Shared by softmax, log-softmax and cross-entropy.
+__device__ float rowMax(const float* xr, int64_t cols, float* sh) {
+  float mx = -CUDART_INF_F;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) mx = nanMax(mx, xr[j]);
+  return blockMax(mx, sh);
+}
+
+__device__ float rowSumExp(const float* xr, int64_t cols, float mx, float* sh) {
+  float sum = 0.0f;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) sum += expf(xr[j] - mx);
+  return blockSum(sum, sh);
+}
+
 __global__ void __launch_bounds__(1024) softmaxKernel(const float* x, int64_t rows, int64_t cols, float* out) {
   __shared__ float sh[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const float* xr = x + r * cols;
     float* orow = out + r * cols;
-    float mx = -CUDART_INF_F;
-    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) mx = nanMax(mx, xr[j]);
-    mx = blockMax(mx, sh);
+    const float mx = rowMax(xr, cols, sh);
     if (mx == -CUDART_INF_F) {  // fully masked row: all zeros (as the reference)
       for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) orow[j] = 0.0f;
       continue;
     }
-    float sum = 0.0f;
-    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) sum += expf(xr[j] - mx);
-    sum = blockSum(sum, sh);
+    const float sum = rowSumExp(xr, cols, mx, sh);
     // each thread rewrites only the elements it read, so out may alias x
     for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) orow[j] = sum > 0.0f ? expf(xr[j] - mx) / sum : 0.0f;
   }
@@ -30,12 +40,8 @@ __global__ void __launch_bounds__(1024) logSoftmaxKernel(const float* x, int64_t
   __shared__ float sh[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const float* xr = x + r * cols;
-    float mx = -CUDART_INF_F;
-    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) mx = nanMax(mx, xr[j]);
-    mx = blockMax(mx, sh);
-    float sum = 0.0f;
-    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) sum += expf(xr[j] - mx);
-    sum = blockSum(sum, sh);
+    const float mx = rowMax(xr, cols, sh);
+    const float sum = rowSumExp(xr, cols, mx, sh);
     const float lse = mx + logf(sum);
     for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) out[r * cols + j] = xr[j] - lse;
   }
@@ -60,12 +66,8 @@ __global__ void __launch_bounds__(1024) crossEntropyKernel(const float* x, const
   __shared__ float sh[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const float* xr = x + r * cols;
-    float mx = -CUDART_INF_F;
-    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) mx = nanMax(mx, xr[j]);
-    mx = blockMax(mx, sh);
-    float sum = 0.0f;
-    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) sum += expf(xr[j] - mx);
-    sum = blockSum(sum, sh);
+    const float mx = rowMax(xr, cols, sh);
+    const float sum = rowSumExp(xr, cols, mx, sh);
     if (threadIdx.x == 0) {
       const float l = mx + logf(sum);
       lse[r] = l;
