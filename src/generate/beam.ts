@@ -124,7 +124,7 @@ export function beamSearch(model: CausalLM, prompts: number[][], promptMask: num
       if (!goOn) break;
     }
   } finally {
-    if (cache) for (const l of cache.layers) { l.k.dispose(); l.v.dispose(); }
+    disposeCache(cache);
   }
 
   const out: Hyp[] = fin.flatMap((hs) => hs.slice(0, R));
@@ -190,17 +190,24 @@ export function forwardStep(model: CausalLM, rows: number[][], mask: number[][],
     for (let b = 0; b < n; b++) last.set(lv.subarray((b * t + t - 1) * v, (b * t + t) * v), b * v);
     if (useCache && !out.pastKeyValues) throw new Error('generate: useCache is on but the model returned no pastKeyValues');
     const nc = useCache ? out.pastKeyValues! : null;
-    if (nc) for (const l of nc.layers) { keep(l.k); keep(l.v); }
+    if (nc) for (const l of [...nc.layers, ...(nc.cross ?? [])]) { keep(l.k); keep(l.v); }
     return { last, v, cache: nc };
   }));
 }
 
-/** Disposes the tensors of old that next does not reuse. */
+const cacheEntries = (c: KVCache) => [...c.layers, ...(c.cross ?? [])];
+
+/** Disposes the tensors of old that next does not reuse (an encoder-decoder's cross-attention k/v usually are). */
 export function replaceCache(old: KVCache | null, next: KVCache | null): void {
   if (!old || old === next) return;
   const live = new Set<Tensor>();
-  if (next) for (const l of next.layers) { live.add(l.k); live.add(l.v); }
-  for (const l of old.layers) { if (!live.has(l.k)) l.k.dispose(); if (!live.has(l.v)) l.v.dispose(); }
+  if (next) for (const l of cacheEntries(next)) { live.add(l.k); live.add(l.v); }
+  for (const l of cacheEntries(old)) { if (!live.has(l.k)) l.k.dispose(); if (!live.has(l.v)) l.v.dispose(); }
+}
+
+/** Disposes every tensor of a cache. */
+export function disposeCache(cache: KVCache | null): void {
+  if (cache) for (const l of cacheEntries(cache)) { l.k.dispose(); l.v.dispose(); }
 }
 
 /** Rows of every layer's k/v picked by src (transformers' reorder_cache); the same cache when src is the identity. */
@@ -209,6 +216,7 @@ function reorderCache(cache: KVCache, src: Int32Array): KVCache {
   return noGrad(() => tidy(() => {
     const idx = tensor(src, [src.length], { dtype: 'int32' });
     const layers = cache.layers.map((l) => ({ k: keep(indexSelect(l.k, idx)), v: keep(indexSelect(l.v, idx)) }));
-    return { layers, length: cache.length };
+    // Cross-attention k/v stay: beams only move within their prompt, whose encoder rows are equal.
+    return { layers, length: cache.length, cross: cache.cross };
   }));
 }

@@ -8,7 +8,8 @@ import { Rng } from '../tensor/random.js';
 import type { KVCache, ModelInputs, ModelOutput } from '../models/types.js';
 import { ProcessorOptions, applyProcessors, buildLogitsProcessors } from './processors.js';
 import type { Streamer } from './streamer.js';
-import { beamSearch, forwardStep, replaceCache } from './beam.js';
+import { beamSearch, disposeCache, forwardStep, replaceCache } from './beam.js';
+import { generateSeq2Seq, isEncoderDecoder } from './seq2seq.js';
 
 /** What generate() needs from a model: PreTrainedModel satisfies it. */
 export interface CausalLM {
@@ -52,6 +53,8 @@ export interface GenerateOptions extends ProcessorOptions {
   earlyStopping?: boolean | 'never';
   /** Sequences returned per prompt, best first (beam search: <= numBeams; sampling: independent draws). Default 1. */
   numReturnSequences?: number;
+  /** Encoder-decoder models: the decoder's first token (default config.decoder_start_token_id). */
+  decoderStartTokenId?: number;
   /** A Streamer (batch 1: gets the prompt, each new id, then end()), or a function called with each step's new ids (one per row). */
   streamer?: Streamer | ((tokenIds: number[]) => void);
 }
@@ -59,11 +62,15 @@ export interface GenerateOptions extends ProcessorOptions {
 /**
  * Returns int32 [B * numReturnSequences, T + n], n <= maxNewTokens (fewer when every row
  * has finished); a prompt's returned sequences are consecutive rows, best first for beams.
+ * An encoder-decoder (task SEQ_2_SEQ_LM) encodes inputIds once and returns the decoder's ids
+ * [B * numReturnSequences, 1 + n], starting with its decoder start token, as transformers.
  */
 export function generate(model: CausalLM, inputIds: Tensor, opts: GenerateOptions = {}): Tensor {
   if (inputIds.ndim !== 2 || inputIds.dtype !== 'int32') {
     throw new TypeError(`generate: inputIds must be int32 [B, T], got ${inputIds.dtype} ${inputIds.label()}`);
   }
+  // An encoder-decoder: inputIds feed the encoder once; the decoder generates from its start token.
+  if (isEncoderDecoder(model)) return generateSeq2Seq(model, inputIds, opts, generate);
   const numBeams = opts.numBeams ?? 1, numReturn = opts.numReturnSequences ?? 1;
   if (!Number.isInteger(numBeams) || numBeams < 1) throw new RangeError(`generate: numBeams must be a positive integer, got ${numBeams}`);
   if (!Number.isInteger(numReturn) || numReturn < 1) throw new RangeError(`generate: numReturnSequences must be a positive integer, got ${numReturn}`);
@@ -171,7 +178,7 @@ export function generate(model: CausalLM, inputIds: Tensor, opts: GenerateOption
       if (!unfinished.some(Boolean)) break;
     }
   } finally {
-    if (cache) for (const l of cache.layers) { l.k.dispose(); l.v.dispose(); }
+    disposeCache(cache);
     if (wasTraining) model.train!(true);
   }
   if (streamer) streamer.end();

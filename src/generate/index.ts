@@ -1,4 +1,5 @@
 export { generate, argmaxRows, sampleRows } from './generate.js';
+export { isEncoderDecoder } from './seq2seq.js';
 export type { CausalLM, GenerateOptions } from './generate.js';
 export {
   repetitionPenaltyProcessor, noRepeatNgramProcessor, temperatureWarper, topKWarper, topPWarper,

@@ -20,11 +20,14 @@ const BY_TYPE: Record<string, Partial<Record<Field, string[]>>> = {
   gpt2: { hiddenSize: ['n_embd'], numLayers: ['n_layer'], numHeads: ['n_head'], maxPositions: ['n_positions', 'n_ctx'] },
   distilbert: { hiddenSize: ['dim'], numLayers: ['n_layers'], numHeads: ['n_heads'] },
   // Seq2seq-style names, tried last for model types not listed here.
-  t5: { hiddenSize: ['d_model'] },
+  t5: { hiddenSize: ['d_model'], numLayers: ['num_layers'], numHeads: ['num_heads'], maxPositions: ['n_positions'] },
+  bart: { hiddenSize: ['d_model'], numLayers: ['encoder_layers'], numHeads: ['encoder_attention_heads'] },
 };
 
 /** transformers' default max_position_embeddings per config class, when config.json omits it. */
-const DEFAULT_MAX_POSITIONS: Record<string, number> = { gpt2: 1024, bert: 512, roberta: 512, distilbert: 512, llama: 2048, mistral: 32768, qwen2: 32768 };
+const DEFAULT_MAX_POSITIONS: Record<string, number> = { gpt2: 1024, bert: 512, roberta: 512, distilbert: 512, llama: 2048, mistral: 32768, qwen2: 32768, bart: 1024,
+  // T5 has relative positions and no limit; 512 is its config's historical n_positions.
+  t5: 512 };
 
 function keysFor(modelType: string, field: Field): string[] {
   const own = BY_TYPE[modelType]?.[field] ?? [];

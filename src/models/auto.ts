@@ -14,6 +14,8 @@ import { GPT2ForSequenceClassification, GPT2LMHeadModel } from './gpt2.js';
 import { DECODER_TYPES, LlamaForCausalLM, LlamaForSequenceClassification } from './llama.js';
 import { BertForSequenceClassification, BertForTokenClassification, ENCODER_TYPES } from './bert.js';
 import { DistilBertForSequenceClassification, DistilBertForTokenClassification } from './distilbert.js';
+import { T5ForConditionalGeneration } from './t5.js';
+import { BartForConditionalGeneration } from './bart.js';
 import type { RawConfig } from './common.js';
 import { castWeights, type WeightDtype } from '../nn/dtype.js';
 // Type only: models/ does not depend on quant/ at run time (quant registers its loader below).
@@ -31,6 +33,10 @@ const REGISTRY: Record<TaskType, Record<string, Ctor>> = {
     distilbert: DistilBertForSequenceClassification,
     ...Object.fromEntries(ENCODER_TYPES.map((t) => [t, BertForSequenceClassification])),
     ...Object.fromEntries(DECODER_TYPES.map((t) => [t, LlamaForSequenceClassification])),
+  },
+  SEQ_2_SEQ_LM: {
+    t5: T5ForConditionalGeneration,
+    bart: BartForConditionalGeneration,
   },
   TOKEN_CLS: {
     distilbert: DistilBertForTokenClassification,
@@ -266,3 +272,4 @@ function autoClass(task: TaskType) {
 export const AutoModelForCausalLM = autoClass('CAUSAL_LM');
 export const AutoModelForSequenceClassification = autoClass('SEQ_CLS');
 export const AutoModelForTokenClassification = autoClass('TOKEN_CLS');
+export const AutoModelForSeq2SeqLM = autoClass('SEQ_2_SEQ_LM');

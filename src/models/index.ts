@@ -1,7 +1,7 @@
 export * from './types.js';
 export { HFModel, type ModelInitOptions } from './base.js';
 export {
-  AutoModelForCausalLM, AutoModelForSequenceClassification, AutoModelForTokenClassification,
+  AutoModelForCausalLM, AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoModelForSeq2SeqLM,
   loadWeights, modelFromConfig, readConfigJson, resolveDtype, type FromPretrainedOptions, type LoadingInfo, type ModelDtype,
 } from './auto.js';
 export { savePretrained } from './save.js';
@@ -13,6 +13,9 @@ export {
 export {
   BertForSequenceClassification, BertForTokenClassification, RobertaForSequenceClassification, RobertaForTokenClassification,
 } from './bert.js';
+export { T5ForConditionalGeneration, relativePositionBucket } from './t5.js';
+export { BartForConditionalGeneration } from './bart.js';
+export { Seq2SeqLMBase, shiftTokensRight, seq2seqLmLoss } from './seq2seq.js';
 export { DistilBertForSequenceClassification, DistilBertForTokenClassification } from './distilbert.js';
 export { toModelConfig, attentionBias, poolLastNonPad, causalLmLoss, seqClsLoss, tokenClsLoss } from './common.js';
 export { RopeCache, ropeSpec } from './rope.js';

@@ -3,7 +3,7 @@
 import type { Tensor } from '../tensor/tensor.js';
 import { Module } from '../nn/module.js';
 
-export type TaskType = 'CAUSAL_LM' | 'SEQ_CLS' | 'TOKEN_CLS';
+export type TaskType = 'CAUSAL_LM' | 'SEQ_CLS' | 'TOKEN_CLS' | 'SEQ_2_SEQ_LM';
 
 /**
  * Per layer: keys and values [B, Hkv, C, D]; positions 0..length-1 are filled, C >= length
@@ -15,14 +15,25 @@ export interface KVCache {
   layers: { k: Tensor; v: Tensor }[];
   /** Number of positions already cached. */
   length: number;
+  /**
+   * Encoder-decoder models: per decoder layer, the cross-attention keys and values [B, H, S, D]
+   * of the encoder output, computed by the first decoder step and reused by the later ones.
+   */
+  cross?: { k: Tensor; v: Tensor }[];
 }
 
 export interface ModelInputs {
   /** int32 [B, T] */
   inputIds: Tensor;
-  /** int32 [B, S] of 1 (attend) / 0 (padding); S = past length + T. */
+  /** int32 [B, S] of 1 (attend) / 0 (padding); S = past length + T (encoder-decoder: the encoder's mask). */
   attentionMask?: Tensor | null;
-  /** int32: [B, T] for causal LM and token classification (-100 ignored), [B] for sequence classification. */
+  /** Encoder-decoder models: int32 [B, T'] decoder inputs; default: labels shifted right, as transformers does. */
+  decoderInputIds?: Tensor | null;
+  /** Encoder-decoder models: int32 [B, past + T'] decoder mask (default: causal only). */
+  decoderAttentionMask?: Tensor | null;
+  /** Encoder-decoder models: the encoder's last hidden states [B, S, H]; the encoder is skipped (generate passes them). */
+  encoderOutputs?: Tensor | null;
+  /** int32: [B, T] for causal LM, seq2seq (the targets) and token classification (-100 ignored), [B] for sequence classification. */
   labels?: Tensor | null;
   positionIds?: Tensor | null;
   /** int32 [B, T] segment ids (BERT-style encoders); zeros when omitted. */
@@ -44,6 +55,8 @@ export interface ModelOutput {
   logits: Tensor;
   loss?: Tensor;
   pastKeyValues?: KVCache;
+  /** Encoder-decoder models: the encoder's last hidden states [B, S, H]. */
+  encoderLastHiddenState?: Tensor;
 }
 
 /** Parsed config.json: the raw object plus the few fields every consumer needs. */
