@@ -51,16 +51,16 @@ def flat(t):
     return [round(float(x), 7) for x in t.flatten().tolist()]
 
 
-def gen_cfg(model, **kw):
+def gen_cfg(model, eos=None, **kw):
     c = model.config
-    return tf.GenerationConfig(decoder_start_token_id=c.decoder_start_token_id, eos_token_id=c.eos_token_id,
+    return tf.GenerationConfig(decoder_start_token_id=c.decoder_start_token_id, eos_token_id=c.eos_token_id if eos is None else eos,
                                pad_token_id=c.pad_token_id, max_new_tokens=NEW, do_sample=False, **kw)
 
 
-def generate(model, ids, mask):
+def generate(model, ids, mask, eos=None):
     with torch.no_grad():
-        greedy = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_cfg(model, num_beams=1))
-        beam = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_cfg(model, num_beams=3, length_penalty=1.0))
+        greedy = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_cfg(model, eos, num_beams=1))
+        beam = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_cfg(model, eos, num_beams=3, length_penalty=1.0))
     return greedy.tolist(), beam.tolist()
 
 
@@ -106,6 +106,9 @@ def build(name, cfg_cls, kw, untied_head):
         o = ref(input_ids=ids, attention_mask=mask, labels=labels)
     dec_in = ref.prepare_decoder_input_ids_from_labels(labels=labels)
     greedy, beam = generate(ref, ids, mask)
+    # An eos that the random model does produce (row 1's third token), so rows finish early.
+    eos = greedy[1][3]
+    greedy_eos, beam_eos = generate(ref, ids, mask, eos)
 
     lcfg = LoraConfig(task_type="SEQ_2_SEQ_LM", r=4, lora_alpha=8, lora_dropout=0.0, init_lora_weights=False)
     pm = get_peft_model(load(), lcfg)
@@ -130,7 +133,7 @@ def build(name, cfg_cls, kw, untied_head):
         "base_logits": flat(o.logits), "base_loss": o.loss.item(),
         "lora_logits": flat(lo.logits), "lora_loss": lo.loss.item(),
         "merged_logits": flat(mo.logits),
-        "greedy": greedy, "beam": beam, "lora_greedy": lgreedy, "lora_beam": lbeam,
+        "greedy": greedy, "beam": beam, "eos": eos, "greedy_eos": greedy_eos, "beam_eos": beam_eos, "lora_greedy": lgreedy, "lora_beam": lbeam,
         "target_modules": sorted(pm.peft_config["default"].target_modules) if hasattr(pm, "peft_config") else None,
         "num_beams": 3, "max_new_tokens": NEW,
     }

@@ -22,7 +22,7 @@ const CASES = ['t5', 't5_v1_1', 'bart'];
 interface Expected {
   input_ids: number[][]; attention_mask: number[][]; labels: number[][]; decoder_input_ids: number[][]; logits_shape: number[];
   base_logits: number[]; base_loss: number; lora_logits: number[]; lora_loss: number; merged_logits: number[];
-  greedy: number[][]; beam: number[][]; lora_greedy: number[][]; lora_beam: number[][]; target_modules: string[];
+  greedy: number[][]; beam: number[][]; eos: number; greedy_eos: number[][]; beam_eos: number[][]; lora_greedy: number[][]; lora_beam: number[][]; target_modules: string[];
   num_beams: number; max_new_tokens: number;
 }
 
@@ -128,6 +128,14 @@ for (const name of CASES) {
     assert.deepEqual(Array.from(g.ints), exp.greedy.flat(), 'greedy');
     const bm = generate(model, ids2(exp.input_ids), { ...opts, numBeams: exp.num_beams });
     assert.deepEqual(Array.from(bm.ints), exp.beam.flat(), 'beam');
+    // an eos the model produces: rows finish early and are padded, as transformers
+    const ge = generate(model, ids2(exp.input_ids), { ...opts, eosTokenId: exp.eos });
+    assert.deepEqual(ge.shape, [exp.greedy_eos.length, exp.greedy_eos[0].length]);
+    assert.deepEqual(Array.from(ge.ints), exp.greedy_eos.flat(), 'greedy with eos');
+    assert.deepEqual(Array.from(generate(model, ids2(exp.input_ids), { ...opts, eosTokenId: exp.eos, numBeams: exp.num_beams }).ints), exp.beam_eos.flat(), 'beam with eos');
+    // sampling restricted to the best token is greedy, for each of several samples per input
+    const sm = generate(model, ids2(exp.input_ids), { ...opts, doSample: true, topK: 1, numReturnSequences: 2, seed: 3 });
+    assert.deepEqual(Array.from(sm.ints), exp.greedy.flatMap((r) => [...r, ...r]), 'top-1 samples');
     // without a cache the same ids
     assert.deepEqual(Array.from(generate(model, ids2(exp.input_ids), { ...opts, useCache: false }).ints), exp.greedy.flat(), 'greedy, no cache');
     const pm = PeftModel.fromPretrained(model, adapter);
@@ -149,6 +157,20 @@ for (const name of CASES) {
     } finally { fs.rmSync(tmp, { recursive: true, force: true }); }
   });
 }
+
+test('seq2seq: bad input gets clear errors', () => {
+  const { exp, base } = load('t5');
+  const m = base();
+  assert.throws(() => m.forward({ inputIds: ids2(exp.input_ids) }), /needs decoderInputIds or labels/);
+  assert.throws(() => m.forward({ inputIds: ids2(exp.input_ids), labels: ids2([[1, 2]]) }), /differ in batch size/);
+  assert.throws(() => m.forward({ inputIds: ids2(exp.input_ids), attentionMask: ids2([[1, 1]]), labels: ids2(exp.labels) }), /attentionMask must be \[2, 7\]/);
+  const raw = { ...m.config.raw, feed_forward_proj: 'gated-gelu-x' };
+  assert.throws(() => AutoModelForSeq2SeqLM.fromConfig(raw), /feed_forward_proj 'gated-gelu-x'/);
+  assert.throws(() => generate(m, ids2(exp.input_ids), { decoderStartTokenId: undefined, maxNewTokens: 2, attentionMask: ids2([[1]]) }), /attentionMask/);
+  const { base: bartBase } = load('bart');
+  assert.throws(() => generate(bartBase(), ids2(exp.input_ids), { maxNewTokens: 40 }), /exceeds the model's 32 positions/);
+  assert.throws(() => AutoModelForSeq2SeqLM.fromConfig({ model_type: 'gpt2', n_embd: 8, n_layer: 1, n_head: 2, vocab_size: 10 }), /'gpt2' is not supported for SEQ_2_SEQ_LM/);
+});
 
 // Our adapters (random B), saved; with PEFT_TS_EXPORT_DIR set they are kept there for
 // `scripts/make_seq2seq_fixtures.py --verify-ours DIR` (Python peft loads them).
