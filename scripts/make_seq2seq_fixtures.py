@@ -162,11 +162,35 @@ def verify_ours(d):
     sys.exit(0 if ok else 1)
 
 
+def make_tokenizer():
+    """A tiny T5-style tokenizer (Unigram, Metaspace, '$A </s>' post-processor) for the CLI tests."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders, processors, trainers
+    out = os.path.join(ROOT, "t5_tok")
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    corpus = ["translate to upper case: hello world", "HELLO WORLD", "translate to upper case: good morning", "GOOD MORNING",
+              "summarize: the cat sat on the mat", "cat on mat", "the quick brown fox jumps over the lazy dog"] * 4
+    tok.train_from_iterator(corpus, trainers.UnigramTrainer(vocab_size=120, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>"))
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)])
+    tok.save(os.path.join(out, "tokenizer.json"))
+    json.dump({"eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>", "model_max_length": 64,
+               "tokenizer_class": "T5Tokenizer"}, open(os.path.join(out, "tokenizer_config.json"), "w"), indent=2)
+    t = tf.AutoTokenizer.from_pretrained(out)
+    print("t5_tok:", t.get_vocab().__len__(), t("hello world").input_ids, t(text_target="HELLO WORLD").input_ids)
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--verify-ours":
         verify_ours(sys.argv[2])
     os.makedirs(ROOT, exist_ok=True)
+    if len(sys.argv) > 1 and sys.argv[1] == "--tokenizer":
+        make_tokenizer()
+        sys.exit(0)
     for c in cases():
         build(*c)
+    make_tokenizer()
     total = sum(os.path.getsize(os.path.join(dp, fn)) for dp, _, fns in os.walk(ROOT) for fn in fns)
     print(f"total fixture size {total / 1024:.1f} KiB")

@@ -108,3 +108,29 @@ export function DataCollatorForTokenClassification(o: PaddingOptions): DataColla
     return batch;
   };
 }
+
+export interface Seq2SeqCollatorOptions extends PaddingOptions {
+  /** Fills the labels' padding (default -100: ignored by the loss). */
+  labelPadTokenId?: number;
+}
+
+/**
+ * transformers' DataCollatorForSeq2Seq: inputIds / attentionMask padded with the pad id, and
+ * labels padded (on the same side) to the longest labels of the batch with -100. The model
+ * shifts the labels right into its decoder inputs.
+ */
+export function DataCollatorForSeq2Seq(o: Seq2SeqCollatorOptions): DataCollator {
+  const pad = resolvePad(o);
+  const side = o.paddingSide ?? o.tokenizer?.paddingSide ?? 'right';
+  const labelPad = o.labelPadTokenId ?? IGNORE_INDEX;
+  return (rows) => {
+    const { inputIds, attentionMask } = padInputs(rows, o.padToMultipleOf, pad, side);
+    const batch: Batch = { inputIds, attentionMask };
+    if (rows[0].labels !== undefined) {
+      const labels = rows.map((_, i) => ints(rows, 'labels', i));
+      if (labels.some((l) => l.length === 0)) throw new Error('DataCollatorForSeq2Seq: a feature has empty labels');
+      batch.labels = padTo(labels, batchLength(labels.map((l) => l.length), o.padToMultipleOf), labelPad, side);
+    }
+    return batch;
+  };
+}

@@ -194,3 +194,50 @@ export function tokenizeTokenClassification(ds: Dataset, tok: WordTokenizer, o: 
     return { inputIds: ids, attentionMask: ids.map(() => 1), labels };
   }) as Dataset<TokenClassificationFeatures>;
 }
+
+export interface Seq2SeqFeatures extends Row {
+  inputIds: number[];
+  attentionMask: number[];
+  /** Absent when the data has no target column. */
+  labels?: number[];
+}
+
+export interface TokenizeSeq2SeqOptions {
+  /** Column of encoder texts (default 'source'). */
+  sourceColumn?: string;
+  /** Column of target texts (default 'target'); rows without it get no labels (inputs for generation). */
+  targetColumn?: string;
+  /** Source tokens per example (default model_max_length). */
+  maxLength?: number;
+  /** Target tokens per example (default maxLength). */
+  maxTargetLength?: number;
+  /** Cut sequences to their limit (default true); false makes an over-long row an error. */
+  truncation?: boolean;
+}
+
+/**
+ * Encoder-decoder features as transformers' run_summarization / run_translation build them:
+ * inputIds = tokenizer(source), labels = tokenizer(text_target=target), each with the
+ * tokenizer's special tokens (T5's closing </s>, BART's <s> ... </s>) and truncated to its
+ * limit. The model shifts the labels right into decoder inputs.
+ */
+export function tokenizeSeq2Seq(ds: Dataset, tok: TokenizerLike, o: TokenizeSeq2SeqOptions = {}): Dataset<Seq2SeqFeatures> {
+  const src = o.sourceColumn ?? 'source', tgt = o.targetColumn ?? 'target';
+  ds.requireColumns([src]);
+  const hasTargets = ds.columnNames.includes(tgt);
+  const limit = limitOf(tok, o.maxLength), tlimit = o.maxTargetLength ?? limit;
+  const truncation = o.truncation ?? true;
+  // Truncation keeps the closing special tokens, as the fast tokenizers' truncation does.
+  const enc = (t: string, lim: number, what: string): number[] => {
+    const ids = encodeIds(tok, t, { addSpecialTokens: true });
+    if (ids.length <= lim) return ids;
+    if (!truncation) throw new Error(`${what} is ${ids.length} tokens, longer than its limit ${lim} (enable truncation or raise the limit)`);
+    return encodeTruncated(tok, t, { maxLength: lim, addSpecialTokens: true });
+  };
+  return ds.map((r, i) => {
+    const ids = enc(text(r, src), limit, `${ds.where(i)}: source`);
+    const f: Seq2SeqFeatures = { inputIds: ids, attentionMask: ids.map(() => 1) };
+    if (hasTargets) f.labels = enc(text(r, tgt), tlimit, `${ds.where(i)}: target`);
+    return f;
+  }) as Dataset<Seq2SeqFeatures>;
+}

@@ -131,7 +131,38 @@ export class T5ForConditionalGeneration extends Seq2SeqLMBase {
     }
     const head = this.registerModule('lm_head', new Linear(d, c.vocabSize, false, this.rng));
     this.initRandom();
+    if (opts.initWeights ?? true) this.t5Init(null);
     if (this.tied) head.registerParameter('weight', shared.weight);
+  }
+
+  /**
+   * transformers' T5 _init_weights: normal with a std per weight (initializer_factor times
+   * 1 for the embeddings and lm head, d_model^-0.5 for inputs of width d_model, and so on)
+   * instead of one initializer_range. Only the modules in `only` when given.
+   */
+  private t5Init(only: Set<string> | null): void {
+    const f = num(this.config.raw, ['initializer_factor'], 1), d = this.dModel, kv = this.dKv, nh = this.nHeads;
+    const ff = num(this.config.raw, ['d_ff'], 4 * d);
+    const stdOf = (name: string): number => {
+      const leaf = name.slice(name.lastIndexOf('.') + 1);
+      if (name === 'shared' || name === 'lm_head') return f;
+      if (leaf === 'q') return f * (d * kv) ** -0.5;
+      if (leaf === 'k' || leaf === 'v' || leaf === 'relative_attention_bias' || leaf.startsWith('wi')) return f * d ** -0.5;
+      if (leaf === 'o') return f * (nh * kv) ** -0.5;
+      if (leaf === 'wo') return f * ff ** -0.5;
+      return 0.02;
+    };
+    for (const [name, m] of this.namedModules()) {
+      if (only && !only.has(name)) continue;
+      if (!(m instanceof Linear || m instanceof Embedding)) continue;
+      const w = m.weight, std = stdOf(name);
+      if (w.dtype !== 'float32') continue;
+      for (let i = 0; i < w.data.length; i++) w.data[i] = this.rng.normal() * std;
+    }
+  }
+
+  override initParameters(paramNames: string[]): void {
+    this.t5Init(new Set(paramNames.map((k) => k.slice(0, Math.max(0, k.lastIndexOf('.'))))));
   }
 
   defaultLoraTargets(): string[] { return ['q', 'v']; }

@@ -10,7 +10,7 @@ import { Rng, defaultRng } from '../tensor/random.js';
 import type { Module } from '../nn/module.js';
 import type { ModelInputs, ModelOutput } from '../models/types.js';
 import { Dataset, Row } from '../data/dataset.js';
-import { Batch, DataCollator, DataCollatorForLanguageModeling, DataCollatorWithPadding } from '../data/collators.js';
+import { Batch, DataCollator, DataCollatorForLanguageModeling, DataCollatorForSeq2Seq, DataCollatorWithPadding } from '../data/collators.js';
 import type { TokenizerLike } from '../data/tokenizer.js';
 import { TrainingArguments, TrainingArgumentsInit } from './args.js';
 import { AdamW, clipGradNorm, paramGroups } from './optim.js';
@@ -73,6 +73,13 @@ export function defaultDataCollator(rows: Row[]): Batch {
   return pad(rows);
 }
 
+/** The model's config pad_token_id (under a PeftModel too), else 0. */
+function modelPadId(model: TrainableModel): number {
+  const m = model as unknown as { config?: { raw?: Record<string, unknown> }; getBaseModel?: () => { config?: { raw?: Record<string, unknown> } } };
+  const p = (m.config ?? m.getBaseModel?.()?.config)?.raw?.pad_token_id;
+  return typeof p === 'number' ? p : 0;
+}
+
 export class Trainer {
   readonly model: TrainableModel;
   readonly args: TrainingArguments;
@@ -97,8 +104,9 @@ export class Trainer {
     this.tokenizer = o.tokenizer;
     this.computeMetrics = o.computeMetrics;
     this.dataCollator = o.dataCollator ?? (o.tokenizer
-      ? (o.model.task === 'CAUSAL_LM' ? DataCollatorForLanguageModeling({ tokenizer: o.tokenizer }) : DataCollatorWithPadding({ tokenizer: o.tokenizer }))
-      : defaultDataCollator);
+      ? (o.model.task === 'CAUSAL_LM' ? DataCollatorForLanguageModeling({ tokenizer: o.tokenizer })
+        : o.model.task === 'SEQ_2_SEQ_LM' ? DataCollatorForSeq2Seq({ tokenizer: o.tokenizer }) : DataCollatorWithPadding({ tokenizer: o.tokenizer }))
+      : o.model.task === 'SEQ_2_SEQ_LM' ? DataCollatorForSeq2Seq({ padTokenId: modelPadId(o.model) }) : defaultDataCollator);
     this.callbacks = [new ProgressCallback(o.progressStream), ...(o.callbacks ?? [])];
     const note = this.args.computeDtypeNote;
     if (note) process.emitWarning(note);
