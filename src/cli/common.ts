@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { Tokenizer } from '../io/tokenizer.js';
 import { resolveLocalModelPath } from '../io/hub.js';
 import {
-  AutoModelForCausalLM, AutoModelForSequenceClassification, AutoModelForTokenClassification,
+  AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, AutoModelForTokenClassification,
 } from '../models/auto.js';
 import type { HFModel } from '../models/base.js';
 import { LoraConfig } from '../peft/config.js';
@@ -18,8 +18,8 @@ import { Rng } from '../tensor/random.js';
 import { UsageError, bool, camel, list, num, parseArgs, str } from './args.js';
 
 export type Flags = Record<string, unknown>;
-export type CliTask = 'seq-cls' | 'token-cls' | 'causal-lm';
-export const TASKS: CliTask[] = ['seq-cls', 'token-cls', 'causal-lm'];
+export type CliTask = 'seq-cls' | 'token-cls' | 'causal-lm' | 'seq2seq-lm';
+export const TASKS: CliTask[] = ['seq-cls', 'token-cls', 'causal-lm', 'seq2seq-lm'];
 export const LABEL_MAPPING_FILE = 'label_mapping.json';
 
 /** The package root: walk up from this file to the folder with package.json, else the cwd. */
@@ -76,7 +76,15 @@ export function taskOf(v: string | undefined): CliTask | undefined {
   return v as CliTask;
 }
 
-export const peftTask = (t: CliTask) => (t === 'seq-cls' ? 'SEQ_CLS' : t === 'token-cls' ? 'TOKEN_CLS' : 'CAUSAL_LM') as 'SEQ_CLS' | 'TOKEN_CLS' | 'CAUSAL_LM';
+export const peftTask = (t: CliTask) => (t === 'seq-cls' ? 'SEQ_CLS' : t === 'token-cls' ? 'TOKEN_CLS' : t === 'seq2seq-lm' ? 'SEQ_2_SEQ_LM' : 'CAUSAL_LM') as
+  'SEQ_CLS' | 'TOKEN_CLS' | 'CAUSAL_LM' | 'SEQ_2_SEQ_LM';
+
+/** Encoder-decoder model types: their folders mean --task seq2seq-lm when none is given. */
+const SEQ2SEQ_MODEL_TYPES = ['t5', 'bart'];
+export function isSeq2SeqModelDir(dir: string): boolean {
+  const f = path.join(dir, 'config.json');
+  try { return SEQ2SEQ_MODEL_TYPES.includes(JSON.parse(fs.readFileSync(f, 'utf8')).model_type); } catch { return false; }
+}
 
 export function modelDir(flags: Flags): string {
   const m = str(flags, 'model') ?? defaultModelDir();
@@ -101,7 +109,8 @@ export function loadBaseModel(task: CliTask, dir: string, o: LoadModelOptions = 
     // The head of a classifier built from an LM checkpoint is expected to be new: say it once, briefly.
     logger: o.quiet ? () => {} : (m: string) => process.stderr.write(m.split('\n')[0].slice(0, 300) + '\n'),
   };
-  const auto = task === 'seq-cls' ? AutoModelForSequenceClassification : task === 'token-cls' ? AutoModelForTokenClassification : AutoModelForCausalLM;
+  const auto = task === 'seq-cls' ? AutoModelForSequenceClassification : task === 'token-cls' ? AutoModelForTokenClassification
+    : task === 'seq2seq-lm' ? AutoModelForSeq2SeqLM : AutoModelForCausalLM;
   // In 4 bit the Linear weights are quantized as they are read: never whole in float32.
   return auto.fromPretrained(dir, o.load4bit ? { ...opts, quantizationConfig: { loadIn4bit: true } } : opts);
 }
@@ -131,6 +140,8 @@ export interface LabelMappingFile {
   task: CliTask; id2label: Record<string, string>; label2id: Record<string, number>; textColumn?: string; maxLength?: number;
   /** token-cls: the word and tag columns training read. */
   tokensColumn?: string; tagsColumn?: string;
+  /** seq2seq-lm: the source and target columns training read. */
+  sourceColumn?: string; targetColumn?: string;
 }
 
 export function writeLabelMapping(dir: string, m: LabelMappingFile): void {
@@ -157,8 +168,8 @@ export function loadWithAdapter(flags: Flags, taskHint?: CliTask): { model: HFMo
   const adapter = str(flags, 'adapter');
   if (adapter !== undefined && !fs.existsSync(path.join(adapter, 'adapter_config.json'))) throw new Error(`--adapter ${adapter}: no adapter_config.json there`);
   const mapping = adapter ? readLabelMapping(adapter) : null;
-  const task = taskOf(str(flags, 'task')) ?? mapping?.task ?? taskHint ?? 'causal-lm';
   const dir = modelDir(flags);
+  const task = taskOf(str(flags, 'task')) ?? mapping?.task ?? (isSeq2SeqModelDir(dir) ? 'seq2seq-lm' : undefined) ?? taskHint ?? 'causal-lm';
   const numLabels = mapping ? Object.keys(mapping.id2label).length : num(flags, 'numLabels');
   const base = loadBaseModel(task, dir, { numLabels, seed: num(flags, 'seed', 42), load4bit: bool(flags, 'loadIn4bit'), dtype: dtypeFlag(flags), quiet: adapter !== undefined });
   const model = adapter ? PeftModel.fromPretrained(base, adapter) : base;

@@ -1,6 +1,6 @@
 // Turning a data file into model features for a CLI task (classification or causal LM).
 import { Dataset, Row, loadDataset } from '../data/dataset.js';
-import { tokenizeCausalLM, tokenizeClassification, tokenizeTokenClassification } from '../data/tokenize.js';
+import { tokenizeCausalLM, tokenizeClassification, tokenizeSeq2Seq, tokenizeTokenClassification } from '../data/tokenize.js';
 import { loadConfig, labelNames } from '../io/config.js';
 import { formatAlpaca } from '../data/templates.js';
 import type { Tokenizer } from '../io/tokenizer.js';
@@ -11,6 +11,8 @@ export interface Columns {
   text: string; label: string; prompt: string; completion: string; template: 'alpaca' | 'chat' | 'none';
   /** token-cls: words and their tags (datasets' NER layout). */
   tokens: string; tags: string;
+  /** seq2seq-lm: encoder texts and target texts. */
+  source: string; target: string;
 }
 
 export function columnsFrom(flags: Flags): Columns {
@@ -21,15 +23,18 @@ export function columnsFrom(flags: Flags): Columns {
     prompt: str(flags, 'promptColumn', 'prompt')!, completion: str(flags, 'completionColumn', 'completion')!,
     template: template as Columns['template'],
     tokens: str(flags, 'tokensColumn', 'tokens')!, tags: str(flags, 'tagsColumn', 'ner_tags')!,
+    source: str(flags, 'sourceColumn', 'source')!, target: str(flags, 'targetColumn', 'target')!,
   };
 }
 
 /**
  * seq-cls when the data has the label column, token-cls when it has word lists and their tags,
- * else causal-lm (what `train` and `eval` do without --task).
+ * seq2seq-lm when it has source and target columns, else causal-lm (what `train` and `eval`
+ * do without --task).
  */
 export function guessTask(ds: Dataset, c: Columns): CliTask {
   if (ds.columnNames.includes(c.label)) return 'seq-cls';
+  if (ds.columnNames.includes(c.source) && ds.columnNames.includes(c.target)) return 'seq2seq-lm';
   if (ds.columnNames.includes(c.tokens) && ds.columnNames.includes(c.tags)) return 'token-cls';
   return 'causal-lm';
 }
@@ -95,6 +100,9 @@ export function featuresFor(task: CliTask, ds: Dataset, tok: Tokenizer, c: Colum
       ? tokenizeCausalLM(ds, tok, { textColumn: c.text, maxLength })
       : tokenizeCausalLM(promptRows(ds, tok, c), tok, { promptColumn: 'prompt', responseColumn: 'response', maxLength });
     return { dataset: f };
+  }
+  if (task === 'seq2seq-lm') {
+    return { dataset: tokenizeSeq2Seq(ds, tok, { sourceColumn: c.source, targetColumn: c.target, maxLength, maxTargetLength: num(flags, 'maxTargetLength', maxLength) }) };
   }
   if (!label2id) throw new Error('featuresFor: token-cls needs label2id (tokenClsLabels)');
   const tok2 = tok as Tokenizer;

@@ -14,17 +14,19 @@ export const EVAL_HELP = `peft-ts eval: evaluate a base model, with or without a
   --data FILE          labelled data (.jsonl / .json / .csv)                  [required]
   --adapter DIR        adapter folder written by train (its label_mapping.json gives task and labels)
   --model DIR|ID       base model (default: assets/default-model)
-  --task T             seq-cls | token-cls | causal-lm (default: from the adapter, else from the columns)
+  --task T             seq-cls | token-cls | causal-lm | seq2seq-lm (default: from the adapter, else
+                       the model (T5 / BART: seq2seq-lm), else from the columns)
   --num-labels N       classes for a base classifier without adapter (default: from the data)
   --labels a,b,c       token-cls tag names without adapter (default: model id2label, else the data's)
   --text-column C  --label-column C  --prompt-column C  --completion-column C  --template T  --max-length N
   --tokens-column C (tokens)  --tags-column C (ner_tags)   token-cls words and tags
+  --source-column C (source)  --target-column C (target)   seq2seq-lm inputs and outputs  --max-target-length N
   --batch-size N (16)  --seed N (head init of a classifier without adapter)
   --dtype float32|bfloat16  base weights in bf16 (half the memory; compute stays float32)
 Prints accuracy and macro-F1 (seq-cls), token accuracy and entity-level precision / recall / F1
-(token-cls with BIO tags, as seqeval), or loss and perplexity (causal-lm).`;
+(token-cls with BIO tags, as seqeval), or loss and perplexity (causal-lm, seq2seq-lm).`;
 
-const KNOWN = ['data', 'adapter', 'model', 'task', 'numLabels', 'textColumn', 'labelColumn', 'promptColumn', 'completionColumn', 'template', 'maxLength', 'batchSize', 'seed', 'loadIn4bit', 'dtype', 'json', 'tokensColumn', 'tagsColumn', 'labels'];
+const KNOWN = ['data', 'adapter', 'model', 'task', 'numLabels', 'textColumn', 'labelColumn', 'promptColumn', 'completionColumn', 'template', 'maxLength', 'batchSize', 'seed', 'loadIn4bit', 'dtype', 'json', 'tokensColumn', 'tagsColumn', 'labels', 'sourceColumn', 'targetColumn', 'maxTargetLength'];
 
 /** Evaluation metrics of `model` on tokenized features (no log files written). */
 export function evaluateModel(model: ConstructorParameters<typeof Trainer>[0]['model'], task: CliTask, features: Dataset, tok: Tokenizer, batchSize = 16,
@@ -35,7 +37,7 @@ export function evaluateModel(model: ConstructorParameters<typeof Trainer>[0]['m
     dataCollator: task === 'token-cls' ? DataCollatorForTokenClassification({ tokenizer: tok }) : undefined,
   });
   const m = trainer.evaluate(features);
-  if (task === 'causal-lm' && m.eval_loss !== undefined) m.eval_perplexity = Math.exp(m.eval_loss);
+  if ((task === 'causal-lm' || task === 'seq2seq-lm') && m.eval_loss !== undefined) m.eval_perplexity = Math.exp(m.eval_loss);
   return m;
 }
 
@@ -61,6 +63,7 @@ export async function evalCommand(argv: string[]): Promise<void> {
   const c = {
     ...cols, text: str(flags, 'textColumn') ?? mapping?.textColumn ?? cols.text,
     tokens: str(flags, 'tokensColumn') ?? mapping?.tokensColumn ?? cols.tokens, tags: str(flags, 'tagsColumn') ?? mapping?.tagsColumn ?? cols.tags,
+    source: str(flags, 'sourceColumn') ?? mapping?.sourceColumn ?? cols.source, target: str(flags, 'targetColumn') ?? mapping?.targetColumn ?? cols.target,
   };
   const feats = featuresFor(task, ds, tokenizer, c, flags, fromAdapter ?? label2id);
   const m = evaluateModel(model, task, feats.dataset, tokenizer, num(flags, 'batchSize', 16), feats.id2label);

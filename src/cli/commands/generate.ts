@@ -8,7 +8,8 @@ import { Flags, checkKnown, commandFlags, loadWithAdapter } from '../common.js';
 export const GENERATE_HELP = `peft-ts generate: continue a prompt (streams to stdout)
 
   --prompt "..."              the prompt                                              [required]
-  --adapter DIR               LoRA adapter (causal-lm) to apply; without it, the base model
+  --adapter DIR               LoRA adapter (causal-lm or seq2seq-lm) to apply; without it, the base model
+                              (a T5 / BART model encodes the prompt and prints the decoder's text)
   --model DIR|ID              base model (default: assets/default-model)
   --max-new-tokens N (40)     --greedy (default) | --do-sample
   --num-beams N (1)           beam search with N beams (the best beam is printed, not streamed)
@@ -28,8 +29,10 @@ export async function generateCommand(argv: string[]): Promise<void> {
   if (prompt === undefined) throw new UsageError('generate: --prompt is required');
   if (bool(flags, 'greedy') && bool(flags, 'doSample')) throw new UsageError('generate: --greedy and --do-sample exclude each other');
   const { model, task, tokenizer } = loadWithAdapter(flags, 'causal-lm');
-  if (task !== 'causal-lm') throw new UsageError(`generate: the adapter is for ${task}; generation needs a causal-lm adapter`);
+  if (task !== 'causal-lm' && task !== 'seq2seq-lm') throw new UsageError(`generate: the adapter is for ${task}; generation needs a causal-lm or seq2seq-lm adapter`);
   const ids = tokenizer.encode(prompt);
+  // An encoder-decoder's output starts with its decoder start token, not the prompt.
+  const promptLen = task === 'seq2seq-lm' ? 1 : ids.length;
   if (!ids.length) throw new UsageError('generate: the prompt encodes to no tokens');
   const numBeams = num(flags, 'numBeams', 1)!;
   if (!Number.isInteger(numBeams) || numBeams < 1) throw new UsageError(`generate: --num-beams must be a positive integer, got ${numBeams}`);
@@ -49,9 +52,9 @@ export async function generateCommand(argv: string[]): Promise<void> {
     // The same text the streamer would have written: the row up to its first eos.
     let row = Array.from(out.ints);
     const eos = tokenizer.eosTokenId;
-    const stop = eos === null ? -1 : row.findIndex((x, j) => j >= ids.length && x === eos);
+    const stop = eos === null ? -1 : row.findIndex((x, j) => j >= promptLen && x === eos);
     if (stop >= 0) row = row.slice(0, stop + 1);
-    text = tokenizer.decode(bool(flags, 'skipPrompt') ? row.slice(ids.length) : row, { skipSpecialTokens: true });
+    text = tokenizer.decode(bool(flags, 'skipPrompt') ? row.slice(promptLen) : row, { skipSpecialTokens: true });
   }
   process.stdout.write(stream ? '\n' : text + '\n');
 }

@@ -13,7 +13,7 @@ import type { SchedulerType } from '../../train/schedulers.js';
 import type { LogEntry } from '../../train/callbacks.js';
 import { UsageError, bool, num, str } from '../args.js';
 import {
-  CliTask, Flags, checkKnown, commandFlags, dtypeFlag, loadBaseModel, loadTokenizer, loraConfigFrom, modelDir, requireFile, taskOf, writeLabelMapping,
+  CliTask, Flags, checkKnown, commandFlags, dtypeFlag, isSeq2SeqModelDir, loadBaseModel, loadTokenizer, loraConfigFrom, modelDir, requireFile, taskOf, writeLabelMapping,
 } from '../common.js';
 import { columnsFrom, featuresFor, guessTask, load, tokenClsLabels } from '../data.js';
 
@@ -23,7 +23,7 @@ const KNOWN = [
   ...LORA_FLAGS, 'outputDir', 'epochs', 'maxSteps', 'lr', 'batchSize', 'evalBatchSize', 'gradAccum', 'warmupSteps', 'warmupRatio',
   'scheduler', 'weightDecay', 'evalSteps', 'saveSteps', 'saveTotalLimit', 'loggingSteps', 'seed', 'earlyStoppingPatience',
   'metricForBestModel', 'loadBestModelAtEnd', 'gradientCheckpointing', 'resume', 'loadIn4bit', 'numLabels', 'quiet', 'dtype',
-  'tokensColumn', 'tagsColumn', 'labels',
+  'tokensColumn', 'tagsColumn', 'labels', 'sourceColumn', 'targetColumn', 'maxTargetLength',
 ];
 export const TRAIN_BOOLEANS = ['useDora', 'useRslora', 'loadBestModelAtEnd', 'gradientCheckpointing', 'loadIn4bit', 'quiet', 'help'];
 
@@ -33,12 +33,15 @@ Data and task
   --model DIR|ID            base model (default: the embedded assets/default-model)
   --data FILE               training data (.jsonl, .json, .csv, .tsv)            [required]
   --eval-data FILE          evaluation data; or --test-size F to split it off --data
-  --task T                  seq-cls | token-cls | causal-lm (default: seq-cls when the data has a
-                            label column, token-cls when it has tokens and ner_tags columns)
+  --task T                  seq-cls | token-cls | causal-lm | seq2seq-lm (default: seq-cls when the
+                            data has a label column, token-cls when it has tokens and ner_tags
+                            columns, seq2seq-lm for a T5 / BART model or source and target columns)
   --text-column C           (text)     --label-column C (label)
   --tokens-column C         (tokens)   --tags-column C (ner_tags)   token-cls: words and their tags
   --labels a,b,c            token-cls tag names by id (default: the model's id2label, else the
                             tag names in the data, sorted)
+  --source-column C         (source)   --target-column C (target)   seq2seq-lm input and output texts
+  --max-target-length N     seq2seq-lm target tokens (default: --max-length)
   --prompt-column C         (prompt)   --completion-column C (completion)
   --template T              none | alpaca | chat (causal-lm prompt format; default none)
   --max-length N            tokens per example (128 for seq-cls and token-cls, 256 for causal-lm)
@@ -75,7 +78,7 @@ export async function runTrain(flags: Flags, log: (s: string) => void = (s) => c
     const s = train.trainTestSplit({ testSize: num(flags, 'testSize')!, seed: num(flags, 'seed', 42) });
     train = s.train; evalDs = s.test;
   }
-  const task = taskOf(str(flags, 'task')) ?? guessTask(train, cols);
+  const task = taskOf(str(flags, 'task')) ?? (isSeq2SeqModelDir(dir) ? 'seq2seq-lm' : guessTask(train, cols));
   const tokLabels = task === 'token-cls' ? tokenClsLabels(train, cols, flags, dir) : undefined;
   if (tokLabels) log(`token-cls labels (from ${tokLabels.source}): ${Object.values(tokLabels.id2label).join(', ')}`);
   const feats = featuresFor(task, train, tok, cols, flags, tokLabels?.label2id);
@@ -124,14 +127,14 @@ export async function runTrain(flags: Flags, log: (s: string) => void = (s) => c
       ...(task === 'token-cls' ? { tokensColumn: cols.tokens, tagsColumn: cols.tags } : { textColumn: cols.text }),
     });
   }
-  else writeLabelMapping(outputDir, { task, id2label: {}, label2id: {} });
+  else writeLabelMapping(outputDir, { task, id2label: {}, label2id: {}, ...(task === 'seq2seq-lm' ? { sourceColumn: cols.source, targetColumn: cols.target } : {}) });
   for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt']) {
     if (fs.existsSync(path.join(dir, f))) fs.copyFileSync(path.join(dir, f), path.join(outputDir, f));
   }
   let evalMetrics: LogEntry | null = null;
   if (evalFeats) {
     evalMetrics = trainer.evaluate();
-    if (task === 'causal-lm' && evalMetrics.eval_loss !== undefined) evalMetrics.eval_perplexity = Math.exp(evalMetrics.eval_loss);
+    if ((task === 'causal-lm' || task === 'seq2seq-lm') && evalMetrics.eval_loss !== undefined) evalMetrics.eval_perplexity = Math.exp(evalMetrics.eval_loss);
   }
   return { outputDir, task, peft, trainer, evalMetrics, globalStep: out.globalStep };
 }
