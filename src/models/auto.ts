@@ -15,6 +15,7 @@ import { DECODER_TYPES, LlamaForCausalLM, LlamaForSequenceClassification } from 
 import { BertForSequenceClassification, BertForTokenClassification, ENCODER_TYPES } from './bert.js';
 import { DistilBertForSequenceClassification, DistilBertForTokenClassification } from './distilbert.js';
 import { T5ForConditionalGeneration } from './t5.js';
+import { ModernBertForSequenceClassification, ModernBertForTokenClassification } from './modernbert.js';
 import { BartForConditionalGeneration } from './bart.js';
 import type { RawConfig } from './common.js';
 import { castWeights, type WeightDtype } from '../nn/dtype.js';
@@ -31,6 +32,7 @@ const REGISTRY: Record<TaskType, Record<string, Ctor>> = {
   SEQ_CLS: {
     gpt2: GPT2ForSequenceClassification,
     distilbert: DistilBertForSequenceClassification,
+    modernbert: ModernBertForSequenceClassification,
     ...Object.fromEntries(ENCODER_TYPES.map((t) => [t, BertForSequenceClassification])),
     ...Object.fromEntries(DECODER_TYPES.map((t) => [t, LlamaForSequenceClassification])),
   },
@@ -40,6 +42,7 @@ const REGISTRY: Record<TaskType, Record<string, Ctor>> = {
   },
   TOKEN_CLS: {
     distilbert: DistilBertForTokenClassification,
+    modernbert: ModernBertForTokenClassification,
     ...Object.fromEntries(ENCODER_TYPES.map((t) => [t, BertForTokenClassification])),
   },
 };
