@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tensor, tidy, noGrad } from '../src/tensor/index.js';
-import { AutoModelForSequenceClassification, AutoModelForTokenClassification, type ModelOutput } from '../src/models/index.js';
+import { AutoModelForSequenceClassification, AutoModelForTokenClassification, logBucketPosition, type ModelOutput } from '../src/models/index.js';
 import { readSafetensors } from '../src/io/safetensors.js';
 import { LoraConfig, PeftModel, getPeftModel, captureWarnings } from '../src/peft/index.js';
 
@@ -82,6 +82,16 @@ for (const name of CASES) {
     } finally { fs.rmSync(tmp, { recursive: true, force: true }); }
   });
 }
+
+test('DeBERTa-v2 log-bucketed relative positions (values from transformers\' make_log_bucket_position)', () => {
+  const r = [-300, -200, -129, -128, -127, -100, -64, -33, -32, -31, -5, -1, 0, 1, 2, 31, 32, 33, 64, 100, 127, 128, 129, 200, 300];
+  assert.deepEqual(r.map((x) => logBucketPosition(x, 256, 512)),
+    [-207, -169, -129, -128, -127, -100, -64, -33, -32, -31, -5, -1, 0, 1, 2, 31, 32, 33, 64, 100, 127, 128, 129, 169, 207]);
+  assert.deepEqual(Array.from({ length: 25 }, (_, i) => logBucketPosition(i - 12, 4, 64)),
+    [-3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -2, -1, 0, 1, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3]);
+  const { base } = load('deberta_v2_seqcls');
+  assert.throws(() => AutoModelForSequenceClassification.fromConfig({ ...base().config.raw, conv_kernel_size: 3 }), /conv_kernel_size/);
+});
 
 test('modernbert: no peft default targets (as peft 0.21); bad config and pooling are refused', () => {
   const { base } = load('modernbert_seqcls');

@@ -16,6 +16,7 @@ import { BertForSequenceClassification, BertForTokenClassification, ENCODER_TYPE
 import { DistilBertForSequenceClassification, DistilBertForTokenClassification } from './distilbert.js';
 import { T5ForConditionalGeneration } from './t5.js';
 import { ModernBertForSequenceClassification, ModernBertForTokenClassification } from './modernbert.js';
+import { DebertaV2ForSequenceClassification, DebertaV2ForTokenClassification } from './deberta.js';
 import { BartForConditionalGeneration } from './bart.js';
 import type { RawConfig } from './common.js';
 import { castWeights, type WeightDtype } from '../nn/dtype.js';
@@ -33,6 +34,7 @@ const REGISTRY: Record<TaskType, Record<string, Ctor>> = {
     gpt2: GPT2ForSequenceClassification,
     distilbert: DistilBertForSequenceClassification,
     modernbert: ModernBertForSequenceClassification,
+    'deberta-v2': DebertaV2ForSequenceClassification,
     ...Object.fromEntries(ENCODER_TYPES.map((t) => [t, BertForSequenceClassification])),
     ...Object.fromEntries(DECODER_TYPES.map((t) => [t, LlamaForSequenceClassification])),
   },
@@ -43,6 +45,7 @@ const REGISTRY: Record<TaskType, Record<string, Ctor>> = {
   TOKEN_CLS: {
     distilbert: DistilBertForTokenClassification,
     modernbert: ModernBertForTokenClassification,
+    'deberta-v2': DebertaV2ForTokenClassification,
     ...Object.fromEntries(ENCODER_TYPES.map((t) => [t, BertForTokenClassification])),
   },
 };

@@ -16,6 +16,7 @@ export {
 export { T5ForConditionalGeneration, relativePositionBucket } from './t5.js';
 export { BartForConditionalGeneration } from './bart.js';
 export { ModernBertForSequenceClassification, ModernBertForTokenClassification } from './modernbert.js';
+export { DebertaV2ForSequenceClassification, DebertaV2ForTokenClassification, logBucketPosition } from './deberta.js';
 export { Seq2SeqLMBase, shiftTokensRight, seq2seqLmLoss } from './seq2seq.js';
 export { DistilBertForSequenceClassification, DistilBertForTokenClassification } from './distilbert.js';
 export { toModelConfig, attentionBias, poolLastNonPad, causalLmLoss, seqClsLoss, tokenClsLoss } from './common.js';
