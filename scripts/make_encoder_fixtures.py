@@ -3,6 +3,7 @@ peft 0.21, and what transformers 5.17 computes from them (eager attention).
 
 Run with the reference Python (torch + transformers + peft):
     /opt/pyref/bin/python scripts/make_encoder_fixtures.py      # writes test/fixtures/encoders/
+    /opt/pyref/bin/python scripts/make_encoder_fixtures.py --verify-ours DIR   # Python peft loads our adapters
 
 Each case: base/ (config.json + model.safetensors in float16), adapter/ (peft LoRA with
 random B, the classifier in modules_to_save as peft adds it) and expected.json: a padded
@@ -105,7 +106,30 @@ def build(name, cfg_cls, model_cls, kw, task, targets):
     print(f"{name}: logits {tuple(o.logits.shape)} loss {o.loss.item():.4f} lora {lo.loss.item():.4f}")
 
 
+def verify_ours(d):
+    """DIR/<case>/adapter saved by our getPeftModel (test/encoders_new.test.ts with PEFT_TS_EXPORT_DIR=DIR)
+    loaded by Python peft must give DIR/<case>/ours.json's logits."""
+    ok = True
+    for name, _, model_cls, _, _, _ in cases():
+        sub = os.path.join(d, name)
+        if not os.path.isdir(sub):
+            print(f"{name}: not exported under {d}")
+            ok = False
+            continue
+        ours = json.load(open(os.path.join(sub, "ours.json")))
+        base = model_cls.from_pretrained(os.path.join(ROOT, name, "base"), dtype=torch.float32, attn_implementation="eager").eval()
+        pm = PeftModel.from_pretrained(base, os.path.join(sub, "adapter")).eval()
+        with torch.no_grad():
+            lg = pm(input_ids=torch.tensor(ours["input_ids"]), attention_mask=torch.tensor(ours["attention_mask"])).logits
+        err = (lg.flatten() - torch.tensor(ours["logits"])).abs().max().item()
+        ok &= err < 1e-4
+        print(f"{name}: python peft loads our adapter: {'ok' if err < 1e-4 else 'MISMATCH'} max abs diff {err:.2e}")
+    sys.exit(0 if ok else 1)
+
+
 if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--verify-ours":
+        verify_ours(sys.argv[2])
     os.makedirs(ROOT, exist_ok=True)
     only = sys.argv[1:]
     for c in cases():

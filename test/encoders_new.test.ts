@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { tensor, tidy, noGrad } from '../src/tensor/index.js';
+import { Rng, tensor, tidy, noGrad } from '../src/tensor/index.js';
 import { AutoModelForSequenceClassification, AutoModelForTokenClassification, logBucketPosition, type ModelOutput } from '../src/models/index.js';
 import { readSafetensors } from '../src/io/safetensors.js';
 import { LoraConfig, PeftModel, getPeftModel, captureWarnings } from '../src/peft/index.js';
@@ -100,4 +100,29 @@ test('modernbert: no peft default targets (as peft 0.21); bad config and pooling
   assert.throws(() => AutoModelForSequenceClassification.fromConfig({ ...m.config.raw, layer_types: ['full_attention'] }), /layer_types must list 3/);
   const mean = AutoModelForSequenceClassification.fromConfig({ ...m.config.raw, classifier_pooling: 'max' });
   assert.throws(() => (mean as unknown as Fwd).forward({ inputIds: ids2([[1, 2]]) }), /classifier_pooling 'max'/);
+});
+
+// Our adapters (random LoRA B and heads), saved; with PEFT_TS_EXPORT_DIR set they are kept
+// there for `scripts/make_encoder_fixtures.py --verify-ours DIR` (Python peft loads them).
+test('our encoder adapters export (checked by scripts/make_encoder_fixtures.py --verify-ours)', () => {
+  const keep = process.env.PEFT_TS_EXPORT_DIR;
+  const root = keep ?? fs.mkdtempSync(path.join(os.tmpdir(), 'peft-ts-enc-export-'));
+  const rng = new Rng(11);
+  try {
+    for (const name of CASES) {
+      const { exp, base, adapter } = load(name);
+      const cfg = LoraConfig.fromPeftJson(JSON.parse(fs.readFileSync(path.join(adapter, 'adapter_config.json'), 'utf8')));
+      cfg.inferenceMode = false;
+      const pm = captureWarnings(() => getPeftModel(base(), cfg, 'default', { rng })).result;
+      for (const [, p] of pm.namedParameters()) if (p.requiresGrad) for (let i = 0; i < p.size; i++) p.data[i] += 0.3 * rng.normal();
+      pm.eval();
+      const out = path.join(root, name);
+      pm.savePretrained(path.join(out, 'adapter'));
+      const ours = run(pm as unknown as Fwd, exp).logits;
+      assert.ok(maxDiff(ours, exp.base_logits) > 1e-2);
+      const again = PeftModel.fromPretrained(base(), path.join(out, 'adapter'));
+      assert.ok(maxDiff(run(again as unknown as Fwd, exp).logits, ours) <= 1e-6, `${name}: reloaded own adapter`);
+      fs.writeFileSync(path.join(out, 'ours.json'), JSON.stringify({ input_ids: exp.input_ids, attention_mask: exp.attention_mask, logits: Array.from(ours) }));
+    }
+  } finally { if (!keep) fs.rmSync(root, { recursive: true, force: true }); }
 });
