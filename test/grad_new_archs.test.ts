@@ -53,3 +53,16 @@ for (const [name, kind, make, params] of CASES) {
     }
   });
 }
+
+test('dtype bfloat16: the new architectures load with bf16 weights and stay close to float32', () => {
+  for (const [name, kind, , ] of CASES) {
+    const exp = JSON.parse(fs.readFileSync(path.join(FIX, name, 'expected.json'), 'utf8'));
+    const auto = kind === 'seq2seq' ? AutoModelForSeq2SeqLM : kind === 'seq' ? AutoModelForSequenceClassification : AutoModelForTokenClassification;
+    const m = auto.fromPretrained(path.join(FIX, name, 'base'), { dtype: 'bfloat16', logger: () => {} });
+    const labels = kind === 'seq' ? tensor(Int32Array.from(exp.labels), [exp.labels.length], { dtype: 'int32' }) : ids2(exp.labels);
+    const lg = tidy(() => noGrad(() => m.forward({ inputIds: ids2(exp.input_ids), attentionMask: ids2(exp.attention_mask), labels }).logits.toFloat32Array()));
+    let worst = 0, scale = 0;
+    for (let i = 0; i < lg.length; i++) { worst = Math.max(worst, Math.abs(lg[i] - exp.base_logits[i])); scale = Math.max(scale, Math.abs(exp.base_logits[i])); }
+    assert.ok(worst < 0.05 * scale, `${name}: bf16 logits differ by ${worst} (scale ${scale})`);
+  }
+});

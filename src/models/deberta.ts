@@ -9,7 +9,7 @@
 // sqrt(head_dim * (1 + #position terms)).
 import type { Tensor } from '../tensor/tensor.js';
 import { empty } from '../tensor/tensor.js';
-import { add, affine, mul, permute, reshape, tensor } from '../tensor/ops/basic.js';
+import { add, affine, mul, permute, reshape, tensor, toFloat32 } from '../tensor/ops/basic.js';
 import { dropout, indexSelect, matmul, softmax } from '../tensor/ops/nn.js';
 import { ModuleList } from '../nn/module.js';
 import { Embedding, LayerNorm, Linear, activation } from '../nn/layers.js';
@@ -177,6 +177,7 @@ abstract class DebertaV2Base extends HFModel {
     let rel: Tensor | null = null, c2pIdx: Int32Array | null = null, p2cIdx: Int32Array | null = null;
     if (this.relative) {
       let r = (enc.getSubmodule('rel_embeddings') as Embedding).weight;
+      if (r.dtype !== 'float32') r = toFloat32(r); // a bf16 table (dtype 'bfloat16') is read as a matrix here
       if (this.normRelEmbedding) r = norm(enc, 'LayerNorm', r);
       rel = reshape(r, [1, 2 * this.span, d]); // the table has exactly 2 * att_span rows
       const rp = this.relativePositions(t), span = this.span;
