@@ -161,6 +161,15 @@ for (const name of CASES) {
   });
 }
 
+test('trainable / all parameter counts equal peft\'s (BART\'s final_logits_bias is a buffer, not counted)', () => {
+  // peft 0.21: get_peft_model(model, LoraConfig(task_type="SEQ_2_SEQ_LM", r=8)).get_nb_trainable_parameters()
+  const py: Record<string, [number, number]> = { t5: [3072, 14304], t5_v1_1: [3584, 20224], bart: [3072, 16128] };
+  for (const name of CASES) {
+    const pm = captureWarnings(() => getPeftModel(load(name).base(), new LoraConfig({ taskType: 'SEQ_2_SEQ_LM', r: 8 }))).result;
+    assert.deepEqual(pm.getNbTrainableParameters(), py[name], name);
+  }
+});
+
 test('seq2seq: bad input gets clear errors', () => {
   const { exp, base } = load('t5');
   const m = base();

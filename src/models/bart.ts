@@ -85,6 +85,7 @@ export class BartForConditionalGeneration extends Seq2SeqLMBase {
   defaultLoraTargets(): string[] { return ['q_proj', 'v_proj']; }
   override tiedWeightKeys(): string[] { return this.tied ? ['lm_head.weight'] : []; }
   override outputHeadNames(): string[] { return ['lm_head']; }
+  override bufferNames(): string[] { return ['final_logits_bias']; }
   override ignoredUnexpectedKeys(): RegExp[] { return [/^model\.(encoder|decoder)\.embed_tokens\.weight$/]; }
 
   private heads(stack: 'encoder' | 'decoder'): number { return num(this.config.raw, [`${stack}_attention_heads`], this.config.numHeads); }

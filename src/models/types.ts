@@ -85,6 +85,8 @@ export abstract class PreTrainedModel extends Module {
   classifierModuleNames(): string[] { return []; }
   /** Default LoRA target modules for this architecture (peft's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING). */
   abstract defaultLoraTargets(): string[];
+  /** Parameters that transformers keeps as buffers (saved and loaded, never trained nor counted), e.g. BART's final_logits_bias. */
+  bufferNames(): string[] { return []; }
   /** Output-head module names that "all-linear" must never target. */
   outputHeadNames(): string[] { return []; }
   /** Turns recomputation of each layer's activations in backward on or off. */

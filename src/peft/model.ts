@@ -174,7 +174,11 @@ export class PeftModel extends Module {
   /** peft's get_nb_trainable_parameters: [trainable, all] (tied weights counted once). */
   getNbTrainableParameters(): [number, number] {
     let trainable = 0, all = 0;
+    // transformers' buffers (BART's final_logits_bias) are not parameters to peft.
+    const base = this.getBaseModel() as Module & Partial<PreTrainedModel>;
+    const buffers = new Set((base.bufferNames?.() ?? []).map((n) => base.stateDict().get(n)).filter((t) => t !== undefined));
     for (const [, p] of this.namedParameters()) {
+      if (buffers.has(p)) continue;
       all += p.size;
       if (p.requiresGrad) trainable += p.size;
     }
