@@ -28,6 +28,12 @@ export abstract class HFModel extends PreTrainedModel {
   readonly rng: Rng;
   /** Filled by from_pretrained: what the checkpoint lacked / had in excess. */
   loadingInfo?: { missingKeys: string[]; unexpectedKeys: string[]; newlyInitialized: string[]; mismatchedKeys: string[] };
+  /**
+   * transformers' name_or_path: the folder or Hub id fromPretrained was given, as given
+   * (relative paths stay relative, as in Python). peft writes it into adapter_config.json's
+   * base_model_name_or_path, which AutoPeftModel reads back. null for models built from a config.
+   */
+  nameOrPath: string | null = null;
 
   private readonly drawInit: boolean;
   private initPaddingIdx: (name: string) => number | null = () => null;

@@ -239,5 +239,12 @@ function fmtInt(n: number): string { return String(n).replace(/\B(?=(\d{3})+(?!\
 
 /** Wraps `model` with a new LoRA adapter (peft's get_peft_model). The base weights are frozen. */
 export function getPeftModel(model: Module, config: LoraConfig, adapterName = 'default', opts: GetPeftModelOptions = {}): PeftModel {
-  return new PeftModel(model, config, adapterName, opts);
+  // peft's get_peft_model: the config names the model it was made for (model.name_or_path),
+  // so the saved adapter_config.json leads AutoPeftModel back to the base.
+  const newName = (model as { nameOrPath?: string | null }).nameOrPath || null; // '' (from config) is no name
+  const oldName = config.baseModelNameOrPath;
+  if (oldName !== null && oldName !== newName) {
+    peftWarn(`The PEFT config's \`base_model_name_or_path\` was renamed from '${oldName}' to '${newName}'. Please ensure that the correct base model is loaded when loading this checkpoint.`);
+  }
+  return new PeftModel(model, config.clone({ baseModelNameOrPath: newName }), adapterName, opts);
 }
