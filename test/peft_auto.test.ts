@@ -33,6 +33,16 @@ function run(model: Fwd, ids: number[][] = exp.input_ids): Float32Array {
 }
 const quiet = { logger: () => {} };
 
+/** With PEFT_TS_EXPORT_DIR set, our adapters + logits go there for scripts/autopeft_check_ours.py (Python's AutoPeftModel). */
+function exportForPython(name: string, dir: string, task: string, logits: Float32Array): void {
+  const root = process.env.PEFT_TS_EXPORT_DIR;
+  if (!root) return;
+  const out = path.join(root, 'autopeft', name);
+  fs.rmSync(out, { recursive: true, force: true });
+  fs.cpSync(dir, out, { recursive: true });
+  fs.writeFileSync(path.join(out, 'ours.json'), JSON.stringify({ task, input_ids: exp.input_ids, logits: Array.from(logits) }));
+}
+
 test("Python peft's adapters load from the adapter folder alone, with AutoPeftModel's logits", () => {
   const clm = captureWarnings(() => AutoPeftModelForCausalLM.fromPretrained(`${FIX}/clm_adapter`, quiet)).result;
   assert.equal((clm.getBaseModel() as unknown as { nameOrPath: string }).nameOrPath, `${FIX}/gpt2_base`);
@@ -78,6 +88,7 @@ test('nameOrPath: recorded as given, written as base_model_name_or_path; our ada
   assert.match(card, /^---\nbase_model: test\/fixtures\/autopeft\/gpt2_base\nlibrary_name: peft\npipeline_tag: text-generation\ntags:\n- base_model:adapter:test\/fixtures\/autopeft\/gpt2_base\n/);
   const back = captureWarnings(() => AutoPeftModelForCausalLM.fromPretrained(out, quiet)).result;
   assertClose(run(back), run(pm), { atol: 1e-6, msg: 'reloaded through AutoPeftModel' });
+  exportForPython('clm', out, 'CAUSAL_LM', run(pm));
   const plain = pm.disableAdapter(() => run(pm));
   assert.ok(run(back).some((v, i) => Math.abs(v - plain[i]) > 1e-4), 'the adapter changes the logits (so the check above means something)');
   // peft's rename warning when the config named another base
@@ -133,6 +144,7 @@ test('classifier labels travel with the adapter: config.json written beside it, 
   const back = captureWarnings(() => AutoPeftModelForSequenceClassification.fromPretrained(out, quiet)).result;
   assert.deepEqual((back.getBaseModel() as unknown as { config: { id2label: unknown } }).config.id2label, labels);
   assertClose(run(back), run(pm.eval()), { atol: 1e-6, msg: 'classifier reloaded' });
+  exportForPython('seqcls', out, 'SEQ_CLS', run(pm));
   // an adapter without a classifier head and without label files says nothing
   assert.equal(readAdapterLabels(`${FIX}/clm_adapter`), null);
 });
