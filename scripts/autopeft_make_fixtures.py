@@ -16,7 +16,7 @@ import torch
 from peft import (AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification, AutoPeftModelForTokenClassification,
                   LoraConfig, get_peft_model)
 from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, AutoModelForTokenClassification,
-                          BertConfig, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel)
+                          BertConfig, BertForSequenceClassification, BertTokenizerFast, GPT2Config, GPT2LMHeadModel)
 
 warnings.filterwarnings("ignore")
 ROOT = "test/fixtures/autopeft"  # relative on purpose: this string is what the adapters record
@@ -52,6 +52,12 @@ def main():
     BertForSequenceClassification(BertConfig(num_hidden_layers=2, hidden_size=16, num_attention_heads=2,
                                              intermediate_size=32, vocab_size=64, max_position_embeddings=32,
                                              pad_token_id=0)).save_pretrained(bert)  # 2 labels
+    # a 64-word WordPiece tokenizer, so the CLI can run on this base
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + ("and the of to in he that was for his it with is they unto "
+             "lord god said him be shall all not them from have my which me thou thee this their but were by i israel "
+             "king son people land up out day house moses came come go went man an as so egypt david jesus earth").split()
+    assert len(words) == 64, len(words)
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}).save_pretrained(bert)
     exp = {"input_ids": INPUT_IDS}
 
     pm = get_peft_model(AutoModelForCausalLM.from_pretrained(gpt2),

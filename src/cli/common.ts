@@ -112,7 +112,9 @@ export interface LoadModelOptions {
 export function loadBaseModel(task: CliTask, dir: string, o: LoadModelOptions = {}): HFModel {
   const opts = {
     rng: new Rng(o.seed ?? 42), numLabels: o.numLabels, dtype: o.dtype,
-    ...(o.labels ? { configOverrides: { ...o.labels, num_labels: Object.keys(o.labels.id2label).length }, ignoreMismatchedSizes: true } : {}),
+    ...(o.labels ? { configOverrides: { ...o.labels, num_labels: Object.keys(o.labels.id2label).length } } : {}),
+    // A label count from the data or the adapter replaces a classifier head of another size.
+    ignoreMismatchedSizes: o.labels !== undefined || o.numLabels !== undefined,
     // The head of a classifier built from an LM checkpoint is expected to be new: say it once, briefly.
     logger: o.quiet ? () => {} : (m: string) => process.stderr.write(m.split('\n')[0].slice(0, 300) + '\n'),
   };
