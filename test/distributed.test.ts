@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -101,19 +101,27 @@ function maxDiff(a: Map<string, Float32Array>, b: Map<string, Float32Array>): nu
 
 test('mpirun -np 2 trains to the adapter of one process with the same global batch; only rank 0 writes', { skip: skipReason, timeout: 300_000 }, () => {
   const tmp = mkdtempSync(join(tmpdir(), 'peft-ts-dp-'));
+  const evalFile = join(tmp, 'eval.jsonl');
+  writeFileSync(evalFile, readFileSync(join(root, 'assets/data/kjv_section_test.jsonl'), 'utf8').split('\n').slice(0, 48).join('\n') + '\n');
+  const evalFlags = ['--eval-data', evalFile, '--eval-steps', '2'];
   try {
     const two = spawnSync('mpirun', ['--oversubscribe', '-np', '2', process.execPath, cli, 'train', '--data', join(root, 'assets/data/kjv_section_train.jsonl'),
-      '--max-steps', '4', '--batch-size', '4', '--lora-dropout', '0', '--logging-steps', '1', '--output-dir', join(tmp, 'np2')], { cwd: root, env, encoding: 'utf8', timeout: 120_000 });
+      '--max-steps', '4', '--batch-size', '4', '--lora-dropout', '0', '--logging-steps', '1', ...evalFlags, '--output-dir', join(tmp, 'np2')], { cwd: root, env, encoding: 'utf8', timeout: 120_000 });
     assert.equal(two.status, 0, two.stdout + two.stderr);
     const one = spawnSync(process.execPath, [cli, 'train', '--data', join(root, 'assets/data/kjv_section_train.jsonl'),
-      '--max-steps', '4', '--batch-size', '8', '--lora-dropout', '0', '--logging-steps', '1', '--output-dir', join(tmp, 'np1')], { cwd: root, env, encoding: 'utf8', timeout: 120_000 });
+      '--max-steps', '4', '--batch-size', '8', '--lora-dropout', '0', '--logging-steps', '1', ...evalFlags, '--output-dir', join(tmp, 'np1')], { cwd: root, env, encoding: 'utf8', timeout: 120_000 });
     assert.equal(one.status, 0, one.stdout + one.stderr);
     assert.ok(maxDiff(adapter(join(tmp, 'np2')), adapter(join(tmp, 'np1'))) < 1e-5);
     // One log, written once: 4 step lines + the summary, with the losses of the one-process run.
     const log = (d: string) => readFileSync(join(tmp, d, 'trainer_log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
     const l2 = log('np2'), l1 = log('np1');
     assert.equal(l2.length, l1.length);
-    for (let i = 0; i < l1.length; i++) if (l1[i].loss !== undefined) assert.ok(Math.abs(l1[i].loss - l2[i].loss) < 1e-5, `step ${i + 1} loss`);
+    for (let i = 0; i < l1.length; i++) {
+      for (const k of ['loss', 'eval_loss', 'eval_accuracy']) {
+        if (l1[i][k] !== undefined) assert.ok(Math.abs(l1[i][k] - l2[i][k]) < 1e-5, `line ${i + 1} ${k}: ${l1[i][k]} vs ${l2[i][k]}`);
+      }
+    }
+    assert.deepEqual(l2.filter((e) => e.eval_loss !== undefined).map((e) => e.step), l1.filter((e) => e.eval_loss !== undefined).map((e) => e.step));
     assert.equal((two.stdout.match(/saved the adapter/g) ?? []).length, 1, 'only rank 0 reports');
   } finally { rmSync(tmp, { recursive: true, force: true }); }
 });

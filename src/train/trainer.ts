@@ -384,7 +384,9 @@ export class Trainer {
   private async evaluateOnMain(): Promise<LogEntry> {
     const c = this.collective;
     if (c.worldSize === 1) return this.evaluate();
-    const metrics = await broadcastJson(c, this.isMain ? this.evaluate() : undefined, 0);
+    const mine = this.isMain ? this.evaluate() : undefined;
+    await c.barrier(); // the others sleep here (not spin in MPI) while rank 0 evaluates
+    const metrics = await broadcastJson(c, mine, 0);
     if (!this.isMain) {
       this.log(metrics);
       for (const cb of this.callbacks) cb.onEvaluate?.({ args: this.args, state: this.state, control: this.control, metrics });

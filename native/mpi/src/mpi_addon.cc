@@ -5,6 +5,7 @@
 #include <napi.h>
 #include <mpi.h>
 #include <dlfcn.h>
+#include <unistd.h>
 #include <string>
 #include <vector>
 
@@ -139,7 +140,18 @@ class BarrierWorker : public Napi::AsyncWorker {
  public:
   explicit BarrierWorker(Napi::Env env) : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)) {}
   Napi::Promise Promise() { return deferred_.Promise(); }
-  void Execute() override { if (MPI_Barrier(MPI_COMM_WORLD) != MPI_SUCCESS) SetError("MPI_Barrier failed"); }
+  // Non-blocking barrier polled with short sleeps: ranks waiting for rank 0 (evaluating or
+  // writing a checkpoint) leave the cores to it instead of spinning inside MPI.
+  void Execute() override {
+    MPI_Request req;
+    if (MPI_Ibarrier(MPI_COMM_WORLD, &req) != MPI_SUCCESS) { SetError("MPI_Ibarrier failed"); return; }
+    for (;;) {
+      int done = 0;
+      if (MPI_Test(&req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) { SetError("MPI_Test failed"); return; }
+      if (done) return;
+      usleep(200);
+    }
+  }
   void OnOK() override { deferred_.Resolve(Env().Undefined()); }
   void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
  private:
