@@ -97,6 +97,8 @@ abstract class ModernBertBase extends HFModel {
     head.registerModule('norm', layerNorm(d, eps, nb));
   }
 
+  protected override disposeBuffers(): void { this.ropes.full_attention.dispose(); this.ropes.sliding_attention.dispose(); }
+
   // peft 0.21 has no default LoRA targets for modernbert: targetModules must be given.
   defaultLoraTargets(): string[] { return []; }
   override classifierModuleNames(): string[] { return ['classifier', 'score']; }

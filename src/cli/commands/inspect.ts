@@ -7,7 +7,7 @@ import { LORA_FLAGS } from './train.js';
 
 export const INSPECT_HELP = `peft-ts inspect: targetable linear and embedding modules of a model, and what LoRA would train
 
-  --model DIR|ID          model (default: assets/default-model)
+  --model DIR|ID          model (default: assets/default-model)  --revision REV (Hub ids)
   --task T                causal-lm (default; seq2seq-lm for a T5 / BART model) | seq-cls | token-cls | seq2seq-lm
   --num-labels N          classes for classifier heads (default 2)
   LoRA flags (--r, --lora-alpha, --target-modules, --use-dora, --modules-to-save, ...) as in train:
@@ -16,9 +16,9 @@ export const INSPECT_HELP = `peft-ts inspect: targetable linear and embedding mo
 export async function inspectCommand(argv: string[]): Promise<void> {
   const flags: Flags = commandFlags(argv, ['help', 'useDora', 'useRslora', 'loadIn4bit']);
   if (flags.help) { console.log(INSPECT_HELP); return; }
-  checkKnown(flags, ['model', 'task', 'numLabels', 'loadIn4bit', ...LORA_FLAGS], 'inspect');
-  const task = taskOf(str(flags, 'task')) ?? (isSeq2SeqModelDir(modelDir(flags)) ? 'seq2seq-lm' : 'causal-lm');
-  const dir = modelDir(flags);
+  checkKnown(flags, ['model', 'revision', 'task', 'numLabels', 'loadIn4bit', ...LORA_FLAGS], 'inspect');
+  const dir = await modelDir(flags);
+  const task = taskOf(str(flags, 'task')) ?? (isSeq2SeqModelDir(dir) ? 'seq2seq-lm' : 'causal-lm');
   const model = loadBaseModel(task, dir, { numLabels: task === 'causal-lm' || task === 'seq2seq-lm' ? undefined : num(flags, 'numLabels', 2), quiet: true, load4bit: flags.loadIn4bit === true });
   const mods = inspectModules(model);
   console.log(`${model.architecture} from ${dir}: ${mods.length} targetable modules (linear and embedding)`);
