@@ -19,12 +19,17 @@ const STANDARD: Record<Field, string[]> = {
 const BY_TYPE: Record<string, Partial<Record<Field, string[]>>> = {
   gpt2: { hiddenSize: ['n_embd'], numLayers: ['n_layer'], numHeads: ['n_head'], maxPositions: ['n_positions', 'n_ctx'] },
   distilbert: { hiddenSize: ['dim'], numLayers: ['n_layers'], numHeads: ['n_heads'] },
+  gptj: { hiddenSize: ['n_embd'], numLayers: ['n_layer'], numHeads: ['n_head'], maxPositions: ['n_positions'] },
+  falcon: { hiddenSize: ['hidden_size', 'n_embed'] },
   // Seq2seq-style names, tried last for model types not listed here.
   t5: { hiddenSize: ['d_model'] },
 };
 
 /** transformers' default max_position_embeddings per config class, when config.json omits it. */
-const DEFAULT_MAX_POSITIONS: Record<string, number> = { gpt2: 1024, bert: 512, roberta: 512, distilbert: 512, llama: 2048, mistral: 32768, qwen2: 32768 };
+const DEFAULT_MAX_POSITIONS: Record<string, number> = {
+  gpt2: 1024, bert: 512, roberta: 512, distilbert: 512, llama: 2048, mistral: 32768, qwen2: 32768, qwen3: 32768,
+  gemma: 8192, gemma2: 8192, gemma3_text: 131072, phi3: 4096, phi: 2048, gpt_neox: 2048, gptj: 2048, falcon: 2048, opt: 2048,
+};
 
 function keysFor(modelType: string, field: Field): string[] {
   const own = BY_TYPE[modelType]?.[field] ?? [];

@@ -11,7 +11,9 @@ import { resolveLocalModelPath, resolveModelPath, type ResolveOptions } from '..
 import type { TaskType } from './types.js';
 import type { HFModel, ModelInitOptions } from './base.js';
 import { GPT2ForSequenceClassification, GPT2LMHeadModel } from './gpt2.js';
-import { DECODER_TYPES, LlamaForCausalLM, LlamaForSequenceClassification } from './llama.js';
+import { DECODER_TYPES, LlamaForCausalLM, LlamaForSequenceClassification, SEQ_CLS_DECODER_TYPES } from './llama.js';
+import { PARALLEL_TYPES, ParallelDecoderForCausalLM } from './parallel.js';
+import { OPTForCausalLM } from './opt.js';
 import { BertForSequenceClassification, BertForTokenClassification, ENCODER_TYPES } from './bert.js';
 import { DistilBertForSequenceClassification, DistilBertForTokenClassification } from './distilbert.js';
 import type { RawConfig } from './common.js';
@@ -25,12 +27,14 @@ const REGISTRY: Record<TaskType, Record<string, Ctor>> = {
   CAUSAL_LM: {
     gpt2: GPT2LMHeadModel,
     ...Object.fromEntries(DECODER_TYPES.map((t) => [t, LlamaForCausalLM])),
+    ...Object.fromEntries(PARALLEL_TYPES.map((t) => [t, ParallelDecoderForCausalLM])),
+    opt: OPTForCausalLM,
   },
   SEQ_CLS: {
     gpt2: GPT2ForSequenceClassification,
     distilbert: DistilBertForSequenceClassification,
     ...Object.fromEntries(ENCODER_TYPES.map((t) => [t, BertForSequenceClassification])),
-    ...Object.fromEntries(DECODER_TYPES.map((t) => [t, LlamaForSequenceClassification])),
+    ...Object.fromEntries(SEQ_CLS_DECODER_TYPES.map((t) => [t, LlamaForSequenceClassification])),
   },
   TOKEN_CLS: {
     distilbert: DistilBertForTokenClassification,
@@ -124,8 +128,10 @@ function keyMapper(model: HFModel, ckptKeys: string[], own: Set<string>): (k: st
   const modelHasPrefix = [...own].some((k) => k.startsWith(pre));
   const ckptHasPrefix = ckptKeys.some((k) => k.startsWith(pre));
   const addPrefix = modelHasPrefix && !ckptHasPrefix;
+  const renames = model.checkpointKeyRenames();
   return (k0: string) => {
     let k = k0;
+    for (const [from, to] of renames) if (!own.has(k) && k.startsWith(from)) k = to + k.slice(from.length);
     if (!own.has(k)) k = k.replace(/\.gamma$/, '.weight').replace(/\.beta$/, '.bias');
     if (addPrefix && !own.has(k)) {
       const i = k.indexOf('.weight.');

@@ -1,0 +1,140 @@
+// Decoder-only architectures against transformers 5.17 + peft 0.21 (fixtures from
+// scripts/make_decoder_fixtures.py): Qwen3, Gemma 1/2/3, Phi-3, Phi, GPT-NeoX, GPT-J, Falcon
+// (new, alibi, sequential), OPT (pre- and post-norm). Logits and loss on a left- and a
+// right-padded batch, with peft's adapter loaded, merged; greedy and beam ids with the KV cache;
+// peft's default target modules by model_type.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { readSafetensors } from '../src/io/safetensors.js';
+import { noGrad, tensor, tidy } from '../src/tensor/index.js';
+import type { Tensor } from '../src/tensor/tensor.js';
+import { AutoModelForCausalLM, type HFModel } from '../src/models/index.js';
+import { LoraConfig, PeftModel, getPeftModel, captureWarnings, inspectModules } from '../src/peft/index.js';
+import { generate } from '../src/generate/index.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const FIX = [path.join(here, 'fixtures', 'decoders'), path.join(here, '..', '..', 'test', 'fixtures', 'decoders'), path.resolve('test/fixtures/decoders')]
+  .find((p) => fs.existsSync(p))!;
+const CASES = fs.readdirSync(FIX).filter((n) => fs.existsSync(path.join(FIX, n, 'config.json'))).sort();
+
+interface GenCase { input_ids: number[][]; attention_mask: number[][]; sequences: number[][]; settings: Record<string, number> }
+interface Meta {
+  model_type: string; architecture: string; peft_default_targets: string[] | string | null; trainable: [number, number];
+  generate: Record<'greedy' | 'beam' | 'greedy_lora', GenCase>; adapter_targets: string[]; linear_names: string[];
+}
+
+function relErr(got: Float32Array, want: Float32Array): number {
+  let maxDiff = 0, maxAbs = 0;
+  for (let i = 0; i < want.length; i++) {
+    maxDiff = Math.max(maxDiff, Math.abs(got[i] - want[i]));
+    maxAbs = Math.max(maxAbs, Math.abs(want[i]));
+  }
+  return maxDiff / Math.max(maxAbs, 1e-12);
+}
+
+function load(name: string): { model: HFModel; warnings: string[] } {
+  const warnings: string[] = [];
+  const model = AutoModelForCausalLM.fromPretrained(path.join(FIX, name), { logger: (m) => warnings.push(m) });
+  return { model, warnings };
+}
+
+type Fwd = { forward(i: { inputIds: Tensor; attentionMask?: Tensor; labels?: Tensor }): { logits: Tensor; loss?: Tensor } };
+
+function logitsOf(model: Fwd, exp: Map<string, Tensor>, side: string, labels = false): { logits: Float32Array; loss?: number } {
+  return tidy(() => noGrad(() => {
+    const out = model.forward({
+      inputIds: exp.get(`${side}_input_ids`)!, attentionMask: exp.get(`${side}_attention_mask`)!,
+      labels: labels ? exp.get(`${side}_labels`)! : undefined,
+    });
+    return { logits: out.logits.toFloat32Array(), loss: out.loss?.item() };
+  }));
+}
+
+const rows = (r: number[][]) => tensor(Int32Array.from(r.flat()), [r.length, r[0].length], { dtype: 'int32' });
+
+function generated(model: Parameters<typeof generate>[0], c: GenCase, useCache = true): number[][] {
+  const s = c.settings;
+  const out = generate(model, rows(c.input_ids), {
+    attentionMask: rows(c.attention_mask), maxNewTokens: s.max_new_tokens, numBeams: s.num_beams ?? 1,
+    numReturnSequences: s.num_return_sequences ?? 1, eosTokenId: 2, padTokenId: 0, useCache,
+  });
+  const [n, w] = out.shape;
+  return Array.from({ length: n }, (_, i) => Array.from(out.ints.subarray(i * w, (i + 1) * w)));
+}
+
+test('decoder fixtures are present and small', () => {
+  assert.ok(CASES.length >= 14, `found ${CASES.length}`);
+  let total = 0;
+  const walk = (d: string): void => { for (const f of fs.readdirSync(d)) { const p = path.join(d, f); if (fs.statSync(p).isDirectory()) walk(p); else total += fs.statSync(p).size; } };
+  walk(FIX);
+  assert.ok(total < 2 * 1024 * 1024, `fixtures take ${total} bytes`);
+});
+
+for (const name of CASES) {
+  const meta = JSON.parse(fs.readFileSync(path.join(FIX, name, 'expected.json'), 'utf8')) as Meta;
+  const exp = readSafetensors(path.join(FIX, name, 'expected.safetensors'));
+
+  test(`${name}: base, adapter and merged logits match transformers + peft (left and right padding)`, () => {
+    const { model, warnings } = load(name);
+    assert.deepEqual(warnings, [], 'a full checkpoint loads with no missing or unexpected keys');
+    assert.equal(model.architecture, meta.architecture);
+    for (const side of ['left', 'right']) {
+      const { logits, loss } = logitsOf(model, exp, side, true);
+      const e = relErr(logits, exp.get(`${side}_base`)!.data);
+      assert.ok(e < 1e-4, `${name} ${side}: base logits rel err ${e}`);
+      const lw = exp.get(`${side}_loss`)!.data[0];
+      assert.ok(Math.abs(loss! - lw) / Math.abs(lw) < 1e-4, `${name} ${side}: loss ${loss} vs ${lw}`);
+    }
+    const pm = PeftModel.fromPretrained(model, path.join(FIX, name, 'adapter'));
+    for (const side of ['left', 'right']) {
+      const got = logitsOf(pm as unknown as Fwd, exp, side).logits;
+      assert.ok(relErr(exp.get(`${side}_lora`)!.data, exp.get(`${side}_base`)!.data) > 1e-2, 'the adapter changes the outputs');
+      const e = relErr(got, exp.get(`${side}_lora`)!.data);
+      assert.ok(e < 1e-4, `${name} ${side}: adapter logits rel err ${e}`);
+    }
+    const merged = pm.mergeAndUnload() as unknown as Fwd;
+    for (const side of ['left', 'right']) {
+      const e = relErr(logitsOf(merged, exp, side).logits, exp.get(`${side}_merged`)!.data);
+      assert.ok(e < 1e-4, `${name} ${side}: merged logits rel err ${e}`);
+    }
+  });
+
+  test(`${name}: greedy and beam search ids with the KV cache equal transformers'`, () => {
+    const { model } = load(name);
+    assert.deepEqual(generated(model, meta.generate.greedy), meta.generate.greedy.sequences, 'greedy');
+    assert.deepEqual(generated(model, meta.generate.greedy, false), meta.generate.greedy.sequences, 'greedy without cache');
+    assert.deepEqual(generated(model, meta.generate.beam), meta.generate.beam.sequences, 'beam');
+    const pm = PeftModel.fromPretrained(model, path.join(FIX, name, 'adapter'));
+    assert.deepEqual(generated(pm as unknown as HFModel, meta.generate.greedy_lora), meta.generate.greedy_lora.sequences, 'greedy with adapter');
+  });
+
+  test(`${name}: peft's default targets, all-linear and the saved adapter's layout`, () => {
+    const { model } = load(name);
+    const names = [...new Set(inspectModules(model).filter((m) => m.type === 'Linear').map((m) => m.name.split('.').pop()!))].sort();
+    assert.deepEqual(names, meta.linear_names, 'inspect lists the linear layers transformers has');
+    const cfg = new LoraConfig({ r: 4, loraAlpha: 8, taskType: 'CAUSAL_LM' });
+    if (meta.peft_default_targets === null) {
+      assert.throws(() => captureWarnings(() => getPeftModel(model, cfg)), /specify `targetModules`/);
+    } else {
+      const pm = captureWarnings(() => getPeftModel(model, cfg)).result;
+      assert.deepEqual([...(pm.activePeftConfig.targetModules as string[])].sort(), meta.peft_default_targets);
+    }
+    const { model: m2 } = load(name);
+    const all = captureWarnings(() => getPeftModel(m2, new LoraConfig({ r: 4, loraAlpha: 8, targetModules: 'all-linear', taskType: 'CAUSAL_LM' }))).result;
+    assert.deepEqual([...(all.activePeftConfig.targetModules as string[])].sort(), meta.adapter_targets, 'all-linear expands as peft does');
+    const [trainable, total] = all.getNbTrainableParameters();
+    assert.deepEqual([trainable, total], meta.trainable, 'trainable / all params as peft counts them');
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'dec-adapter-'));
+    try {
+      all.savePretrained(tmp);
+      const ours = readSafetensors(path.join(tmp, 'adapter_model.safetensors'));
+      const theirs = readSafetensors(path.join(FIX, name, 'adapter', 'adapter_model.safetensors'));
+      const shapes = (m: Map<string, Tensor>) => [...m].map(([k, t]) => `${k}:${t.shape.join('x')}`).sort();
+      assert.deepEqual(shapes(ours), shapes(theirs));
+    } finally { fs.rmSync(tmp, { recursive: true, force: true }); }
+  });
+}
