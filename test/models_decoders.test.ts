@@ -10,7 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readSafetensors } from '../src/io/safetensors.js';
-import { noGrad, tensor, tidy } from '../src/tensor/index.js';
+import { Rng, noGrad, tensor, tidy } from '../src/tensor/index.js';
 import type { Tensor } from '../src/tensor/tensor.js';
 import { AutoModelForCausalLM, type HFModel } from '../src/models/index.js';
 import { LoraConfig, PeftModel, getPeftModel, captureWarnings, inspectModules } from '../src/peft/index.js';
@@ -138,3 +138,40 @@ for (const name of CASES) {
     } finally { fs.rmSync(tmp, { recursive: true, force: true }); }
   });
 }
+
+// Adapters trained "by us" (random A and B), saved, with the merged model: reloaded here they
+// give the same outputs; with PEFT_TS_EXPORT_DIR set they are kept for scripts/peft_check_ours.py
+// (Python peft loads the adapter onto transformers' model, transformers loads the merged one).
+test('our adapters and merged models of every decoder save and reload (exported for peft_check_ours.py)', () => {
+  const keep = process.env.PEFT_TS_EXPORT_DIR;
+  const root = keep ?? fs.mkdtempSync(path.join(os.tmpdir(), 'dec-export-'));
+  const rng = new Rng(321);
+  try {
+    for (const name of CASES) {
+      const exp = readSafetensors(path.join(FIX, name, 'expected.safetensors'));
+      const ids = exp.get('left_input_ids')!;
+      const run = (m: Fwd) => tidy(() => noGrad(() => m.forward({ inputIds: ids }).logits.toFloat32Array()));
+      const pm = captureWarnings(() => getPeftModel(load(name).model, new LoraConfig({ r: 4, loraAlpha: 8, targetModules: 'all-linear', taskType: 'CAUSAL_LM' }), 'default', { rng })).result;
+      for (const [, p] of pm.namedParameters()) if (p.requiresGrad) for (let i = 0; i < p.size; i++) p.data[i] += 0.3 * rng.normal();
+      pm.eval();
+      const out = path.join(root, name);
+      fs.mkdirSync(out, { recursive: true });
+      pm.savePretrained(path.join(out, 'adapter'));
+      const ours = run(pm as unknown as Fwd);
+      const again = PeftModel.fromPretrained(load(name).model, path.join(out, 'adapter'));
+      assert.ok(relErr(run(again as unknown as Fwd), ours) < 1e-6, `${name}: reloaded adapter`);
+      const merged = pm.mergeAndUnload() as unknown as HFModel;
+      merged.savePretrained(path.join(out, 'merged'));
+      const reloaded = AutoModelForCausalLM.fromPretrained(path.join(out, 'merged'), { logger: () => {} });
+      assert.deepEqual(reloaded.loadingInfo!.missingKeys, [], `${name}: merged checkpoint complete`);
+      assert.ok(relErr(run(reloaded), ours) < 1e-5, `${name}: saved merged model`);
+      const savedKeys = [...readSafetensors(path.join(out, 'merged', 'model.safetensors')).keys()];
+      const fixtureKeys = [...readSafetensors(path.join(FIX, name, 'model.safetensors')).keys()];
+      assert.deepEqual(savedKeys.sort(), fixtureKeys.sort(), `${name}: saved under transformers' checkpoint names`);
+      fs.writeFileSync(path.join(out, 'ours.json'), JSON.stringify({
+        base_dir: path.resolve(path.join(FIX, name)), task: 'CAUSAL_LM', attn_implementation: name === 'falcon_alibi_lm' ? 'sdpa' : 'eager', input_ids: [...Array(ids.shape[0]).keys()].map((b) => Array.from(ids.ints.subarray(b * ids.shape[1], (b + 1) * ids.shape[1]))),
+        shape: [ids.shape[0], ids.shape[1], ours.length / ids.size], logits: Array.from(ours), merged_logits: Array.from(ours),
+      }));
+    }
+  } finally { if (!keep) fs.rmSync(root, { recursive: true, force: true }); }
+});

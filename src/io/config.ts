@@ -145,3 +145,30 @@ export function loadConfig(dirOrFile: string): ModelConfig {
   try { raw = JSON.parse(text); } catch (e) { throw new Error(`${file}: not valid JSON (${(e as Error).message})`); }
   return parseConfig(raw, file);
 }
+
+/**
+ * Keys whose config.json value was written as a float with no fraction ("4.0"): JSON.parse
+ * makes them 4, and transformers 5's strict config classes refuse an int where they type a
+ * float (final_logit_softcapping). readConfigJson records them here; saving writes them back as floats.
+ */
+export const FLOAT_LITERAL_KEYS = Symbol('floatLiteralKeys');
+
+/** Names of the keys holding integral float literals ("key": 4.0, 1e+06) in config.json text. */
+export function floatLiteralKeys(text: string): Set<string> {
+  const out = new Set<string>();
+  for (const m of text.matchAll(/"([^"\\]+)"\s*:\s*(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)/g)) {
+    const lit = m[2];
+    if (/[.eE]/.test(lit) && Number.isInteger(Number(lit))) out.add(m[1]);
+  }
+  return out;
+}
+
+/** JSON text of a config with the recorded float keys' integral values written as floats (4 -> 4.0). */
+export function configJsonText(raw: Record<string | symbol, unknown>): string {
+  const keys = raw[FLOAT_LITERAL_KEYS] as Set<string> | undefined;
+  let text = JSON.stringify(raw, null, 2) + '\n';
+  if (keys?.size) {
+    text = text.replace(/^(\s*)"([^"\\]+)": (-?\d+)(,?)$/gm, (all, ind, k, v, comma) => (keys.has(k) ? `${ind}"${k}": ${v}.0${comma}` : all));
+  }
+  return text;
+}

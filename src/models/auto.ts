@@ -18,6 +18,7 @@ import { BertForSequenceClassification, BertForTokenClassification, ENCODER_TYPE
 import { DistilBertForSequenceClassification, DistilBertForTokenClassification } from './distilbert.js';
 import type { RawConfig } from './common.js';
 import { castWeights, type WeightDtype } from '../nn/dtype.js';
+import { FLOAT_LITERAL_KEYS, floatLiteralKeys } from '../io/config.js';
 // Type only: models/ does not depend on quant/ at run time (quant registers its loader below).
 import type { BitsAndBytesConfig } from '../quant/model.js';
 
@@ -96,8 +97,11 @@ export function readConfigJson(dir: string): RawConfig {
   const file = path.join(dir, 'config.json');
   if (!fs.existsSync(file)) throw new Error(`no config.json in ${dir}: not a Hugging Face model folder`);
   let raw: unknown;
-  try { raw = JSON.parse(fs.readFileSync(file, 'utf8')); } catch (e) { throw new Error(`${file}: invalid JSON (${(e as Error).message})`); }
+  const text = fs.readFileSync(file, 'utf8');
+  try { raw = JSON.parse(text); } catch (e) { throw new Error(`${file}: invalid JSON (${(e as Error).message})`); }
   if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new Error(`${file}: expected a JSON object`);
+  const floats = floatLiteralKeys(text);
+  if (floats.size) (raw as Record<symbol, unknown>)[FLOAT_LITERAL_KEYS] = floats;
   return raw as RawConfig;
 }
 

@@ -10,7 +10,7 @@ import { ALL_LINEAR, LoraConfig, pyFullMatch } from './config.js';
 import { LoraLinear, isLinearLike } from './layer.js';
 import { LoraEmbedding, isLoraLayer } from './embedding.js';
 import { ModulesToSaveWrapper } from './modules-to-save.js';
-import { alphaFor, checkTargetModule, matchesModulesToSave, patternKey, rankFor } from './targets.js';
+import { MIN_TARGET_MODULES_FOR_OPTIMIZATION, alphaFor, checkTargetModule, matchesModulesToSave, minimalTargetModules, patternKey, rankFor } from './targets.js';
 import { peftWarn } from './warn.js';
 import { defaultTargetModules } from './default-targets.js';
 
@@ -137,6 +137,15 @@ export function warnTiedMerge(model: ModelLike, targeted: string[]): void {
 export function injectAdapter(model: ModelLike, config: LoraConfig, name: string, activeAdapters: string[], rng: Rng = defaultRng()): string[] {
   const internal = internalNames(model);
   const keys = [...model.namedModules()].map(([k]) => k).filter((k) => k && !internal.has(k));
+  const tm = config.targetModules;
+  if (Array.isArray(tm) && tm.length >= MIN_TARGET_MODULES_FOR_OPTIMIZATION) {
+    // peft condenses a long list (all-linear on a deep model) to the suffixes that tell the
+    // targets apart, and saves that list in adapter_config.json.
+    const suffixes = tm.map((t) => `.${t}`);
+    const others = keys.filter((k) => !tm.includes(k) && !suffixes.some((sfx) => k.endsWith(sfx)));
+    const minimal = minimalTargetModules(tm, others);
+    if (minimal.length < tm.length) config.targetModules = minimal;
+  }
   const targeted: string[] = [];
   let excluded = 0;
   for (const key of keys) {
