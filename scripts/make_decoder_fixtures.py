@@ -183,10 +183,24 @@ def build(name, cfg_cls, model_cls, kw, attn):
     print(f"{name}: loss {tensors['left_loss'].item():.4f} adapter changes logits by {d:.3f}; greedy {gens['greedy']['sequences'][0][-6:]}")
 
 
+def alibi_fixture():
+    """transformers' Falcon build_alibi_tensor for head counts that are and are not powers of 2."""
+    from transformers.models.falcon.modeling_falcon import build_alibi_tensor
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0, 0]])
+    out = {"attention_mask": mask.tolist(), "cases": {}}
+    for h in (4, 6, 12, 71):
+        a = build_alibi_tensor(mask, h, torch.float32).reshape(2, h, -1)
+        out["cases"][str(h)] = a.flatten().tolist()
+    with open(os.path.join(ROOT, "alibi.json"), "w") as f:
+        json.dump(out, f)
+        f.write("\n")
+
+
 if __name__ == "__main__":
     import sys
     only = set(sys.argv[1:])
     os.makedirs(ROOT, exist_ok=True)
+    alibi_fixture()
     for c in cases():
         if not only or c[0] in only:
             build(*c)

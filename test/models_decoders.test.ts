@@ -15,6 +15,9 @@ import type { Tensor } from '../src/tensor/tensor.js';
 import { AutoModelForCausalLM, type HFModel } from '../src/models/index.js';
 import { LoraConfig, PeftModel, getPeftModel, captureWarnings, inspectModules } from '../src/peft/index.js';
 import { generate } from '../src/generate/index.js';
+import { AdamW } from '../src/train/optim.js';
+import { alibiBias } from '../src/models/attention.js';
+import { minimalTargetModules } from '../src/peft/targets.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const FIX = [path.join(here, 'fixtures', 'decoders'), path.join(here, '..', '..', 'test', 'fixtures', 'decoders'), path.resolve('test/fixtures/decoders')]
@@ -174,4 +177,89 @@ test('our adapters and merged models of every decoder save and reload (exported 
       }));
     }
   } finally { if (!keep) fs.rmSync(root, { recursive: true, force: true }); }
+});
+
+// Training: the new blocks differentiate (soft-capping, partial / interleaved RoPE, fused
+// projections, ALiBi): a LoRA gradient agrees with a central difference, a few AdamW steps
+// lower the loss, and gradient checkpointing gives the same loss and gradients.
+for (const name of CASES) {
+  test(`${name}: LoRA trains (finite differences, AdamW steps, gradient checkpointing)`, () => {
+    const exp = readSafetensors(path.join(FIX, name, 'expected.safetensors'));
+    const inputs = { inputIds: exp.get('right_input_ids')!, attentionMask: exp.get('right_attention_mask')!, labels: exp.get('right_labels')! };
+    const rng = new Rng(5);
+    const base = load(name).model;
+    // No dropout (OPT's config has 0.1), so that finite differences see the same function.
+    for (const k of Object.keys(base.config.raw)) if (/dropout|pdrop/.test(k) && typeof base.config.raw[k] === 'number') base.config.raw[k] = 0;
+    const pm = captureWarnings(() => getPeftModel(base, new LoraConfig({ r: 4, loraAlpha: 8, targetModules: 'all-linear', taskType: 'CAUSAL_LM', initLoraWeights: 'gaussian' }), 'default', { rng })).result;
+    const params = [...pm.namedParameters()].filter(([, p]) => p.requiresGrad);
+    for (const [n, p] of params) if (n.includes('lora_B')) for (let i = 0; i < p.size; i++) p.data[i] = 0.05 * rng.normal();
+    pm.train();
+    const lossOf = (ckpt = false, fused = false): number => tidy(() => {
+      (pm.getBaseModel() as HFModel).gradientCheckpointing = ckpt;
+      const out = pm.forward({ ...inputs, returnLogits: !fused });
+      out.loss!.backward();
+      return out.loss!.item();
+    });
+    const zero = () => { for (const [, p] of params) p.grad = null; };
+    zero();
+    const l0 = lossOf();
+    const grads = new Map(params.map(([n, p]) => [n, Float32Array.from(p.grad!.data)]));
+    // central differences on the largest-gradient entries of two LoRA weights (float32: loose tolerance)
+    for (const [n, p] of [params[0], params[params.length - 1]]) {
+      const g = grads.get(n)!;
+      let k = 0;
+      for (let i = 1; i < g.length; i++) if (Math.abs(g[i]) > Math.abs(g[k])) k = i;
+      const h = 1e-2, x = p.data[k];
+      const f = (v: number) => { p.data[k] = v; return tidy(() => noGrad(() => pm.forward(inputs).loss!.item())); };
+      const fd = (f(x + h) - f(x - h)) / (2 * h);
+      p.data[k] = x;
+      assert.ok(Math.abs(fd - g[k]) <= 0.03 * Math.abs(g[k]) + 1e-4, `${name} ${n}[${k}]: grad ${g[k]} vs finite difference ${fd}`);
+    }
+    zero();
+    const l1 = lossOf(true, true);
+    assert.ok(Math.abs(l1 - l0) < 1e-5 * Math.abs(l0), `${name}: checkpointed + fused-head loss ${l1} vs ${l0}`);
+    for (const [n, p] of params) assert.ok(relErr(p.grad!.data, grads.get(n)!) < 1e-4, `${name}: checkpointed gradient of ${n}`);
+    const opt = new AdamW(params, { lr: 1e-2 });
+    let last = l0;
+    for (let s = 0; s < 4; s++) { zero(); last = lossOf(); opt.step(); }
+    zero();
+    assert.ok(lossOf() < l0 - 0.05, `${name}: loss ${l0} -> ${last} after AdamW steps`);
+  });
+}
+
+test('ALiBi slopes and positions equal transformers\' build_alibi_tensor (power-of-2 and other head counts)', () => {
+  const fx = JSON.parse(fs.readFileSync(path.join(FIX, 'alibi.json'), 'utf8')) as { attention_mask: number[][]; cases: Record<string, number[]> };
+  const mask = rows(fx.attention_mask);
+  for (const [h, want] of Object.entries(fx.cases)) {
+    const heads = Number(h);
+    const got = alibiBias(null, mask, 2, heads, 1, 7, 7, 1);
+    assert.deepEqual(got.shape, [2, heads, 1, 7]);
+    assert.ok(relErr(got.data, Float32Array.from(want)) < 1e-7, `${heads} heads`);
+  }
+});
+
+test('peft condenses 20+ targets to the distinguishing suffixes (_find_minimal_target_modules)', () => {
+  const targets = [...Array(100).keys()].flatMap((i) => [`model.decoder.layers.${i}.self_attn.q_proj`, `model.decoder.layers.${i}.self_attn.v_proj`]);
+  const others = [...Array(100).keys()].map((i) => `model.encoder.layers.${i}.self_attn.k_proj`);
+  assert.deepEqual(minimalTargetModules(targets, others).sort(), ['q_proj', 'v_proj']);
+  // a suffix another module shares is not enough: the shortest distinguishing one is kept (as peft 0.21 gives)
+  const t2 = [...Array(20).keys()].map((i) => `model.decoder.layers.${i}.q_proj`);
+  const o2 = [...Array(20).keys()].map((i) => `model.encoder.layers.${i}.q_proj`);
+  assert.deepEqual(minimalTargetModules(t2, o2).sort(), t2.map((t) => t.slice('model.'.length)).sort());
+});
+
+test('decoder configs transformers cannot run, or that break an assumption, are refused clearly', () => {
+  const cfg = (name: string) => JSON.parse(fs.readFileSync(path.join(FIX, name, 'config.json'), 'utf8')) as Record<string, unknown>;
+  const build = (c: Record<string, unknown>) => AutoModelForCausalLM.fromConfig(c);
+  assert.throws(() => build({ ...cfg('falcon_lm'), parallel_attn: false }), /new_decoder_architecture without parallel_attn/);
+  assert.throws(() => build({ ...cfg('falcon_lm'), num_kv_heads: 3 }), /not a multiple of num_kv_heads 3/);
+  assert.throws(() => build({ ...cfg('gemma2_lm'), use_bidirectional_attention: true }), /use_bidirectional_attention is not supported/);
+  assert.throws(() => build({ ...cfg('gemma3_text_lm'), layer_types: ['full_attention'] }), /layer_types has 1 entries for 3 layers/);
+  assert.throws(() => build({ ...cfg('phi_lm'), hidden_size: 24, rope_parameters: { rope_type: 'default', partial_rotary_factor: 0.5 } }), /rotary dim 3 .* must be even/);
+  const opt = build(cfg('opt_lm'));
+  assert.throws(() => opt.forward({ inputIds: tensor(new Int32Array(65).fill(5), [1, 65], { dtype: 'int32' }) }), /outside OPT's 64 positions/);
+  // Without a saved head_dim, each config class's default applies (Qwen3: 128, Gemma: 256).
+  const q = cfg('qwen3_lm');
+  delete q.head_dim;
+  assert.equal((build(q) as unknown as { headDim: number }).headDim, 128);
 });
