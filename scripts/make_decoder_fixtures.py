@@ -183,6 +183,71 @@ def build(name, cfg_cls, model_cls, kw, attn):
     print(f"{name}: loss {tensors['left_loss'].item():.4f} adapter changes logits by {d:.3f}; greedy {gens['greedy']['sequences'][0][-6:]}")
 
 
+SEQCLS = {
+    "qwen3": "Qwen3ForSequenceClassification", "gemma": "GemmaForSequenceClassification",
+    "gemma2": "Gemma2ForSequenceClassification", "gemma3_text": "Gemma3TextForSequenceClassification",
+    "phi3": "Phi3ForSequenceClassification", "phi": "PhiForSequenceClassification",
+    "gpt_neox": "GPTNeoXForSequenceClassification", "gptj": "GPTJForSequenceClassification",
+    "falcon": "FalconForSequenceClassification", "opt": "OPTForSequenceClassification",
+}
+
+
+def build_seqcls(name, attn):
+    """<name>/seqcls/: the LM fixture's body with a random 3-label score head (score.safetensors),
+    a peft SEQ_CLS adapter (peft's default targets, score in modules_to_save) and the logits."""
+    lm = os.path.join(ROOT, name)
+    out = os.path.join(lm, "seqcls")
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    mt = json.load(open(os.path.join(lm, "config.json")))["model_type"]
+    cls = getattr(tf, SEQCLS[mt])
+    gen = torch.Generator().manual_seed(sum(map(ord, name)) + 1)
+    load = lambda: cls.from_pretrained(lm, dtype=torch.float32, attn_implementation=attn, num_labels=3).eval()
+    model = load()
+    score = (0.3 * torch.randn(model.score.weight.shape, generator=gen))
+    save_file({"score.weight": score.contiguous()}, os.path.join(out, "score.safetensors"))
+    exp = {}
+    lm_exp = __import__("safetensors.torch", fromlist=["load_file"]).load_file(os.path.join(lm, "expected.safetensors"))
+
+    def fresh():
+        m = load()
+        with torch.no_grad():
+            m.score.weight.copy_(score)
+        return m
+
+    ref = fresh()
+    for side in ("left", "right"):
+        ids, mask = lm_exp[f"{side}_input_ids"].long(), lm_exp[f"{side}_attention_mask"].long()
+        labels = torch.tensor([0, 2])
+        with torch.no_grad():
+            o = ref(input_ids=ids, attention_mask=mask, labels=labels)
+        exp[f"{side}_labels"] = labels.to(torch.int32)
+        exp[f"{side}_base"] = o.logits.float().contiguous()
+        exp[f"{side}_loss"] = o.loss.float().reshape(1)
+    targets = None if PEFT_TARGETS.get(mt) else ["qkv_proj"]
+    pm = get_peft_model(fresh(), LoraConfig(r=4, lora_alpha=8, target_modules=targets, task_type="SEQ_CLS", init_lora_weights=False))
+    trainable = pm.get_nb_trainable_parameters()
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_" in n or "modules_to_save" in n:
+                p.copy_(0.3 * torch.randn(p.shape, generator=gen))
+    pm.eval()
+    pm.save_pretrained(os.path.join(out, "adapter"))
+    rm = os.path.join(out, "adapter", "README.md")
+    if os.path.exists(rm):
+        os.remove(rm)
+    pm = PeftModel.from_pretrained(fresh(), os.path.join(out, "adapter")).eval()
+    for side in ("left", "right"):
+        with torch.no_grad():
+            exp[f"{side}_lora"] = pm(input_ids=lm_exp[f"{side}_input_ids"].long(),
+                                     attention_mask=lm_exp[f"{side}_attention_mask"].long()).logits.float().contiguous()
+    save_file(exp, os.path.join(out, "expected.safetensors"))
+    with open(os.path.join(out, "expected.json"), "w") as f:
+        json.dump({"architecture": cls.__name__, "trainable": list(trainable)}, f)
+        f.write("\n")
+    print(f"{name} seqcls: {cls.__name__} loss {exp['left_loss'].item():.4f}")
+
+
 def alibi_fixture():
     """transformers' Falcon build_alibi_tensor for head counts that are and are not powers of 2."""
     from transformers.models.falcon.modeling_falcon import build_alibi_tensor
@@ -204,5 +269,8 @@ if __name__ == "__main__":
     for c in cases():
         if not only or c[0] in only:
             build(*c)
+    for c in cases():
+        if not only or c[0] in only:
+            build_seqcls(c[0], c[4])
     total = sum(os.path.getsize(os.path.join(dp, fn)) for dp, _, fns in os.walk(ROOT) for fn in fns)
     print(f"total fixture size {total / 1024:.1f} KiB")

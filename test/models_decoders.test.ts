@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { readSafetensors } from '../src/io/safetensors.js';
 import { Rng, noGrad, tensor, tidy } from '../src/tensor/index.js';
 import type { Tensor } from '../src/tensor/tensor.js';
-import { AutoModelForCausalLM, type HFModel } from '../src/models/index.js';
+import { AutoModelForCausalLM, AutoModelForSequenceClassification, type HFModel } from '../src/models/index.js';
 import { LoraConfig, PeftModel, getPeftModel, captureWarnings, inspectModules } from '../src/peft/index.js';
 import { generate } from '../src/generate/index.js';
 import { AdamW } from '../src/train/optim.js';
@@ -74,7 +74,7 @@ test('decoder fixtures are present and small', () => {
   let total = 0;
   const walk = (d: string): void => { for (const f of fs.readdirSync(d)) { const p = path.join(d, f); if (fs.statSync(p).isDirectory()) walk(p); else total += fs.statSync(p).size; } };
   walk(FIX);
-  assert.ok(total < 2 * 1024 * 1024, `fixtures take ${total} bytes`);
+  assert.ok(total < 2.2 * 1024 * 1024, `fixtures take ${total} bytes`);
 });
 
 for (const name of CASES) {
@@ -175,6 +175,22 @@ test('our adapters and merged models of every decoder save and reload (exported 
         base_dir: path.resolve(path.join(FIX, name)), task: 'CAUSAL_LM', attn_implementation: name === 'falcon_alibi_lm' ? 'sdpa' : 'eager', input_ids: [...Array(ids.shape[0]).keys()].map((b) => Array.from(ids.ints.subarray(b * ids.shape[1], (b + 1) * ids.shape[1]))),
         shape: [ids.shape[0], ids.shape[1], ours.length / ids.size], logits: Array.from(ours), merged_logits: Array.from(ours),
       }));
+      // SEQ_CLS: our classifier (saved as the base), a peft-default adapter with the score head trained in full.
+      const cls = AutoModelForSequenceClassification.fromPretrained(path.join(FIX, name), { numLabels: 3, logger: () => {}, rng });
+      const clsDir = path.join(root, `${name}_seqcls`);
+      cls.savePretrained(path.join(clsDir, 'base'));
+      const cpm = captureWarnings(() => getPeftModel(cls, new LoraConfig({ r: 4, loraAlpha: 8, taskType: 'SEQ_CLS', targetModules: name.startsWith('phi3') ? ['qkv_proj'] : null }), 'default', { rng })).result;
+      for (const [, p] of cpm.namedParameters()) if (p.requiresGrad) for (let i = 0; i < p.size; i++) p.data[i] += 0.3 * rng.normal();
+      cpm.eval();
+      cpm.savePretrained(path.join(clsDir, 'adapter'));
+      const clsOurs = run(cpm as unknown as Fwd);
+      const clsMerged = cpm.mergeAndUnload() as unknown as HFModel;
+      clsMerged.savePretrained(path.join(clsDir, 'merged'));
+      fs.writeFileSync(path.join(clsDir, 'ours.json'), JSON.stringify({
+        base_dir: path.resolve(path.join(clsDir, 'base')), task: 'SEQ_CLS', attn_implementation: name === 'falcon_alibi_lm' ? 'sdpa' : 'eager',
+        input_ids: [...Array(ids.shape[0]).keys()].map((b) => Array.from(ids.ints.subarray(b * ids.shape[1], (b + 1) * ids.shape[1]))),
+        shape: [ids.shape[0], 3], logits: Array.from(clsOurs), merged_logits: Array.from(clsOurs),
+      }));
     }
   } finally { if (!keep) fs.rmSync(root, { recursive: true, force: true }); }
 });
@@ -263,3 +279,38 @@ test('decoder configs transformers cannot run, or that break an assumption, are 
   delete q.head_dim;
   assert.equal((build(q) as unknown as { headDim: number }).headDim, 128);
 });
+
+// Sequence classification: the LM fixture's body with a 3-label score head (seqcls/score.safetensors),
+// transformers' logits and loss on both paddings, with peft's SEQ_CLS adapter (default targets,
+// score in modules_to_save), and the trainable count of a fresh SEQ_CLS adapter.
+for (const name of CASES.filter((n) => fs.existsSync(path.join(FIX, n, 'seqcls')))) {
+  test(`${name}: sequence classification head, with and without peft's SEQ_CLS adapter`, () => {
+    const dir = path.join(FIX, name, 'seqcls');
+    const exp = readSafetensors(path.join(FIX, name, 'expected.safetensors'));
+    for (const [k, v] of readSafetensors(path.join(dir, 'expected.safetensors'))) exp.set(k, v);
+    const meta = JSON.parse(fs.readFileSync(path.join(dir, 'expected.json'), 'utf8')) as { architecture: string; trainable: [number, number] };
+    const load3 = () => {
+      const m = AutoModelForSequenceClassification.fromPretrained(path.join(FIX, name), { numLabels: 3, logger: () => {} });
+      assert.deepEqual(m.loadingInfo!.newlyInitialized, ['score.weight']);
+      m.getSubmodule('score').getParameter('weight')!.data.set(readSafetensors(path.join(dir, 'score.safetensors')).get('score.weight')!.data);
+      return m;
+    };
+    const model = load3();
+    assert.equal(model.architecture, meta.architecture);
+    for (const side of ['left', 'right']) {
+      const { logits, loss } = logitsOf(model, exp, side, true);
+      assert.ok(relErr(logits, exp.get(`${side}_base`)!.data) < 1e-4, `${side}: logits ${Array.from(logits)} vs ${Array.from(exp.get(`${side}_base`)!.data)}`);
+      const lw = exp.get(`${side}_loss`)!.data[0];
+      assert.ok(Math.abs(loss! - lw) / Math.abs(lw) < 1e-4, `${side}: loss ${loss} vs ${lw}`);
+    }
+    const pm = PeftModel.fromPretrained(model, path.join(dir, 'adapter'));
+    for (const side of ['left', 'right']) {
+      const got = logitsOf(pm as unknown as Fwd, exp, side).logits;
+      assert.ok(relErr(exp.get(`${side}_lora`)!.data, exp.get(`${side}_base`)!.data) > 1e-2, 'the adapter changes the outputs');
+      assert.ok(relErr(got, exp.get(`${side}_lora`)!.data) < 1e-4, `${side}: adapter logits ${Array.from(got)} vs ${Array.from(exp.get(`${side}_lora`)!.data)}`);
+    }
+    const cfg = new LoraConfig({ r: 4, loraAlpha: 8, taskType: 'SEQ_CLS', targetModules: name.startsWith('phi3') ? ['qkv_proj'] : null });
+    const fresh = captureWarnings(() => getPeftModel(load3(), cfg)).result;
+    assert.deepEqual(fresh.getNbTrainableParameters(), meta.trainable);
+  });
+}

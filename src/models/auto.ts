@@ -12,8 +12,8 @@ import type { TaskType } from './types.js';
 import type { HFModel, ModelInitOptions } from './base.js';
 import { GPT2ForSequenceClassification, GPT2LMHeadModel } from './gpt2.js';
 import { DECODER_TYPES, LlamaForCausalLM, LlamaForSequenceClassification, SEQ_CLS_DECODER_TYPES } from './llama.js';
-import { PARALLEL_TYPES, ParallelDecoderForCausalLM } from './parallel.js';
-import { OPTForCausalLM } from './opt.js';
+import { PARALLEL_TYPES, ParallelDecoderForCausalLM, ParallelDecoderForSequenceClassification } from './parallel.js';
+import { OPTForCausalLM, OPTForSequenceClassification } from './opt.js';
 import { BertForSequenceClassification, BertForTokenClassification, ENCODER_TYPES } from './bert.js';
 import { DistilBertForSequenceClassification, DistilBertForTokenClassification } from './distilbert.js';
 import type { RawConfig } from './common.js';
@@ -36,6 +36,8 @@ const REGISTRY: Record<TaskType, Record<string, Ctor>> = {
     distilbert: DistilBertForSequenceClassification,
     ...Object.fromEntries(ENCODER_TYPES.map((t) => [t, BertForSequenceClassification])),
     ...Object.fromEntries(SEQ_CLS_DECODER_TYPES.map((t) => [t, LlamaForSequenceClassification])),
+    ...Object.fromEntries(PARALLEL_TYPES.map((t) => [t, ParallelDecoderForSequenceClassification])),
+    opt: OPTForSequenceClassification,
   },
   TOKEN_CLS: {
     distilbert: DistilBertForTokenClassification,

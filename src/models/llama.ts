@@ -20,8 +20,8 @@ import { RopeCache } from './rope.js';
 import { attend, partialRope, softcap } from './attention.js';
 
 export const DECODER_TYPES = ['llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3'] as const;
-/** The types with a sequence-classification head here (checked against transformers' fixtures). */
-export const SEQ_CLS_DECODER_TYPES = ['llama', 'mistral', 'qwen2'] as const;
+/** The types with a sequence-classification head here (all: transformers' generic one). */
+export const SEQ_CLS_DECODER_TYPES = DECODER_TYPES;
 
 const ARCH_NAMES: Record<string, string> = {
   llama: 'Llama', mistral: 'Mistral', qwen2: 'Qwen2', qwen3: 'Qwen3', gemma: 'Gemma', gemma2: 'Gemma2', gemma3_text: 'Gemma3', phi3: 'Phi3',
@@ -320,7 +320,9 @@ export class LlamaForSequenceClassification extends DecoderBase {
 
   constructor(config: ModelConfig | RawConfig, opts: ModelInitOptions = {}) {
     super(withNumLabels(asModelConfig(config), opts.numLabels), opts);
-    this.architecture = `${ARCH_NAMES[this.config.modelType]}ForSequenceClassification`;
+    // Gemma 3's text-only classifier is Gemma3TextForSequenceClassification (Gemma3For... is the multimodal one).
+    const stem = this.config.modelType === 'gemma3_text' ? 'Gemma3Text' : ARCH_NAMES[this.config.modelType];
+    this.architecture = `${stem}ForSequenceClassification`;
     this.registerModule('score', new Linear(this.config.hiddenSize, this.numLabels, false, this.rng));
     this.initRandom();
   }

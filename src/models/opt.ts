@@ -1,4 +1,4 @@
-// OPT (transformers' OPTForCausalLM), same parameter names: model.decoder.{embed_tokens,
+// OPT (transformers' OPTForCausalLM / OPTForSequenceClassification), same parameter names: model.decoder.{embed_tokens,
 // embed_positions, project_in, project_out, layers.N.{self_attn.{q,k,v,out}_proj,
 // self_attn_layer_norm, fc1, fc2, final_layer_norm}, final_layer_norm}, lm_head (tied).
 // Learned positions offset by 2 and counted over the attention mask; pre-norm blocks
@@ -10,23 +10,22 @@ import { dropout } from '../tensor/ops/nn.js';
 import { ModuleList } from '../nn/module.js';
 import { Embedding, LayerNorm, Linear, activation } from '../nn/layers.js';
 import type { KVCache, ModelConfig, ModelInputs, ModelOutput } from './types.js';
-import { HFModel, type ModelInitOptions } from './base.js';
+import { HFModel, withNumLabels, type ModelInitOptions } from './base.js';
 import {
   Container, appendKv, attentionBias, asModelConfig, bool, cacheLength, causalLmHead, emb, kvCapacity, lin, maybeCheckpoint,
-  mergeHeads, norm, num, optNum, splitHeads, str, type RawConfig,
+  mergeHeads, norm, num, optNum, poolLastNonPad, seqClsLoss, splitHeads, str, type RawConfig,
 } from './common.js';
 import { attend } from './attention.js';
 
 /** OPTLearnedPositionalEmbedding's offset: rows 0 and 1 of embed_positions are never a position. */
 const OFFSET = 2;
 
-export class OPTForCausalLM extends HFModel {
-  readonly task = 'CAUSAL_LM' as const;
-  readonly architecture = 'OPTForCausalLM';
+abstract class OPTBase extends HFModel {
   readonly baseModelPrefix = 'model';
   readonly layersPrefix = 'model.decoder.layers';
   readonly config: ModelConfig;
-  readonly tied: boolean;
+  /** word_embed_proj_dim: the width of the embeddings and of the heads. */
+  protected readonly wordDim: number;
   private readonly preNorm: boolean;
   private readonly proj: boolean;
   private readonly finalNorm: boolean;
@@ -37,7 +36,7 @@ export class OPTForCausalLM extends HFModel {
     this.config = asModelConfig(config);
     const c = this.config, raw = c.raw, hs = c.hiddenSize, nh = c.numHeads;
     if (hs % nh !== 0) throw new Error(`hidden_size ${hs} is not a multiple of num_attention_heads ${nh}`);
-    const wdim = optNum(raw, 'word_embed_proj_dim') ?? hs;
+    const wdim = this.wordDim = optNum(raw, 'word_embed_proj_dim') ?? hs;
     const ffn = num(raw, ['ffn_dim'], 3072);
     const bias = bool(raw, 'enable_bias', true), affine = bool(raw, 'layer_norm_elementwise_affine', true);
     this.preNorm = bool(raw, 'do_layer_norm_before', true);
@@ -65,15 +64,13 @@ export class OPTForCausalLM extends HFModel {
       layers.push(blk);
     }
     dec.registerModule('layers', new ModuleList(layers));
-    this.tied = bool(raw, 'tie_word_embeddings', true);
-    const head = this.registerModule('lm_head', new Linear(wdim, c.vocabSize, false, this.rng));
-    this.initRandom((name) => (name === 'model.decoder.embed_tokens' ? optNum(raw, 'pad_token_id') : null));
-    if (this.tied) head.registerParameter('weight', (this.getSubmodule('model.decoder.embed_tokens') as Embedding).weight);
+  }
+
+  protected init(): void {
+    this.initRandom((name) => (name === 'model.decoder.embed_tokens' ? optNum(this.config.raw, 'pad_token_id') : null));
   }
 
   defaultLoraTargets(): string[] { return ['q_proj', 'v_proj']; }
-  override tiedWeightKeys(): string[] { return this.tied ? ['lm_head.weight'] : []; }
-  override outputHeadNames(): string[] { return ['lm_head']; }
 
   /**
    * Rows of embed_positions: given position ids + 2, else OPT's own count over the mask,
@@ -101,7 +98,8 @@ export class OPTForCausalLM extends HFModel {
     return rows;
   }
 
-  forward(inputs: ModelInputs): ModelOutput {
+  /** The decoder's output [B, T, word_embed_proj_dim] and the new cache. */
+  protected body(inputs: ModelInputs): { hidden: Tensor; cache?: KVCache } {
     const { inputIds, attentionMask, positionIds, pastKeyValues, useCache } = inputs;
     if (inputIds.dtype !== 'int32' || inputIds.ndim !== 2) throw new Error('inputIds must be an int32 [B, T] tensor');
     const c = this.config, raw = c.raw, nh = c.numHeads, hd = c.hiddenSize / nh;
@@ -140,7 +138,51 @@ export class OPTForCausalLM extends HFModel {
     }
     if (this.finalNorm) h = norm(dec, 'final_layer_norm', h);
     if (this.proj) h = lin(dec, 'project_out', h);
-    const { logits, loss } = causalLmHead(this, h, inputs.labels, inputs.returnLogits);
-    return { logits, loss, pastKeyValues: cache ?? undefined };
+    return { hidden: h, cache: cache ?? undefined };
+  }
+}
+
+export class OPTForCausalLM extends OPTBase {
+  readonly task = 'CAUSAL_LM' as const;
+  readonly architecture = 'OPTForCausalLM';
+  readonly tied: boolean;
+
+  constructor(config: ModelConfig | RawConfig, opts: ModelInitOptions = {}) {
+    super(config, opts);
+    this.tied = bool(this.config.raw, 'tie_word_embeddings', true);
+    const head = this.registerModule('lm_head', new Linear(this.wordDim, this.config.vocabSize, false, this.rng));
+    this.init();
+    if (this.tied) head.registerParameter('weight', (this.getSubmodule('model.decoder.embed_tokens') as Embedding).weight);
+  }
+
+  override tiedWeightKeys(): string[] { return this.tied ? ['lm_head.weight'] : []; }
+  override outputHeadNames(): string[] { return ['lm_head']; }
+
+  forward(inputs: ModelInputs): ModelOutput {
+    const { hidden, cache } = this.body(inputs);
+    const { logits, loss } = causalLmHead(this, hidden, inputs.labels, inputs.returnLogits);
+    return { logits, loss, pastKeyValues: cache };
+  }
+}
+
+/** OPTForSequenceClassification: score (no bias) on the last non-pad token. */
+export class OPTForSequenceClassification extends OPTBase {
+  readonly task = 'SEQ_CLS' as const;
+  readonly architecture = 'OPTForSequenceClassification';
+
+  constructor(config: ModelConfig | RawConfig, opts: ModelInitOptions = {}) {
+    super(withNumLabels(asModelConfig(config), opts.numLabels), opts);
+    this.registerModule('score', new Linear(this.wordDim, this.numLabels, false, this.rng));
+    this.init();
+  }
+
+  override classifierModuleNames(): string[] { return ['classifier', 'score']; }
+  override outputHeadNames(): string[] { return ['score']; }
+
+  forward(inputs: ModelInputs): ModelOutput {
+    const { hidden, cache } = this.body(inputs);
+    const logits = lin(this, 'score', poolLastNonPad(hidden, inputs.inputIds, this.padTokenId));
+    const loss = inputs.labels ? seqClsLoss(logits, inputs.labels, this.numLabels, this.config.raw.problem_type as string | undefined) : undefined;
+    return { logits, loss, pastKeyValues: cache };
   }
 }

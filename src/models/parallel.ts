@@ -10,10 +10,10 @@ import { dropout } from '../tensor/ops/nn.js';
 import { ModuleList } from '../nn/module.js';
 import { Embedding, LayerNorm, Linear, activation } from '../nn/layers.js';
 import type { KVCache, ModelConfig, ModelInputs, ModelOutput } from './types.js';
-import { HFModel, type ModelInitOptions } from './base.js';
+import { HFModel, withNumLabels, type ModelInitOptions } from './base.js';
 import {
   Container, appendKv, attentionBias, asModelConfig, bool, cacheLength, causalLmHead, emb, kvCapacity, lin, maybeCheckpoint,
-  mergeHeads, norm, num, optNum, positionsFor, splitHeads, str, type RawConfig,
+  mergeHeads, norm, num, optNum, poolLastNonPad, positionsFor, seqClsLoss, splitHeads, str, type RawConfig,
 } from './common.js';
 import { RopeCache } from './rope.js';
 import { alibiBias, attend, deinterleave, partialRope } from './attention.js';
@@ -24,6 +24,7 @@ type QkvLayout = 'separate' | 'neox' | 'falcon-new' | 'falcon-mq' | 'falcon-mha'
 
 /** Everything a model type decides, read once from config.json. */
 interface Spec {
+  /** transformers' class name stem (PhiForCausalLM -> Phi). */
   arch: string;
   prefix: string; layers: string; embed: string; finalNorm: string;
   attn: string; out: string; fc: [string, string];
@@ -57,7 +58,7 @@ function specFor(c: ModelConfig): Spec {
   });
   if (mt === 'phi') {
     return {
-      arch: 'PhiForCausalLM', prefix: 'model', layers: 'layers', embed: 'embed_tokens', finalNorm: 'final_layernorm',
+      arch: 'Phi', prefix: 'model', layers: 'layers', embed: 'embed_tokens', finalNorm: 'final_layernorm',
       attn: 'self_attn', out: 'dense', fc: ['fc1', 'fc2'], norms: ['input_layernorm'], parallel: true,
       qkv: 'separate', qkvBias: true, outBias: true, mlpBias: true, headBias: true,
       kvHeads: num(raw, ['num_key_value_heads'], nh) || nh, inter: num(raw, ['intermediate_size']),
@@ -70,7 +71,7 @@ function specFor(c: ModelConfig): Spec {
     const par = bool(raw, 'use_parallel_residual', true), bias = bool(raw, 'attention_bias', true);
     const neoxRope = rope(num(raw, ['rotary_pct'], 0.25), raw.rotary_emb_base ?? raw.rope_theta);
     return {
-      arch: 'GPTNeoXForCausalLM', prefix: 'gpt_neox', layers: 'layers', embed: 'embed_in', finalNorm: 'final_layer_norm',
+      arch: 'GPTNeoX', prefix: 'gpt_neox', layers: 'layers', embed: 'embed_in', finalNorm: 'final_layer_norm',
       attn: 'attention', out: 'dense', fc: ['dense_h_to_4h', 'dense_4h_to_h'], norms: ['input_layernorm', 'post_attention_layernorm'], parallel: par,
       qkv: 'neox', qkvBias: bias, outBias: bias, mlpBias: true, headBias: false, kvHeads: nh, inter: num(raw, ['intermediate_size']),
       eps: num(raw, ['layer_norm_eps'], 1e-5), act: str(raw, ['hidden_act'], 'gelu'), tie: bool(raw, 'tie_word_embeddings', false),
@@ -82,7 +83,7 @@ function specFor(c: ModelConfig): Spec {
   if (mt === 'gptj') {
     const rot = optNum(raw, 'rotary_dim') ?? hd;
     return {
-      arch: 'GPTJForCausalLM', prefix: 'transformer', layers: 'h', embed: 'wte', finalNorm: 'ln_f',
+      arch: 'GPTJ', prefix: 'transformer', layers: 'h', embed: 'wte', finalNorm: 'ln_f',
       attn: 'attn', out: 'out_proj', fc: ['fc_in', 'fc_out'], norms: ['ln_1'], parallel: true,
       qkv: 'separate', qkvBias: false, outBias: false, mlpBias: true, headBias: true, kvHeads: nh, inter: num(raw, ['n_inner'], 4 * hs) || 4 * hs,
       eps: num(raw, ['layer_norm_epsilon'], 1e-5), act: str(raw, ['activation_function'], 'gelu_new'), tie: bool(raw, 'tie_word_embeddings', false),
@@ -104,7 +105,7 @@ function specFor(c: ModelConfig): Spec {
     else norms = ['input_layernorm'];
     if (newArch && nh % nkv !== 0) throw new Error(`falcon: num_attention_heads ${nh} is not a multiple of num_kv_heads ${nkv}`);
     return {
-      arch: 'FalconForCausalLM', prefix: 'transformer', layers: 'h', embed: 'word_embeddings', finalNorm: 'ln_f',
+      arch: 'Falcon', prefix: 'transformer', layers: 'h', embed: 'word_embeddings', finalNorm: 'ln_f',
       attn: 'self_attention', out: 'dense', fc: ['dense_h_to_4h', 'dense_4h_to_h'], norms, parallel: par || newArch,
       qkv: newArch ? 'falcon-new' : mq ? 'falcon-mq' : 'falcon-mha', qkvBias: bias, outBias: bias, mlpBias: bias, headBias: false,
       kvHeads: newArch ? nkv : mq ? 1 : nh, inter: optNum(raw, 'ffn_hidden_size') ?? 4 * hs,
@@ -116,16 +117,12 @@ function specFor(c: ModelConfig): Spec {
   throw new Error(`model_type '${mt}' is not one of ${PARALLEL_TYPES.join(', ')}`);
 }
 
-/** PhiForCausalLM / GPTNeoXForCausalLM / GPTJForCausalLM / FalconForCausalLM. */
-export class ParallelDecoderForCausalLM extends HFModel {
-  readonly task = 'CAUSAL_LM' as const;
+abstract class ParallelDecoderBase extends HFModel {
   readonly config: ModelConfig;
-  readonly architecture: string;
   readonly baseModelPrefix: string;
   readonly layersPrefix: string;
-  readonly tied: boolean;
   readonly headDim: number;
-  private readonly spec: Spec;
+  protected readonly spec: Spec;
   private readonly act: (x: Tensor) => Tensor;
   private readonly ropeCache: RopeCache | null;
 
@@ -133,7 +130,6 @@ export class ParallelDecoderForCausalLM extends HFModel {
     super(opts);
     this.config = asModelConfig(config);
     const c = this.config, sp = this.spec = specFor(c);
-    this.architecture = sp.arch;
     this.baseModelPrefix = sp.prefix;
     this.layersPrefix = `${sp.prefix}.${sp.layers}`;
     const hs = c.hiddenSize, nh = c.numHeads, hd = this.headDim = hs / nh;
@@ -166,18 +162,12 @@ export class ParallelDecoderForCausalLM extends HFModel {
     }
     base.registerModule(sp.layers, new ModuleList(layers));
     base.registerModule(sp.finalNorm, new LayerNorm(hs, sp.eps));
-    this.tied = sp.tie;
-    const head = this.registerModule('lm_head', new Linear(hs, c.vocabSize, sp.headBias, this.rng));
-    this.initRandom();
-    if (this.tied) head.registerParameter('weight', (this.getSubmodule(`${sp.prefix}.${sp.embed}`) as Embedding).weight);
   }
 
   /** peft's mapping is by model_type (src/peft/targets-default.ts); this is the model's own guess when it has none. */
   defaultLoraTargets(): string[] {
     return this.spec.qkv === 'separate' ? ['q_proj', 'v_proj'] : ['query_key_value'];
   }
-  override tiedWeightKeys(): string[] { return this.tied ? ['lm_head.weight'] : []; }
-  override outputHeadNames(): string[] { return ['lm_head']; }
   override checkpointKeyRenames(): [string, string][] { return this.spec.renames; }
   override ignoredUnexpectedKeys(): RegExp[] {
     return [/rotary_emb\.inv_freq$/, /\.attention\.(masked_)?bias$/, /\.attn\.(masked_)?bias$/, /embed_positions$/];
@@ -210,13 +200,7 @@ export class ParallelDecoderForCausalLM extends HFModel {
     return [heads(slice(x, 3, 0, g), nh), heads(slice(x, 3, g, g + 1), nkv), heads(slice(x, 3, g + 1, g + 2), nkv)];
   }
 
-  forward(inputs: ModelInputs): ModelOutput {
-    const { hidden, cache } = this.body(inputs);
-    const { logits, loss } = causalLmHead(this, hidden, inputs.labels, inputs.returnLogits);
-    return { logits, loss, pastKeyValues: cache };
-  }
-
-  private body(inputs: ModelInputs): { hidden: Tensor; cache?: KVCache } {
+  protected body(inputs: ModelInputs): { hidden: Tensor; cache?: KVCache } {
     const { inputIds, attentionMask, positionIds, pastKeyValues, useCache } = inputs;
     if (inputIds.dtype !== 'int32' || inputIds.ndim !== 2) throw new Error('inputIds must be an int32 [B, T] tensor');
     const sp = this.spec, nh = this.config.numHeads, hd = this.headDim;
@@ -266,6 +250,60 @@ export class ParallelDecoderForCausalLM extends HFModel {
   }
 }
 
+/** PhiForCausalLM / GPTNeoXForCausalLM / GPTJForCausalLM / FalconForCausalLM. */
+export class ParallelDecoderForCausalLM extends ParallelDecoderBase {
+  readonly task = 'CAUSAL_LM' as const;
+  readonly architecture: string;
+  readonly tied: boolean;
+
+  constructor(config: ModelConfig | RawConfig, opts: ModelInitOptions = {}) {
+    super(config, opts);
+    const sp = this.spec;
+    this.architecture = `${sp.arch}ForCausalLM`;
+    this.tied = sp.tie;
+    const head = this.registerModule('lm_head', new Linear(this.config.hiddenSize, this.config.vocabSize, sp.headBias, this.rng));
+    this.initRandom();
+    if (this.tied) head.registerParameter('weight', (this.getSubmodule(`${sp.prefix}.${sp.embed}`) as Embedding).weight);
+  }
+
+  override tiedWeightKeys(): string[] { return this.tied ? ['lm_head.weight'] : []; }
+  override outputHeadNames(): string[] { return ['lm_head']; }
+
+  forward(inputs: ModelInputs): ModelOutput {
+    const { hidden, cache } = this.body(inputs);
+    const { logits, loss } = causalLmHead(this, hidden, inputs.labels, inputs.returnLogits);
+    return { logits, loss, pastKeyValues: cache };
+  }
+}
+
+/** Phi / GPTNeoX / GPTJ / Falcon ForSequenceClassification: score (no bias) on the last non-pad token. */
+export class ParallelDecoderForSequenceClassification extends ParallelDecoderBase {
+  readonly task = 'SEQ_CLS' as const;
+  readonly architecture: string;
+
+  constructor(config: ModelConfig | RawConfig, opts: ModelInitOptions = {}) {
+    super(withNumLabels(asModelConfig(config), opts.numLabels), opts);
+    this.architecture = `${this.spec.arch}ForSequenceClassification`;
+    this.registerModule('score', new Linear(this.config.hiddenSize, this.numLabels, false, this.rng));
+    this.initRandom();
+  }
+
+  override classifierModuleNames(): string[] { return ['classifier', 'score']; }
+  override outputHeadNames(): string[] { return ['score']; }
+  // The causal LM head a checkpoint may carry is not used (transformers reports it unexpected).
+
+  forward(inputs: ModelInputs): ModelOutput {
+    const { hidden, cache } = this.body(inputs);
+    const logits = lin(this, 'score', poolLastNonPad(hidden, inputs.inputIds, this.padTokenId));
+    const loss = inputs.labels ? seqClsLoss(logits, inputs.labels, this.numLabels, this.config.raw.problem_type as string | undefined) : undefined;
+    return { logits, loss, pastKeyValues: cache };
+  }
+}
+
+export {
+  ParallelDecoderForSequenceClassification as PhiForSequenceClassification, ParallelDecoderForSequenceClassification as GPTNeoXForSequenceClassification,
+  ParallelDecoderForSequenceClassification as GPTJForSequenceClassification, ParallelDecoderForSequenceClassification as FalconForSequenceClassification,
+};
 export {
   ParallelDecoderForCausalLM as PhiForCausalLM, ParallelDecoderForCausalLM as GPTNeoXForCausalLM,
   ParallelDecoderForCausalLM as GPTJForCausalLM, ParallelDecoderForCausalLM as FalconForCausalLM,
