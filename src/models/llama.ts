@@ -80,6 +80,8 @@ abstract class DecoderBase extends HFModel {
   protected readonly embedScale: number;
   protected readonly inter: number;
 
+  protected override disposeBuffers(): void { this.rope.dispose(); }
+
   constructor(config: ModelConfig | RawConfig, opts: ModelInitOptions = {}) {
     super(opts);
     this.config = asModelConfig(config);
