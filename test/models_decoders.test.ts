@@ -10,7 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readSafetensors } from '../src/io/safetensors.js';
-import { Rng, noGrad, tensor, tidy } from '../src/tensor/index.js';
+import { Rng, memoryStats, noGrad, tensor, tidy } from '../src/tensor/index.js';
 import type { Tensor } from '../src/tensor/tensor.js';
 import { AutoModelForCausalLM, AutoModelForSequenceClassification, type HFModel } from '../src/models/index.js';
 import { LoraConfig, PeftModel, getPeftModel, captureWarnings, inspectModules } from '../src/peft/index.js';
@@ -314,3 +314,13 @@ for (const name of CASES.filter((n) => fs.existsSync(path.join(FIX, n, 'seqcls')
     assert.deepEqual(fresh.getNbTrainableParameters(), meta.trainable);
   });
 }
+
+test('dispose releases every decoder\'s weights and RoPE tables (Gemma 3: one per layer type)', () => {
+  for (const name of CASES) {
+    const baseline = memoryStats().liveBytes;
+    const m = load(name).model;
+    tidy(() => noGrad(() => { m.forward({ inputIds: tensor(Int32Array.from([1, 5, 9, 3]), [1, 4], { dtype: 'int32' }) }); }));
+    m.dispose();
+    assert.equal(memoryStats().liveBytes, baseline, name);
+  }
+});

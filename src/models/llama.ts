@@ -80,7 +80,7 @@ abstract class DecoderBase extends HFModel {
   protected readonly embedScale: number;
   protected readonly inter: number;
 
-  protected override disposeBuffers(): void { this.rope.dispose(); }
+  protected override disposeBuffers(): void { for (const r of new Set(this.ropes)) r.dispose(); }
 
   constructor(config: ModelConfig | RawConfig, opts: ModelInitOptions = {}) {
     super(opts);

@@ -169,6 +169,7 @@ abstract class ParallelDecoderBase extends HFModel {
     return this.spec.qkv === 'separate' ? ['q_proj', 'v_proj'] : ['query_key_value'];
   }
   override checkpointKeyRenames(): [string, string][] { return this.spec.renames; }
+  protected override disposeBuffers(): void { this.ropeCache?.dispose(); }
   override ignoredUnexpectedKeys(): RegExp[] {
     return [/rotary_emb\.inv_freq$/, /\.attention\.(masked_)?bias$/, /\.attn\.(masked_)?bias$/, /embed_positions$/];
   }
