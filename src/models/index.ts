@@ -19,5 +19,11 @@ export { ModernBertForSequenceClassification, ModernBertForTokenClassification }
 export { DebertaV2ForSequenceClassification, DebertaV2ForTokenClassification, logBucketPosition } from './deberta.js';
 export { Seq2SeqLMBase, shiftTokensRight, seq2seqLmLoss } from './seq2seq.js';
 export { DistilBertForSequenceClassification, DistilBertForTokenClassification } from './distilbert.js';
+export {
+  ParallelDecoderForCausalLM, ParallelDecoderForSequenceClassification, PhiForCausalLM, PhiForSequenceClassification,
+  GPTNeoXForCausalLM, GPTNeoXForSequenceClassification, GPTJForCausalLM, GPTJForSequenceClassification,
+  FalconForCausalLM, FalconForSequenceClassification,
+} from './parallel.js';
+export { OPTForCausalLM, OPTForSequenceClassification } from './opt.js';
 export { toModelConfig, attentionBias, poolLastNonPad, causalLmLoss, seqClsLoss, tokenClsLoss } from './common.js';
 export { RopeCache, ropeSpec } from './rope.js';
