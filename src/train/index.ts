@@ -7,3 +7,4 @@ export * from './metrics.js';
 export * from './curves.js';
 export * from './trainer.js';
 export * from './seqeval.js';
+export * from './sft.js';
