@@ -71,6 +71,10 @@ test('text-classification over a PeftModel and over a model folder + adapter fol
   pm.savePretrained(adapter);
   const fromDirs = await pipeline('text-classification', dir, { adapter });
   assert.deepEqual(await fromDirs('Jesus wept.', { top_k: null }), r1);
+  // An adapter folder alone, its base named by base_model_name_or_path (as peft writes it).
+  const cfgFile = path.join(adapter, 'adapter_config.json');
+  fs.writeFileSync(cfgFile, JSON.stringify({ ...JSON.parse(fs.readFileSync(cfgFile, 'utf8')), base_model_name_or_path: dir }));
+  assert.deepEqual(await (await pipeline('text-classification', adapter))('Jesus wept.', { top_k: null }), r1);
   const plain = await pipeline('text-classification', dir);
   assert.notDeepEqual(await plain('Jesus wept.', { top_k: null }), r1, 'the adapter changes the scores');
   await assert.rejects(pipeline('text-generation', dir, { adapter }), /SEQ_CLS|CAUSAL_LM/);
