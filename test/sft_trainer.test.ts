@@ -83,6 +83,11 @@ test('SFTTrainer: prompt-completion data masks prompts; errors as TRL raises the
   assert.deepEqual(t.trainDataset!.rows.map((r) => r.labels), fx.cases.prompt_completion.rows.map((r: { labels: number[] }) => r.labels));
   const pm = getPeftModel(AutoModelForCausalLM.fromPretrained(MODEL, { logger: () => {} }), new LoraConfig({ r: 2, targetModules: ['c_attn'] }));
   assert.throws(() => new SFTTrainer({ model: pm, processingClass: tok, args: { outputDir: tmp() }, trainDataset: texts, peftConfig: new LoraConfig({ r: 2 }) }), /PeftModel together with a peftConfig/);
+  // evalPacking false keeps the eval rows whole while the training rows are packed.
+  const ev = new SFTTrainer({ model, processingClass: tok, args: { outputDir: tmp(), packing: true, maxLength: 16, evalPacking: false }, trainDataset: texts, evalDataset: texts, progressStream: quiet });
+  assert.deepEqual(ev.trainDataset!.rows.map((r) => r.inputIds), fx.cases.pack_bfd.rows.map((r: { input_ids: number[] }) => r.input_ids));
+  assert.equal(ev.evalDataset!.length, texts.length);
+  assert.ok(ev.evalDataset!.rows.every((r) => !('seqLengths' in r)));
   assert.throws(() => new SFTTrainer({ model, args: { outputDir: tmp() }, trainDataset: texts }), /processingClass/);
   assert.throws(() => new SFTTrainer({ model, processingClass: tok, args: { outputDir: tmp(), paddingFree: true }, trainDataset: texts }), /paddingFree without packing/);
   assert.throws(() => new SFTTrainer({ model, processingClass: tok, args: { outputDir: tmp(), padToken: '<nope>' }, trainDataset: texts }), /padToken/);
