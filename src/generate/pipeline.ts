@@ -24,7 +24,7 @@ const TASK_TYPE: Record<PipelineTask, TaskType> = {
   'text-classification': 'SEQ_CLS', 'sentiment-analysis': 'SEQ_CLS', 'token-classification': 'TOKEN_CLS', ner: 'TOKEN_CLS', 'text-generation': 'CAUSAL_LM',
 };
 
-interface AnyModel extends Module { forward(i: ModelInputs): ModelOutput; config?: ModelConfig; task?: TaskType; dispose?: () => void }
+interface AnyModel extends Module { forward(i: ModelInputs): ModelOutput; config?: ModelConfig; task?: TaskType }
 
 export interface PipelineOptions extends FromPretrainedOptions {
   /** The tokenizer; loaded from the model (or adapter) folder when not given. */
@@ -153,14 +153,10 @@ export async function pipeline(task: PipelineTask, model: string | Module, opts:
   if (actual && actual !== taskType) throw new Error(`pipeline('${task}') needs a ${taskType} model, got a ${actual} model`);
   m.eval();
   const tok = tokenizer!;
-  // dispose(): a model the pipeline loaded frees its tensors (the model's own dispose() when it has one).
+  // dispose(): a model the pipeline loaded is freed (Module.dispose); one handed in stays the caller's.
   const base = {
     task, model: m, tokenizer: tok,
-    dispose: () => {
-      if (!owned) return;
-      if (typeof m.dispose === 'function') m.dispose();
-      else for (const p of m.parameters()) p.dispose();
-    },
+    dispose: () => { if (owned) m.dispose(); },
   };
 
   if (taskType === 'SEQ_CLS') {

@@ -14,3 +14,8 @@ export { setPeftWarningHandler, captureWarnings } from './warn.js';
 export { addWeightedAdapter, COMBINATION_TYPES, type CombinationType, type AddWeightedAdapterOptions } from './weighted.js';
 export { getLayerStatus, getModelStatus, type TunerLayerStatus, type TunerModelStatus } from './status.js';
 export { taskArithmetic, ties, dareLinear, dareTies, magnitudePrune, prune, svd, type MajoritySignMethod } from './merge-utils.js';
+export {
+  AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification, AutoPeftModelForTokenClassification, AutoPeftModelForSeq2SeqLM,
+  type AutoPeftOptions,
+} from './auto.js';
+export { readAdapterLabels, savedHeadSize, LABEL_MAPPING_FILE, type AdapterLabels } from './labels.js';

@@ -15,7 +15,7 @@ import { LORA_FLAGS, printMetrics } from './train.js';
 
 const BOOLEANS = ['packing', 'assistantOnlyLoss', 'gradientCheckpointing', 'useDora', 'useRslora', 'quiet', 'help'];
 const KNOWN = [
-  'model', 'data', 'evalData', 'testSize', 'datasetTextField', 'maxLength', 'maxSeqLength', 'packing', 'packingStrategy',
+  'model', 'revision', 'data', 'evalData', 'testSize', 'datasetTextField', 'maxLength', 'maxSeqLength', 'packing', 'packingStrategy',
   'completionOnlyLoss', 'assistantOnlyLoss', 'chatTemplatePath', 'eosToken', 'template', ...LORA_FLAGS,
   'outputDir', 'epochs', 'maxSteps', 'lr', 'batchSize', 'evalBatchSize', 'gradAccum', 'warmupSteps', 'warmupRatio', 'scheduler',
   'weightDecay', 'loggingSteps', 'saveSteps', 'seed', 'gradientCheckpointing', 'dtype', 'quiet',
@@ -29,7 +29,7 @@ Data (one JSON object per line; the layout picks the loss)
   {"instruction", "input", "output"}      Alpaca rows: the Alpaca prompt, loss on the output
   {"messages": [{"role", "content"}...]}  the tokenizer's chat template; --assistant-only-loss: loss on
                                           assistant turns only (template needs {% generation %} markers)
-  --model DIR               base causal LM (default: the embedded assets/default-model)
+  --model DIR|ID            base causal LM (default: the embedded assets/default-model); --revision R
   --data FILE  [--eval-data FILE | --test-size F]
   --dataset-text-field C    text column (text)
   --max-length N            truncation length / packed block length (1024; alias --max-seq-length)
@@ -60,7 +60,7 @@ export async function sftCommand(argv: string[]): Promise<void> {
   if (flags.help) { console.log(SFT_HELP); return; }
   checkKnown(flags, KNOWN, 'sft');
   const log = bool(flags, 'quiet') ? () => {} : (s: string) => console.log(s);
-  const dir = modelDir(flags);
+  const dir = await modelDir(flags);
   const tok = loadTokenizer(dir);
   let train = load(requireFile(str(flags, 'data'), '--data'));
   let evalDs = str(flags, 'evalData') ? load(requireFile(str(flags, 'evalData'), '--eval-data')) : undefined;
