@@ -82,6 +82,31 @@ test('text-classification over a PeftModel and over a model folder + adapter fol
   await assert.rejects(pipeline('summarization' as 'text-classification', dir), /unsupported task/);
 });
 
+test('Hub ids from the local cache (offline): a model repo, and an adapter repo whose base is a Hub id', async () => {
+  const dir = classifierDir();
+  const cache = path.join(tmp, 'hub');
+  const snap = (repo: string) => {
+    const d = path.join(cache, `models--${repo.replace('/', '--')}`, 'snapshots', 'a'.repeat(40));
+    fs.mkdirSync(d, { recursive: true });
+    return d;
+  };
+  const modelSnap = snap('peft-ts/tiny-cls');
+  for (const f of fs.readdirSync(dir)) fs.copyFileSync(path.join(dir, f), path.join(modelSnap, f));
+  const pm = getPeftModel(AutoModelForSequenceClassification.fromPretrained(dir, quiet), new LoraConfig({ r: 2, targetModules: ['c_attn'], taskType: 'SEQ_CLS' }));
+  for (const [n, p] of pm.namedParameters()) if (n.includes('lora_B')) p.data.fill(0.05);
+  const adapterSnap = snap('peft-ts/tiny-adapter');
+  pm.savePretrained(adapterSnap);
+  const cfgFile = path.join(adapterSnap, 'adapter_config.json');
+  fs.writeFileSync(cfgFile, JSON.stringify({ ...JSON.parse(fs.readFileSync(cfgFile, 'utf8')), base_model_name_or_path: 'peft-ts/tiny-cls' }));
+  const o = { cacheDir: cache, offline: true };
+  const byId = await pipeline('text-classification', 'peft-ts/tiny-cls', o);
+  assert.deepEqual(await byId('Jesus wept.', { top_k: null }), await (await pipeline('text-classification', dir))('Jesus wept.', { top_k: null }));
+  const adapterById = await pipeline('text-classification', 'peft-ts/tiny-adapter', o);
+  const direct = await pipeline('text-classification', pm, { tokenizer: Tokenizer.fromFile(dir) });
+  assert.deepEqual(await adapterById('Jesus wept.', { top_k: null }), await direct('Jesus wept.', { top_k: null }));
+  await assert.rejects(pipeline('text-classification', 'peft-ts/missing', o), /missing/);
+});
+
 test('token-classification: entities per token (special tokens and ignore_labels skipped), batch gives a list per text', async () => {
   const dir = path.join(tmp, 'ner');
   fs.mkdirSync(dir);

@@ -10,7 +10,7 @@ import { noGrad } from '../tensor/tensor.js';
 import { tidy } from '../tensor/memory.js';
 import { Tokenizer } from '../io/tokenizer.js';
 import { labelNames } from '../io/config.js';
-import { resolveLocalModelPath } from '../io/hub.js';
+import { resolveModelPath } from '../io/hub.js';
 import { AutoModelForCausalLM, AutoModelForSequenceClassification, AutoModelForTokenClassification, type FromPretrainedOptions } from '../models/auto.js';
 import type { ModelConfig, ModelInputs, ModelOutput, TaskType } from '../models/types.js';
 import { PeftModel } from '../peft/model.js';
@@ -66,8 +66,16 @@ function adapterLabels(dir: string): Record<string, string> | null {
   return m.id2label && Object.keys(m.id2label).length ? m.id2label : null;
 }
 
-function loadFromFolder(taskType: TaskType, where: string, o: PipelineOptions): { model: AnyModel; tokenizerDir: string[] } {
-  const dir = fs.existsSync(where) ? where : resolveLocalModelPath(where, { ...o, requiredFile: 'config.json' });
+/** A local folder as is; a Hub id from the cache or downloaded (a model repo, else an adapter repo). */
+async function resolveFolder(where: string, o: PipelineOptions): Promise<string> {
+  if (fs.existsSync(where)) return where;
+  try { return await resolveModelPath(where, o); } catch (e) {
+    try { return await resolveModelPath(where, { ...o, requiredFile: 'adapter_config.json' }); } catch { throw e; }
+  }
+}
+
+async function loadFromFolder(taskType: TaskType, where: string, o: PipelineOptions): Promise<{ model: AnyModel; tokenizerDir: string[] }> {
+  const dir = await resolveFolder(where, o);
   let baseDir = dir, adapterDir = o.adapter ?? null;
   if (hasAdapter(dir)) {
     if (adapterDir) throw new Error(`pipeline: ${dir} is an adapter already; give its base model as the model and the adapter as opts.adapter, or the adapter alone`);
@@ -75,7 +83,7 @@ function loadFromFolder(taskType: TaskType, where: string, o: PipelineOptions): 
     const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8')) as { base_model_name_or_path?: string | null; task_type?: string | null };
     const base = cfg.base_model_name_or_path;
     if (!base) throw new Error(`pipeline: the adapter in ${dir} does not name its base model (base_model_name_or_path); load the base as the model and pass { adapter: '${dir}' }`);
-    baseDir = fs.existsSync(base) ? base : resolveLocalModelPath(base, o);
+    baseDir = await resolveFolder(base, o);
   }
   if (adapterDir) {
     if (!hasAdapter(adapterDir)) throw new Error(`pipeline: no adapter_config.json in ${adapterDir}`);
@@ -129,7 +137,8 @@ function checkTexts(texts: unknown, task: string): string[] {
 /**
  * transformers.js's pipeline(task, model, options): a callable for 'text-classification'
  * ('sentiment-analysis'), 'token-classification' ('ner') or 'text-generation'. `model` is a
- * model folder (or Hub id in the local cache), an adapter folder whose base is local, or a
+ * model folder or Hub id (cached, else downloaded), an adapter folder or id whose base_model_name_or_path
+ * resolves the same way, or a
  * loaded model / PeftModel (then give options.tokenizer). dispose() frees a loaded model.
  */
 export async function pipeline(task: 'text-classification' | 'sentiment-analysis', model: string | Module, opts?: PipelineOptions): Promise<TextClassificationPipeline>;
@@ -140,7 +149,7 @@ export async function pipeline(task: PipelineTask, model: string | Module, opts:
   if (!taskType) throw new Error(`pipeline: unsupported task '${task}' (text-classification, token-classification, text-generation)`);
   let m: AnyModel, tokenizer = opts.tokenizer, owned = false;
   if (typeof model === 'string') {
-    const { model: loaded, tokenizerDir } = loadFromFolder(taskType, model, opts);
+    const { model: loaded, tokenizerDir } = await loadFromFolder(taskType, model, opts);
     m = loaded; owned = true;
     tokenizer ??= Tokenizer.fromFile(tokenizerDir.find((d) => fs.existsSync(path.join(d, 'tokenizer.json'))) ?? tokenizerDir[tokenizerDir.length - 1]);
   } else {
