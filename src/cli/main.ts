@@ -11,9 +11,11 @@ import { generateCommand } from './commands/generate.js';
 import { mergeCommand } from './commands/merge.js';
 import { inspectCommand } from './commands/inspect.js';
 import { demoCommand } from './commands/demo.js';
+import { sftCommand } from './commands/sft.js';
 
 const COMMANDS: Record<string, [(argv: string[]) => Promise<void>, string]> = {
   train: [trainCommand, 'LoRA fine-tune a model on a data file (classification or causal LM)'],
+  sft: [sftCommand, 'supervised fine-tuning as TRL does it: text, prompt-completion, Alpaca or chat data'],
   eval: [evalCommand, 'evaluate a base model + adapter on a labelled file'],
   predict: [predictCommand, 'classify texts: label and softmax scores'],
   generate: [generateCommand, 'continue a prompt, streamed, with or without an adapter'],

@@ -4,3 +4,4 @@ export * from './tokenizer.js';
 export * from './tokenize.js';
 export * from './collators.js';
 export * from './templates.js';
+export * from './sft.js';

@@ -58,3 +58,58 @@ export function applyChatTemplate(messages: ChatMessage[], o: ChatTemplateOption
     ...o.extra,
   });
 }
+
+// Private-use sentinels that stand for {% generation %} / {% endgeneration %} in the output.
+const GEN_OPEN = '\uE000', GEN_CLOSE = '\uE001';
+const GEN_TAG = /\{%(-?)\s*(end)?generation\s*(-?)%\}/g;
+
+/** Does the template mark assistant output with {% generation %} (TRL's has_generation_markers)? */
+export function hasGenerationMarkers(template: string): boolean {
+  return /\{%-?\s*generation\s*-?%\}/.test(template);
+}
+
+export interface RenderedChat {
+  text: string;
+  /** [start, end) character ranges of text rendered inside {% generation %} blocks. */
+  generationSpans: [number, number][];
+}
+
+const genCache = new Map<string, Template>();
+
+/**
+ * Renders a chat template as transformers' apply_chat_template does with
+ * return_assistant_tokens_mask: the text, and where each {% generation %} block's output lies
+ * in it. @huggingface/jinja drops the generation tags, so they are rewritten first into a
+ * block tag that prints a sentinel (a block tag, so lstrip_blocks / trim_blocks and the `-`
+ * whitespace control act as they did on the original tag); the sentinels are then cut out.
+ */
+export function renderChatWithGenerationSpans(template: string, vars: Record<string, unknown>): RenderedChat {
+  let t = genCache.get(template);
+  if (!t) {
+    const src = template.replace(GEN_TAG, (_m, l: string, end: string | undefined, r: string) =>
+      `{%${l} if true %}{{ '${end ? GEN_CLOSE : GEN_OPEN}' }}{% endif ${r}%}`);
+    t = new Template(src);
+    genCache.set(template, t);
+  }
+  const raw = t.render(vars);
+  let text = '';
+  const spans: [number, number][] = [];
+  let open = -1;
+  for (const ch of raw) {
+    if (ch === GEN_OPEN) {
+      if (open >= 0) throw new Error('chat template: nested {% generation %} blocks');
+      open = text.length;
+    } else if (ch === GEN_CLOSE) {
+      if (open < 0) throw new Error('chat template: {% endgeneration %} without {% generation %}');
+      spans.push([open, text.length]); open = -1;
+    } else text += ch;
+  }
+  if (open >= 0) throw new Error('chat template: {% generation %} is never closed');
+  return { text, generationSpans: spans };
+}
+
+/** Refuses messages that hold the sentinels (they would corrupt the spans). */
+export function checkNoSentinels(messages: unknown): void {
+  const s = JSON.stringify(messages);
+  if (s.includes(GEN_OPEN) || s.includes(GEN_CLOSE)) throw new Error('chat messages contain the private-use characters U+E000 / U+E001 used to track {% generation %} blocks');
+}

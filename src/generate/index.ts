@@ -10,3 +10,8 @@ export { TextStreamer } from './streamer.js';
 export type { Streamer, Decoder, TextStreamerOptions } from './streamer.js';
 export { generateText, leftPad } from './text.js';
 export type { TextTokenizer, GenerateTextOptions } from './text.js';
+export { pipeline } from './pipeline.js';
+export type {
+  PipelineTask, PipelineOptions, TextClassificationPipeline, TokenClassificationPipeline, TextGenerationPipeline,
+  ClassificationResult, TokenEntity, GeneratedText, TextClassificationOptions, TokenClassificationOptions, TextGenerationOptions, Chat,
+} from './pipeline.js';

@@ -12,6 +12,9 @@ export {
   ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, getPeftModelStateDict, readAdapterConfig, type SaveAdapterOptions,
 } from './save.js';
 export { setPeftWarningHandler, captureWarnings } from './warn.js';
+export { addWeightedAdapter, COMBINATION_TYPES, type CombinationType, type AddWeightedAdapterOptions } from './weighted.js';
+export { getLayerStatus, getModelStatus, type TunerLayerStatus, type TunerModelStatus } from './status.js';
+export { taskArithmetic, ties, dareLinear, dareTies, magnitudePrune, prune, svd, type MajoritySignMethod } from './merge-utils.js';
 export {
   AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification, AutoPeftModelForTokenClassification, AutoPeftModelForSeq2SeqLM,
   type AutoPeftOptions,

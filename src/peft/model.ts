@@ -10,6 +10,8 @@ import { type LoraLayer, isLoraLayer } from './embedding.js';
 import { ModulesToSaveWrapper } from './modules-to-save.js';
 import { checkTiedModules, injectAdapter, inspectModules, warnTiedMerge, markOnlyAdaptersAsTrainable, prepareConfig, setModulesToSave } from './inject.js';
 import { peftWarn } from './warn.js';
+import { type AddWeightedAdapterOptions, type CombinationType, addWeightedAdapter } from './weighted.js';
+import { type TunerLayerStatus, type TunerModelStatus, getLayerStatus, getModelStatus } from './status.js';
 import { pushFolder, type PushResult, type PushToHubOptions } from '../io/hub-upload.js';
 import { type SaveAdapterOptions, getPeftModelStateDict, loadAdapterWeights, readAdapterConfig, savePretrained } from './save.js';
 
@@ -40,7 +42,8 @@ export interface GetPeftModelOptions {
 export class PeftModel extends Module {
   /** Adapter name -> its config (peft's peft_config). */
   readonly peftConfig = new Map<string, LoraConfig>();
-  private _activeAdapter: string;
+  // peft's active_adapter: one name, or several whose outputs are summed (setAdapter([a, b])).
+  private _activeAdapters: string[];
   protected rng: Rng;
 
   constructor(model: Module, config: LoraConfig, adapterName = 'default', opts: GetPeftModelOptions = {}) {
@@ -48,7 +51,7 @@ export class PeftModel extends Module {
     if (model instanceof PeftModel) throw new Error('the model already is a PeftModel; use addAdapter() for another adapter');
     this.rng = opts.rng ?? defaultRng();
     this.registerModule('base_model', new LoraModel(model));
-    this._activeAdapter = adapterName;
+    this._activeAdapters = [adapterName];
     this.training = model.training;
     this.addAdapterInternal(adapterName, config, true);
   }
@@ -56,8 +59,10 @@ export class PeftModel extends Module {
   get baseModel(): LoraModel { return this.getChild('base_model') as LoraModel; }
   /** The wrapped model (peft's get_base_model()). */
   getBaseModel(): AnyModel { return this.baseModel.model; }
-  get activeAdapter(): string { return this._activeAdapter; }
-  get activeAdapters(): string[] { return [this._activeAdapter]; }
+  /** The (first) active adapter. */
+  get activeAdapter(): string { return this._activeAdapters[0]; }
+  get activeAdapters(): string[] { return [...this._activeAdapters]; }
+  private get _activeAdapter(): string { return this._activeAdapters[0]; }
   get activePeftConfig(): LoraConfig { return this.peftConfig.get(this._activeAdapter)!; }
   get task() { return this.getBaseModel().task; }
 
@@ -99,18 +104,59 @@ export class PeftModel extends Module {
   /** Adds a new (inactive) adapter; use setAdapter(name) to train or use it. */
   addAdapter(name: string, config: LoraConfig): void { this.addAdapterInternal(name, config, false); }
 
-  /** Makes `name` the active adapter; its weights become trainable unless inferenceMode. */
-  setAdapter(name: string, opts: { inferenceMode?: boolean } = {}): void {
-    if (!this.peftConfig.has(name)) throw new Error(`Adapter ${name} not found. Available adapters: ${[...this.peftConfig.keys()].join(', ')}`);
+  /**
+   * Makes `name` the active adapter, or several at once (peft's base_model.set_adapter with a
+   * list: their outputs are added). Their weights become trainable unless inferenceMode.
+   */
+  setAdapter(name: string | string[], opts: { inferenceMode?: boolean } = {}): void {
+    const names = typeof name === 'string' ? [name] : [...name];
+    if (!names.length) throw new Error('setAdapter: give at least one adapter name');
+    for (const n of names) {
+      if (!this.peftConfig.has(n)) throw new Error(`Adapter ${n} not found. Available adapters: ${[...this.peftConfig.keys()].join(', ')}`);
+    }
+    const wrappers = this.modulesToSaveWrappers();
+    for (const [path, w] of wrappers) {
+      const held = names.filter((n) => w.adapterNames().includes(n));
+      if (held.length > 1) throw new Error(`Attempted to set multiple (${held.join(', ')}) adapters at once for modules_to_save (${path}), which is not allowed.`);
+    }
     for (const [, l] of this.loraLayers()) {
       if (l.merged) { peftWarn('Adapter cannot be set when the model is merged. Unmerging the model first.'); l.unmerge(); }
-      l.setAdapter(name, opts.inferenceMode ?? false);
+      l.setAdapter(names, opts.inferenceMode ?? false);
+    }
+    for (const [, w] of wrappers) {
+      const held = names.find((n) => w.adapterNames().includes(n));
+      w.setAdapter(held ?? null, opts.inferenceMode ?? false);
+    }
+    this._activeAdapters = names;
+  }
+
+  /**
+   * peft's enable_adapter_layers: the adapters run again, and (as peft's enable_adapters(True)
+   * re-runs set_adapter) the active ones are trainable again.
+   */
+  enableAdapterLayers(): void {
+    for (const [, l] of this.loraLayers()) { l.disableAdapters = false; l.setAdapter(l.activeAdapters, false); }
+    for (const [, w] of this.modulesToSaveWrappers()) { w.disableAdapters = false; if (w.activeAdapter !== null) w.setAdapter(w.activeAdapter, false); }
+  }
+
+  /**
+   * peft's disable_adapter_layers: every adapter layer computes the base output (a merged
+   * layer is unmerged on its next forward) and the adapter weights are frozen, until
+   * enableAdapterLayers(). Use disableAdapter(fn) for a scoped switch-off.
+   */
+  disableAdapterLayers(): void {
+    for (const name of this._activeAdapters) {
+      const bias = this.peftConfig.get(name)?.bias ?? 'none';
+      if (bias !== 'none') peftWarn(`Careful, disabling adapter layers with bias configured to be '${bias}' does not produce the same output as the base model would without adaption.`);
+    }
+    for (const [, l] of this.loraLayers()) {
+      for (const n of l.adapterNames()) for (const p of l.adapterParameters(n)) p.requiresGrad = false;
+      l.disableAdapters = true;
     }
     for (const [, w] of this.modulesToSaveWrappers()) {
-      if (w.adapterNames().includes(name)) w.setAdapter(name, opts.inferenceMode ?? false);
-      else w.setAdapter(null);
+      for (const n of w.adapterNames()) w.modulesToSave.get(n)!.requiresGrad_(false);
+      w.disableAdapters = true;
     }
-    this._activeAdapter = name;
   }
 
   /** Runs fn with every adapter switched off (the base model's behaviour), then restores them. */
@@ -131,9 +177,11 @@ export class PeftModel extends Module {
     this.peftConfig.delete(name);
     for (const [, l] of this.loraLayers()) l.deleteAdapter(name);
     for (const [, w] of this.modulesToSaveWrappers()) w.deleteAdapter(name);
-    if (this._activeAdapter === name) {
+    if (this._activeAdapters.includes(name)) {
+      const still = this._activeAdapters.filter((n) => n !== name);
       const rest = [...this.peftConfig.keys()];
-      if (rest.length) this.setAdapter(rest[0]);
+      if (still.length) this.setAdapter(still);
+      else if (rest.length) this.setAdapter(rest[0]);
     }
   }
 
@@ -244,6 +292,22 @@ export class PeftModel extends Module {
     if (!opts.isTrainable) pm.eval();
     return pm;
   }
+
+  /**
+   * peft's add_weighted_adapter: adds `adapterName`, a combination of `adapters` with `weights`
+   * ('svd' by default; 'linear', 'cat', 'ties', 'ties_svd', 'dare_linear', 'dare_ties',
+   * 'dare_linear_svd', 'dare_ties_svd', 'magnitude_prune', 'magnitude_prune_svd'). The new
+   * adapter is frozen and not active: setAdapter(adapterName) to use it.
+   */
+  addWeightedAdapter(adapters: string[], weights: number[], adapterName: string, combinationType: CombinationType = 'svd', opts: AddWeightedAdapterOptions = {}): void {
+    addWeightedAdapter(this, adapters, weights, adapterName, combinationType, opts);
+  }
+
+  /** peft's get_layer_status: one entry per adapter layer (and modules_to_save wrapper). */
+  getLayerStatus(): TunerLayerStatus[] { return getLayerStatus(this); }
+
+  /** peft's get_model_status: the model-wide summary of getLayerStatus(). */
+  getModelStatus(): TunerModelStatus { return getModelStatus(this); }
 
   /** Targetable linear layers of the wrapped model. */
   inspectModules() { return inspectModules(this.getBaseModel()); }
