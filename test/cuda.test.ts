@@ -339,10 +339,13 @@ test('emulated 64 MiB device: the pool refuses what does not fit, frees cached b
       const s3 = m.cudaStats();
       let err2 = null;
       try { b.alloc(6 * 2 ** 20, 'float32'); } catch (e) { err2 = e.message; }  // 24 MiB: 16 fit
-      console.log(JSON.stringify({ err1, err2, s0, s1, s2, s3, keep: c.length }));`;
+      console.log(JSON.stringify({ err1, err2, s0, s1, s2, s3, keep: c.length, info: m.cudaInfo() }));`;
     const r = run(code, { PEFT_TS_CUDA_EMU_MEMORY_MB: '64', PEFT_TS_CUDA_RESERVE_MB: '8' }, ['--expose-gc']);
     assert.equal(r.status, 0, `exit ${r.status} ${r.signal}: ${r.err}`);
-    const { err1, err2, s0, s1, s2, s3 } = JSON.parse(r.out);
+    const { err1, err2, s0, s1, s2, s3, info } = JSON.parse(r.out);
+    assert.equal(info.totalMemory, 64 * MiB);
+    assert.equal(info.reserveBytes, 8 * MiB);
+    assert.equal(info.freeMemory, 24 * MiB); // 40 MiB block live
     oom(32 * MiB)(new Error(err1));
     assert.match(err1, /32\.0 MiB in use and 0\.0 MiB cached; the device has 32\.0 MiB free of 64\.0 MiB .* keeping 8\.0 MiB in reserve/);
     assert.equal(s1.rawAllocs, s0.rawAllocs);

@@ -182,7 +182,7 @@ cudaError_t cudaSetDevice(int) { return cudaSuccess; }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) {
   std::memset(p, 0, sizeof *p);
   std::snprintf(p->name, sizeof p->name, "peft-ts CUDA emulator (CPU)");
-  p->major = 9; p->minor = 0; p->managedMemory = 1; p->multiProcessorCount = 1; p->totalGlobalMem = (size_t)1 << 34;
+  p->major = 9; p->minor = 0; p->managedMemory = 1; p->multiProcessorCount = 1; p->totalGlobalMem = emuCapacity();
   return cudaSuccess;
 }
 cudaError_t cudaDriverGetVersion(int* v) { *v = 13000; return cudaSuccess; }
