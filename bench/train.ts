@@ -192,7 +192,8 @@ console.log(`\nworkload ${workload} on ${where}`);
 console.log('| impl | dtype | B x T | grad ckpt | step ms | throughput | step peak tensors GiB | peak RSS GiB | peak GPU GiB | trainable | total |');
 console.log('|---|---|---|---|---|---|---|---|---|---|---|');
 for (const r of rows) console.log(`| ${r.impl} | ${(r as { dtype?: string }).dtype ?? '-'} | ${r.batch}x${r.seq} | ${r.gradient_checkpointing ?? '-'} | ${r.step_ms} | ${r.throughput} ${r.unit} | ${r.step_peak_tensor_GiB ?? '-'} | ${r.peak_rss_GiB ?? '-'} | ${(r as { peak_mem_GiB?: number }).peak_mem_GiB ?? '-'} | ${r.trainable} | ${r.total} |`);
-if (base) {
+if (base && tiny) console.log('no ratio: --tiny models are not the baseline\'s');
+else if (base) {
   console.log(`ratio peft-ts / python peft throughput: ${(ours.throughput / Number(base.throughput)).toFixed(2)}x`);
   if (gpu && base.peak_mem_GiB) console.log(`ratio peak GPU memory: ${(Number(ours.peak_mem_GiB) / Number(base.peak_mem_GiB)).toFixed(2)}x`);
 }
