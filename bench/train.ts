@@ -6,6 +6,12 @@
 //        [--steps N] [--warmup N] [--threads N] [--python /path/to/python]
 //        [--baseline path/to/peft_baseline.py] [--out file.json]
 //        [--batch B] [--seq T] [--gradient-checkpointing] [--full-logits] [--no-baseline] [--dtype float32|bfloat16]
+//        [--baseline-result file.json] [--tiny]
+//
+// --baseline-result takes the baseline's JSON line from a file instead of running it here
+// (scripts/gpu/run_all.sh runs it in its own process first, so the two never share the GPU's
+// memory). --tiny keeps each workload's architecture at toy sizes (2 layers, width 64,
+// vocab 1000, B2 x T32): for rehearsing the GPU script on the CPU emulator, never for figures.
 //
 // --dtype bfloat16 stores our frozen Linear / Conv1D / Embedding weights in bf16 (fromConfig's
 // dtype, as fromPretrained({ dtype: 'bfloat16' }) loads them); LoRA, norms and compute stay float32.
@@ -42,6 +48,7 @@ if (dtype === 'bfloat16' && workload === 'llama1b-qlora') throw new Error('--dty
 const dt = { dtype: dtype as 'float32' | 'bfloat16' };
 if (device !== 'cpu' && device !== 'cuda') throw new Error(`--device must be cpu or cuda, got ${device}`);
 const gpu = device === 'cuda';
+const tiny = argv.includes('--tiny');
 setNumThreads(threads);
 if (gpu) setBackend('cuda'); // throws with the reason when the cuda addon or a GPU is missing
 
@@ -51,8 +58,10 @@ function buildWorkload() {
   const rng = new Rng(0);
   if (workload === 'gpt2-clm') {
     // GPT-2 124M shape, random init (the FLOPs are those of the pretrained model).
-    const model = AutoModelForCausalLM.fromConfig({ model_type: 'gpt2', vocab_size: 50257, n_positions: 1024, n_embd: 768, n_layer: 12, n_head: 12 }, { rng, ...dt });
+    const shape = tiny ? { vocab_size: 1000, n_positions: 128, n_embd: 64, n_layer: 2, n_head: 4 } : { vocab_size: 50257, n_positions: 1024, n_embd: 768, n_layer: 12, n_head: 12 };
+    const model = AutoModelForCausalLM.fromConfig({ model_type: 'gpt2', ...shape }, { rng, ...dt });
     const peft = getPeftModel(model, new LoraConfig({ taskType: 'CAUSAL_LM', r: 8, loraAlpha: 16, loraDropout: 0.05, targetModules: ['c_attn'], fanInFanOut: true }));
+    if (tiny) return { peft, B: 2, T: 32, vocab: 1000, unit: 'tokens', cls: false };
     return { peft, B: gpu ? 16 : 4, T: gpu ? 1024 : 256, vocab: 50257, unit: 'tokens', cls: false };
   }
   if (workload === 'distilbert-cls') {
@@ -62,9 +71,10 @@ function buildWorkload() {
   }
   if (workload === 'llama1b-clm' || workload === 'llama1b-qlora') {
     // Llama-3.2-1B shape, as peft_baseline.py builds it.
+    const shape = tiny ? { vocab_size: 1000, hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2 }
+      : { vocab_size: 128256, hidden_size: 2048, intermediate_size: 8192, num_hidden_layers: 16, num_attention_heads: 32, num_key_value_heads: 8 };
     const model = AutoModelForCausalLM.fromConfig({
-      model_type: 'llama', vocab_size: 128256, hidden_size: 2048, intermediate_size: 8192, num_hidden_layers: 16,
-      num_attention_heads: 32, num_key_value_heads: 8, max_position_embeddings: 4096, rope_theta: 500000.0,
+      model_type: 'llama', ...shape, max_position_embeddings: 4096, rope_theta: 500000.0,
       tie_word_embeddings: true, rms_norm_eps: 1e-5,
     }, { rng, ...dt });
     if (workload === 'llama1b-qlora') quantizeModel(model, { computeDtype: 'bfloat16', compressStatistics: true });
@@ -72,6 +82,7 @@ function buildWorkload() {
       taskType: 'CAUSAL_LM', r: 16, loraAlpha: 32, loraDropout: 0.05,
       targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
     }));
+    if (tiny) return { peft, B: 2, T: 32, vocab: 1000, unit: 'tokens', cls: false };
     return { peft, B: gpu ? 8 : 1, T: gpu ? 1024 : 256, vocab: 128256, unit: 'tokens', cls: false };
   }
   throw new Error(`unknown workload '${workload}' (gpt2-clm | distilbert-cls | llama1b-clm | llama1b-qlora)`);
@@ -128,7 +139,7 @@ function measureOurs() {
   const dt = (performance.now() - t0) / steps / 1000;
   const per = unit === 'samples' ? B : B * T;
   return {
-    impl: 'peft-ts', backend: backendName(), workload, dtype, batch: B, seq: T, threads,
+    impl: 'peft-ts', backend: backendName(), workload, ...(tiny ? { tiny: true } : {}), dtype, batch: B, seq: T, threads,
     trainable: peft.numParameters(true), total: peft.numParameters(),
     step_ms: +(dt * 1000).toFixed(1), throughput: +(per / dt).toFixed(1), unit: unit + '/s', loss,
     rss_GiB: +(process.memoryUsage().rss / 2 ** 30).toFixed(2), peak_rss_GiB: peakRssGiB(),
@@ -150,6 +161,12 @@ function gpuStaged(): number | null {
 }
 
 function measureBaseline(): Record<string, unknown> | null {
+  const given = flag('baseline-result');
+  if (given) {
+    // the baseline's stdout, saved by the caller: its last line is the JSON result
+    const line = existsSync(given) ? readFileSync(given, 'utf8').trim().split('\n').pop() ?? '' : '';
+    try { return { impl: 'python peft', ...JSON.parse(line) }; } catch { console.error(`no baseline result in ${given}`); return null; }
+  }
   const py = flag('python', process.env.PEFT_BASELINE_PYTHON ?? (existsSync('/opt/pyref/bin/python') ? '/opt/pyref/bin/python' : 'python3'));
   const script = flag('baseline', [resolve(root, '../shared/bench/peft_baseline.py'), resolve(root, 'shared/bench/peft_baseline.py')].find(existsSync));
   if (!script || !existsSync(script)) { console.error('baseline script not found; pass --baseline'); return null; }
@@ -165,7 +182,7 @@ function measureBaseline(): Record<string, unknown> | null {
 
 const ours = measureOurs();
 // The Python baseline runs its fixed B x T only, so it is skipped when they are overridden.
-const base = argv.includes('--no-baseline') || flag('batch') || flag('seq') || ckpt ? null : measureBaseline();
+const base = argv.includes('--no-baseline') || ((flag('batch') || flag('seq') || ckpt || tiny) && !flag('baseline-result')) ? null : measureBaseline();
 // The baseline uses bf16 weights (and bf16 compute) on the GPU, float32 on the CPU.
 const baseDtype = base ? String(base.dtype ?? '').replace(/^torch\./, '') : '';
 if (base && baseDtype && baseDtype !== dtype) console.log(`note: our weights are ${dtype}, the baseline's ${baseDtype} (pass --dtype ${baseDtype} to match)`);
@@ -175,7 +192,8 @@ console.log(`\nworkload ${workload} on ${where}`);
 console.log('| impl | dtype | B x T | grad ckpt | step ms | throughput | step peak tensors GiB | peak RSS GiB | peak GPU GiB | trainable | total |');
 console.log('|---|---|---|---|---|---|---|---|---|---|---|');
 for (const r of rows) console.log(`| ${r.impl} | ${(r as { dtype?: string }).dtype ?? '-'} | ${r.batch}x${r.seq} | ${r.gradient_checkpointing ?? '-'} | ${r.step_ms} | ${r.throughput} ${r.unit} | ${r.step_peak_tensor_GiB ?? '-'} | ${r.peak_rss_GiB ?? '-'} | ${(r as { peak_mem_GiB?: number }).peak_mem_GiB ?? '-'} | ${r.trainable} | ${r.total} |`);
-if (base) {
+if (base && tiny) console.log('no ratio: --tiny models are not the baseline\'s');
+else if (base) {
   console.log(`ratio peft-ts / python peft throughput: ${(ours.throughput / Number(base.throughput)).toFixed(2)}x`);
   if (gpu && base.peak_mem_GiB) console.log(`ratio peak GPU memory: ${(Number(ours.peak_mem_GiB) / Number(base.peak_mem_GiB)).toFixed(2)}x`);
 }

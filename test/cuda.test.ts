@@ -291,3 +291,78 @@ test('PEFT_TS_BACKEND=cuda selects the cuda backend', { skip }, () => {
   assert.equal(r.status, 0, r.err);
   assert.equal(r.out, 'cuda');
 });
+
+// ---------- never oversubscribe ----------
+
+const MiB = 2 ** 20;
+const oom = (bytes: number) => (e: unknown) => {
+  const m = (e as Error).message;
+  assert.match(m, new RegExp(`out of memory: requested ${bytes} bytes`), m);
+  assert.match(m, /the pool holds [\d.]+ MiB in use and [\d.]+ MiB cached/, m);
+  assert.match(m, /the device has [\d.]+ MiB free of [\d.]+ MiB/, m);
+  assert.match(m, /Nothing was allocated/, m);
+  return true;
+};
+
+test('a request beyond the device\'s free memory fails with a clear error and allocates nothing', { skip }, () => {
+  const b = cudaBackend();
+  const i = cudaInfo();
+  assert.ok(i.freeMemory > 0 && i.freeMemory <= i.totalMemory, JSON.stringify(i));
+  const before = cudaStats();
+  const n = Math.ceil((i.freeMemory + 2 ** 30) / 4); // 1 GiB more than the card has free
+  assert.throws(() => b.alloc!(n, 'float32'), oom(n * 4));
+  const after = cudaStats();
+  assert.equal(after.rawAllocs, before.rawAllocs, 'the pool grew');
+  assert.equal(after.liveBytes, before.liveBytes);
+  assert.ok(after.refusedGrowths > before.refusedGrowths);
+});
+
+// The emulator's device has PEFT_TS_CUDA_EMU_MEMORY_MB and aborts on any allocation past it
+// (as oversubscribed managed memory can hang a real GPU): the guard must refuse first.
+const emu = hasCuda && /emulator/.test(cudaInfo().name);
+test('emulated 64 MiB device: the pool refuses what does not fit, frees cached blocks and retries once before failing',
+  { skip: emu ? false : 'needs the CPU emulator build (npm run test:cuda-emu)' }, () => {
+    const code = `
+      const b = m.cudaBackend();
+      let a = b.alloc(8 * 2 ** 20, 'float32');                  // 32 MiB of 64, 8 reserved
+      const s0 = m.cudaStats();
+      let err1 = null;
+      try { b.alloc(8 * 2 ** 20, 'float32'); } catch (e) { err1 = e.message; }  // 32 more: 24 fit
+      const s1 = m.cudaStats();
+      a = null;
+      for (let k = 0; k < 100 && m.cudaStats().cachedBytes < 32 * 2 ** 20; k++) {
+        globalThis.gc();
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      const s2 = m.cudaStats();
+      const c = b.alloc(10 * 2 ** 20, 'float32');              // 40 MiB: fits only without the cached block
+      const s3 = m.cudaStats();
+      let err2 = null;
+      try { b.alloc(6 * 2 ** 20, 'float32'); } catch (e) { err2 = e.message; }  // 24 MiB: 16 fit
+      console.log(JSON.stringify({ err1, err2, s0, s1, s2, s3, keep: c.length, info: m.cudaInfo() }));`;
+    const r = run(code, { PEFT_TS_CUDA_EMU_MEMORY_MB: '64', PEFT_TS_CUDA_RESERVE_MB: '8' }, ['--expose-gc']);
+    assert.equal(r.status, 0, `exit ${r.status} ${r.signal}: ${r.err}`);
+    const { err1, err2, s0, s1, s2, s3, info } = JSON.parse(r.out);
+    assert.equal(info.totalMemory, 64 * MiB);
+    assert.equal(info.reserveBytes, 8 * MiB);
+    assert.equal(info.freeMemory, 24 * MiB); // 40 MiB block live
+    oom(32 * MiB)(new Error(err1));
+    assert.match(err1, /32\.0 MiB in use and 0\.0 MiB cached; the device has 32\.0 MiB free of 64\.0 MiB .* keeping 8\.0 MiB in reserve/);
+    assert.equal(s1.rawAllocs, s0.rawAllocs);
+    assert.equal(s1.reservedBytes, 32 * MiB);
+    assert.equal(s2.cachedBytes, 32 * MiB, 'the first block was not released to the cache');
+    // the 40 MiB block: refused, cached 32 MiB freed, retried and granted
+    assert.equal(s3.rawFrees - s2.rawFrees, 1);
+    assert.equal(s3.rawAllocs - s2.rawAllocs, 1);
+    assert.equal(s3.refusedGrowths - s2.refusedGrowths, 1);
+    assert.equal(s3.reservedBytes, 40 * MiB);
+    assert.equal(s3.cachedBytes, 0);
+    oom(24 * MiB)(new Error(err2));
+    assert.match(err2, /40\.0 MiB in use and 0\.0 MiB cached; the device has 24\.0 MiB free of 64\.0 MiB/);
+  });
+
+test('PEFT_TS_CUDA_RESERVE_MB must be a number', { skip }, () => {
+  const r = run('console.log(JSON.stringify(m.cudaStatus()))', { PEFT_TS_CUDA_RESERVE_MB: 'lots' });
+  assert.equal(r.status, 0, r.err);
+  assert.match(JSON.parse(r.out).reason, /PEFT_TS_CUDA_RESERVE_MB must be a number of MiB >= 0, got 'lots'/);
+});

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
+#include <unordered_map>
 #include <vector>
 
 namespace emu {
@@ -149,6 +150,21 @@ cudaError_t takeLastError() {
 
 extern "C" {
 
+namespace {
+// The emulated device's memory: PEFT_TS_CUDA_EMU_MEMORY_MB (default 16384). Managed memory
+// can be oversubscribed on a real GPU, and on the machines we test on that can hang the card;
+// here it aborts the process, so a test shows any allocation that skipped the free-memory check.
+size_t emuCapacity() {
+  static const size_t cap = [] {
+    const char* s = std::getenv("PEFT_TS_CUDA_EMU_MEMORY_MB");
+    return (size_t)((s && *s ? std::atof(s) : 16384.0) * 1048576.0);
+  }();
+  return cap;
+}
+std::unordered_map<void*, size_t> emuBlocks;
+size_t emuUsed = 0;
+}  // namespace
+
 cudaError_t cudaGetLastError(void) { return emu::takeLastError(); }
 const char* cudaGetErrorName(cudaError_t e) {
   switch (e) {
@@ -166,7 +182,7 @@ cudaError_t cudaSetDevice(int) { return cudaSuccess; }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) {
   std::memset(p, 0, sizeof *p);
   std::snprintf(p->name, sizeof p->name, "peft-ts CUDA emulator (CPU)");
-  p->major = 9; p->minor = 0; p->managedMemory = 1; p->multiProcessorCount = 1; p->totalGlobalMem = (size_t)1 << 34;
+  p->major = 9; p->minor = 0; p->managedMemory = 1; p->multiProcessorCount = 1; p->totalGlobalMem = emuCapacity();
   return cudaSuccess;
 }
 cudaError_t cudaDriverGetVersion(int* v) { *v = 13000; return cudaSuccess; }
@@ -177,13 +193,30 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int) {
   return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t) { return emu::takeLastError(); }
+cudaError_t cudaMemGetInfo(size_t* freeB, size_t* totalB) {
+  *totalB = emuCapacity();
+  *freeB = emuUsed < *totalB ? *totalB - emuUsed : 0;
+  return cudaSuccess;
+}
 cudaError_t cudaMallocManaged(void** p, size_t bytes, unsigned int) {
+  if (emuUsed + bytes > emuCapacity()) {
+    std::fprintf(stderr, "emu: cudaMallocManaged of %zu bytes oversubscribes the emulated device (%zu of %zu bytes in use): "
+      "on a GPU this can hang the card\n", bytes, emuUsed, emuCapacity());
+    std::abort();
+  }
   *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
   if (!*p) return cudaErrorMemoryAllocation;
+  emuBlocks[*p] = bytes;
+  emuUsed += bytes;
   std::memset(*p, 0xff, bytes);  // NaN / -1: reading memory nobody wrote shows up in results
   return cudaSuccess;
 }
-cudaError_t cudaFree(void* p) { std::free(p); return cudaSuccess; }
+cudaError_t cudaFree(void* p) {
+  auto it = emuBlocks.find(p);
+  if (it != emuBlocks.end()) { emuUsed -= it->second; emuBlocks.erase(it); }
+  std::free(p);
+  return cudaSuccess;
+}
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind, cudaStream_t) {
   std::memcpy(dst, src, n);
   return cudaSuccess;

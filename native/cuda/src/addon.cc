@@ -757,6 +757,7 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   o.Set("launches", (double)d.launches);
   o.Set("gemms", (double)d.gemms);
   o.Set("syncs", (double)d.syncs);
+  o.Set("refusedGrowths", (double)d.refusedGrowths);
   return o;
 }
 
@@ -793,6 +794,10 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   o.Set("cublas", d.cublasInfo());
   o.Set("tf32", d.tf32);
   o.Set("prefetch", d.prefetch);
+  size_t freeB = 0, totalB = 0;
+  if (cudaMemGetInfo(&freeB, &totalB) != cudaSuccess) cudaGetLastError();
+  o.Set("freeMemory", (double)freeB);
+  o.Set("reserveBytes", (double)d.reserveBytes);
   return o;
 }
 

@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cublas_api.h>
 #include <mutex>
@@ -124,16 +125,14 @@ void init() {
     d->tf32 = envFlag("PEFT_TS_CUDA_TF32", true);
     d->prefetch = envFlag("PEFT_TS_CUDA_PREFETCH", true) && d->concurrentManaged;
     d->cublas = loadCublas(d->stream);
+    if (const char* r = std::getenv("PEFT_TS_CUDA_RESERVE_MB")) {
+      char* end = nullptr;
+      const double mb = std::strtod(r, &end);
+      if (!(mb >= 0) || end == r || *end) throw CudaError(std::string("PEFT_TS_CUDA_RESERVE_MB must be a number of MiB >= 0, got '") + r + "'");
+      d->reserveBytes = (size_t)(mb * 1048576.0);
+    }
     cudaStream_t stream = d->stream;
-    d->cache = new BlockCache(
-      [](size_t bytes) -> void* {
-        void* p = nullptr;
-        if (cudaMallocManaged(&p, bytes, cudaMemAttachGlobal) != cudaSuccess) {
-          cudaGetLastError();  // out of memory is not sticky: clear it, the cache trims and retries
-          return nullptr;
-        }
-        return p;
-      },
+    d->cache = new BlockCache([d](size_t bytes) { return d->growPool(bytes); },
       [stream](void* p) {
         cudaStreamSynchronize(stream);  // queued kernels may still use a cached block
         cudaFree(p);
@@ -168,10 +167,54 @@ size_t Device::emptyCache() {
   return cache->trim();
 }
 
+void* Device::growPool(size_t bytes) {
+  // Asking for more managed memory than the card has free can hang the GPU itself: check first.
+  size_t freeB = 0, totalB = 0;
+  const cudaError_t e = cudaMemGetInfo(&freeB, &totalB);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    lastMemInfoError = std::string("cudaMemGetInfo failed: ") + cudaGetErrorName(e);
+    refusedGrowths++;
+    return nullptr;  // free memory unknown: refuse rather than risk oversubscribing
+  }
+  lastMemInfoError.clear();
+  lastFree = freeB;
+  lastTotal = totalB;
+  if (freeB < reserveBytes || bytes > freeB - reserveBytes) {
+    refusedGrowths++;
+    return nullptr;
+  }
+  void* p = nullptr;
+  if (cudaMallocManaged(&p, bytes, cudaMemAttachGlobal) != cudaSuccess) {
+    cudaGetLastError();  // out of memory is not sticky: clear it, the cache trims and retries
+    return nullptr;
+  }
+  return p;
+}
+
+namespace {
+std::string mib(size_t b) {
+  char s[64];
+  std::snprintf(s, sizeof s, "%.1f MiB", (double)b / 1048576.0);
+  return s;
+}
+}  // namespace
+
 void* Device::allocManaged(size_t bytes, size_t* blockBytes) {
+  const CacheStats before = cache->stats();
   bool fresh = false;
   void* p = cache->take(bytes, blockBytes, &fresh);
-  if (!p) throw CudaError("out of memory: cudaMallocManaged of " + std::to_string(BlockCache::bucket(bytes)) + " bytes failed");
+  if (!p) {
+    const size_t block = BlockCache::bucket(bytes);
+    std::string dev = lastMemInfoError.empty()
+      ? "the device has " + mib(lastFree) + " free of " + mib(lastTotal) + " (" + std::to_string(lastFree) +
+        " bytes), keeping " + mib(reserveBytes) + " in reserve (PEFT_TS_CUDA_RESERVE_MB)"
+      : lastMemInfoError;
+    throw CudaError("out of memory: requested " + std::to_string(bytes) + " bytes (a " + mib(block) +
+      " block); the pool holds " + mib(before.liveBytes) + " in use and " + mib(before.cachedBytes) +
+      " cached" + (before.cachedBytes ? " (released, and the request retried)" : "") + "; " + dev +
+      ". Nothing was allocated: use a smaller batch or sequence length, or free tensors (dispose())");
+  }
   if (fresh && prefetch) {
     cudaMemLocation loc{};
     loc.type = cudaMemLocationTypeDevice;

@@ -31,6 +31,13 @@ struct Device {
   bool tf32 = true;      // PEFT_TS_CUDA_TF32 (default 1): FP32 GEMMs may use TF32 tensor cores
   bool prefetch = true;  // PEFT_TS_CUDA_PREFETCH (default 1): new managed blocks are prefetched to the GPU
   bool pending = false;  // work enqueued since the last synchronize
+  // Never oversubscribe: the pool grows only while cudaMemGetInfo's free bytes minus this
+  // reserve (cuBLAS workspaces, the context, other processes) cover the new block.
+  // PEFT_TS_CUDA_RESERVE_MB, default 512.
+  size_t reserveBytes = (size_t)512 << 20;
+  size_t lastFree = 0, lastTotal = 0;  // cudaMemGetInfo at the last growth attempt
+  std::string lastMemInfoError;        // non-empty when cudaMemGetInfo itself failed
+  uint64_t refusedGrowths = 0;         // growths refused because the device lacked the memory
   Cublas* cublas = nullptr;
   BlockCache* cache = nullptr;
   // Arrays not from alloc() are staged through temporary device blocks: counted here.
@@ -41,8 +48,15 @@ struct Device {
   void synchronize();
   /** Synchronizes, then frees every cached block. Returns the bytes freed. */
   size_t emptyCache();
-  /** A managed block for n bytes (prefetched to the GPU when new); throws when out of memory. */
+  /**
+   * A managed block for n bytes (prefetched to the GPU when new). The pool grows only when
+   * the device has the block's bytes free beyond reserveBytes; otherwise cached blocks are
+   * freed and the check retried once, then CudaError("out of memory: ...") names the
+   * request, the pool (in use / cached) and the device's free memory. Nothing is allocated then.
+   */
   void* allocManaged(size_t bytes, size_t* blockBytes);
+  /** The raw allocator under the cache: nullptr when the block does not fit (see allocManaged). */
+  void* growPool(size_t bytes);
   std::string cublasInfo() const;
 };
 

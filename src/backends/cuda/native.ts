@@ -34,6 +34,8 @@ export interface CudaStats {
   launches: number;
   gemms: number;
   syncs: number;
+  /** Pool growths refused because the device lacked the free memory (cudaMemGetInfo minus the reserve). */
+  refusedGrowths: number;
 }
 
 export interface CudaInfo {
@@ -49,6 +51,10 @@ export interface CudaInfo {
   cublas: string;
   tf32: boolean;
   prefetch: boolean;
+  /** cudaMemGetInfo's free bytes now. */
+  freeMemory: number;
+  /** Bytes the pool leaves free on the device (PEFT_TS_CUDA_RESERVE_MB, default 512). */
+  reserveBytes: number;
 }
 
 /** The raw addon surface (op codes are indices into UNARY_OPS / BINARY_OPS). */
