@@ -122,7 +122,11 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   if (batch >= gThreads * 2 && gThreads > 1 && flops < 6e7) {
     openblas_set_num_threads(1);
     parallelFor(batch, 1, [&](size_t b0, size_t b1) {
-      for (size_t i = b0; i < b1; i++) sgemm1(tA, tB, m, n, k, alpha, a + i * sA, b + i * sB, beta, c + i * m * n);
+      for (size_t i = b0; i < b1; i++) {
+        // (gemv.cc's own parallelFor runs inline here: one item per thread already.)
+        if (!tA && smallMatmulF32(a + i * sA, b + i * sB, c + i * m * n, m, n, k, tB, alpha, beta)) continue;
+        sgemm1(tA, tB, m, n, k, alpha, a + i * sA, b + i * sB, beta, c + i * m * n);
+      }
     });
     openblas_set_num_threads(gThreads);
   } else {
