@@ -7,6 +7,10 @@ import { savePretrained } from './save.js';
 import { weightsDtype } from '../nn/dtype.js';
 import { initWeights, num, type RawConfig } from './common.js';
 import { labelNames, withNumLabels } from '../io/config.js';
+import { pushFolder, type PushResult, type PushToHubOptions } from '../io/hub-upload.js';
+import { modelCard } from '../io/model-card.js';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 
 export interface ModelInitOptions {
   /** Rng for dropout (and the random init). Defaults to the global one. */
@@ -28,6 +32,12 @@ export abstract class HFModel extends PreTrainedModel {
   readonly rng: Rng;
   /** Filled by from_pretrained: what the checkpoint lacked / had in excess. */
   loadingInfo?: { missingKeys: string[]; unexpectedKeys: string[]; newlyInitialized: string[]; mismatchedKeys: string[] };
+  /**
+   * transformers' name_or_path: the folder or Hub id fromPretrained was given, as given
+   * (relative paths stay relative, as in Python). peft writes it into adapter_config.json's
+   * base_model_name_or_path, which AutoPeftModel reads back. null for models built from a config.
+   */
+  nameOrPath: string | null = null;
 
   private readonly drawInit: boolean;
   private initPaddingIdx: (name: string) => number | null = () => null;
@@ -50,11 +60,25 @@ export abstract class HFModel extends PreTrainedModel {
   /** Parameters the loader may silently skip when a checkpoint has them (old buffers). */
   ignoredUnexpectedKeys(): RegExp[] { return []; }
 
-  /** Weights as they go into model.safetensors (tied aliases dropped). */
+  /**
+   * Checkpoint key prefixes stored under another name than the module path, as [checkpoint,
+   * model] pairs (transformers' conversion_mapping, e.g. GPT-NeoX's "embed_out." for
+   * "lm_head."): read either way, saved under the checkpoint name as transformers saves them.
+   */
+  checkpointKeyRenames(): [string, string][] { return []; }
+
+  /** Weights as they go into model.safetensors (tied aliases dropped, renamed keys back). */
   checkpointStateDict(): Map<string, Tensor> {
     const sd = this.stateDict();
     for (const k of this.tiedWeightKeys()) sd.delete(k);
-    return sd;
+    const renames = this.checkpointKeyRenames();
+    if (!renames.length) return sd;
+    const out = new Map<string, Tensor>();
+    for (const [k, t] of sd) {
+      const r = renames.find(([, to]) => k.startsWith(to));
+      out.set(r ? r[0] + k.slice(r[1].length) : k, t);
+    }
+    return out;
   }
 
   /** config.json contents as transformers would save them for this model. */
@@ -76,6 +100,20 @@ export abstract class HFModel extends PreTrainedModel {
 
   /** Writes config.json + model.safetensors to dir (transformers' save_pretrained). */
   savePretrained(dir: string): void { savePretrained(this, dir); }
+
+  /**
+   * transformers' push_to_hub: config.json + model.safetensors and a model card (base_model:
+   * what it was loaded from, e.g. the base of a merged adapter) in one commit to repoId.
+   */
+  async pushToHub(repoId: string, opts: PushToHubOptions = {}): Promise<PushResult> {
+    return pushFolder(repoId, (d) => {
+      this.savePretrained(d);
+      const base = this.nameOrPath && !path.isAbsolute(this.nameOrPath) && !this.nameOrPath.startsWith('.') ? this.nameOrPath : null;
+      fs.writeFileSync(path.join(d, 'README.md'), modelCard(
+        { base_model: base, library_name: 'transformers', pipeline_tag: this.task === 'CAUSAL_LM' ? 'text-generation' : this.task === 'SEQ_CLS' ? 'text-classification' : 'token-classification', tags: ['peft-ts'] },
+        `# ${repoId.split('/')[1]}\n\n${this.architecture}${base ? ` from ${base}` : ''}, saved by peft-ts (load with transformers' \`from_pretrained\`).`));
+    }, { what: 'model', ...opts });
+  }
 
   /** Fresh random weights as transformers' _init_weights draws them. */
   protected initRandom(paddingIdxOf: (name: string) => number | null = () => null): void {

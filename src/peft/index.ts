@@ -5,9 +5,15 @@ export { LoraEmbedding, ParameterDict, isLoraLayer, type LoraLayer } from './emb
 export { ModulesToSaveWrapper } from './modules-to-save.js';
 export { cloneModule } from './clone.js';
 export { checkTargetModule, rankFor, alphaFor } from './targets.js';
-export { inspectModules, CLASSIFIER_MODULE_NAMES } from './inject.js';
+export { inspectModules, defaultTargetsFor, CLASSIFIER_MODULE_NAMES } from './inject.js';
+export { LORA_TARGET_MODULES_BY_MODEL_TYPE, defaultTargetModules } from './default-targets.js';
 export { PeftModel, LoraModel, getPeftModel, type GetPeftModelOptions, type LoadAdapterOptions } from './model.js';
 export {
   ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, getPeftModelStateDict, readAdapterConfig, type SaveAdapterOptions,
 } from './save.js';
 export { setPeftWarningHandler, captureWarnings } from './warn.js';
+export {
+  AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification, AutoPeftModelForTokenClassification, AutoPeftModelForSeq2SeqLM,
+  type AutoPeftOptions,
+} from './auto.js';
+export { readAdapterLabels, savedHeadSize, LABEL_MAPPING_FILE, type AdapterLabels } from './labels.js';
