@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "peft_native",
-      "sources": ["src/addon.cc", "src/kernels.cc", "src/pool.cc", "src/layout.cc", "src/nf4.cc", "src/bf16.cc"],
+      "sources": ["src/addon.cc", "src/kernels.cc", "src/pool.cc", "src/layout.cc", "src/nf4.cc", "src/bf16.cc", "src/gemv.cc"],
       "include_dirs": ["<!(node check-openblas.cjs include)"],
       "dependencies": ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"],
       "defines": ["NAPI_VERSION=8"],

@@ -105,3 +105,26 @@ test('generate frees its cache: live tensors are back where they started', () =>
   const after = memoryStats();
   assert.equal(after.liveBytes, before.liveBytes);
 });
+
+for (const name of ['gpt2_lm', 'llama_lm']) {
+  test(`${name}: logitsToKeep returns the last positions' logits only, equal to the full forward's`, () => {
+    const model = AutoModelForCausalLM.fromPretrained(path.join(FIX, name), { logger: () => {} });
+    const seq = [[3, 17, 5, 9, 2, 11], [4, 8, 13, 6, 7, 1]];
+    const v = model.config.vocabSize;
+    tidy(() => noGrad(() => {
+      const input = tensor(Int32Array.from(seq.flat()), [2, 6], { dtype: 'int32' });
+      const full = model.forward({ inputIds: input }).logits;
+      for (const keep of [1, 2]) {
+        const part = model.forward({ inputIds: input, logitsToKeep: keep }).logits;
+        assert.deepEqual(part.shape, [2, keep, v]);
+        for (let b = 0; b < 2; b++) {
+          const want = full.data.subarray((b * 6 + 6 - keep) * v, (b * 6 + 6) * v);
+          assert.ok(maxRelErr(part.data.subarray(b * keep * v, (b + 1) * keep * v), want) < 1e-5, `${name} keep ${keep} row ${b}`);
+        }
+      }
+      assert.deepEqual(model.forward({ inputIds: input, logitsToKeep: 9 }).logits.shape, [2, 6, v], 'more than T keeps all');
+      assert.throws(() => model.forward({ inputIds: input, logitsToKeep: 1, labels: input }), /logitsToKeep cannot be combined with labels/);
+      assert.throws(() => model.forward({ inputIds: input, logitsToKeep: -1 }), /non-negative integer/);
+    }));
+  });
+}

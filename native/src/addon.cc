@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "bf16.h"
+#include "gemv.h"
 #include "kernels.h"
 #include "layout.h"
 #include "nf4.h"
@@ -121,11 +122,19 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   if (batch >= gThreads * 2 && gThreads > 1 && flops < 6e7) {
     openblas_set_num_threads(1);
     parallelFor(batch, 1, [&](size_t b0, size_t b1) {
-      for (size_t i = b0; i < b1; i++) sgemm1(tA, tB, m, n, k, alpha, a + i * sA, b + i * sB, beta, c + i * m * n);
+      for (size_t i = b0; i < b1; i++) {
+        // (gemv.cc's own parallelFor runs inline here: one item per thread already.)
+        if (!tA && smallMatmulF32(a + i * sA, b + i * sB, c + i * m * n, m, n, k, tB, alpha, beta)) continue;
+        sgemm1(tA, tB, m, n, k, alpha, a + i * sA, b + i * sB, beta, c + i * m * n);
+      }
     });
     openblas_set_num_threads(gThreads);
   } else {
-    for (int64_t i = 0; i < batch; i++) sgemm1(tA, tB, m, n, k, alpha, a + i * sA, b + i * sB, beta, c + i * m * n);
+    for (int64_t i = 0; i < batch; i++) {
+      // A few rows (decoding): stream B once at memory speed (gemv.cc), else OpenBLAS.
+      if (!tA && smallMatmulF32(a + i * sA, b + i * sB, c + i * m * n, m, n, k, tB, alpha, beta)) continue;
+      sgemm1(tA, tB, m, n, k, alpha, a + i * sA, b + i * sB, beta, c + i * m * n);
+    }
   }
   return env.Undefined();
 }

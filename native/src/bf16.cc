@@ -11,6 +11,7 @@
 #include <cstring>
 #include <vector>
 
+#include "gemv.h"
 #include "kernels.h"
 #include "pool.h"
 
@@ -115,6 +116,7 @@ void matmulBf16(const float* a, const uint16_t* w, float* c, int64_t m, int64_t 
     for (int64_t i = 0; i < m * n; i++) c[i] = beta == 0 ? 0.0f : beta * c[i];
     return;
   }
+  if (smallMatmulBf16(a, w, c, m, n, k, transB, alpha, beta)) return;  // m <= 8 with AVX-512 (gemv.cc)
   switch (m) {  // a few rows: read W once, no scratch
     case 1: smallRows<1>(a, w, c, n, k, transB, alpha, beta); return;
     case 2: smallRows<2>(a, w, c, n, k, transB, alpha, beta); return;

@@ -178,16 +178,18 @@ export function forwardStep(model: CausalLM, rows: number[][], mask: number[][],
     }
     const out = model.forward({
       inputIds: ids, attentionMask: am, positionIds: tensor(pos, [n, t], { dtype: 'int32' }),
-      pastKeyValues: useCache ? cache : null, useCache, maxCacheLength: maxLength,
+      pastKeyValues: useCache ? cache : null, useCache, maxCacheLength: maxLength, logitsToKeep: 1,
     });
     const logits = out.logits;
     const v = logits.shape[logits.ndim - 1];
-    if (logits.ndim !== 3 || logits.shape[0] !== n || logits.shape[1] !== t) {
-      throw new Error(`generate: model returned logits ${logits.label()}, expected [${n}, ${t}, V]`);
+    // [n, 1, V] from a model that honours logitsToKeep, else every position [n, t, V].
+    const kept = logits.ndim === 3 ? logits.shape[1] : -1;
+    if (logits.ndim !== 3 || logits.shape[0] !== n || (kept !== t && kept !== 1)) {
+      throw new Error(`generate: model returned logits ${logits.label()}, expected [${n}, 1 or ${t}, V]`);
     }
     const lv = logits.dtype === 'float32' ? logits.data : logits.toFloat32Array();
     const last = new Float32Array(n * v);
-    for (let b = 0; b < n; b++) last.set(lv.subarray((b * t + t - 1) * v, (b * t + t) * v), b * v);
+    for (let b = 0; b < n; b++) last.set(lv.subarray((b * kept + kept - 1) * v, (b * kept + kept) * v), b * v);
     if (useCache && !out.pastKeyValues) throw new Error('generate: useCache is on but the model returned no pastKeyValues');
     const nc = useCache ? out.pastKeyValues! : null;
     if (nc) for (const l of [...nc.layers, ...(nc.cross ?? [])]) { keep(l.k); keep(l.v); }

@@ -308,11 +308,25 @@ export function causalLmLoss(logits: Tensor, labels: Tensor): Tensor {
 }
 
 /**
+ * hidden [B, T, H] cut to its last logitsToKeep positions (all when 0 or >= T): the head is
+ * the largest GEMM of a decoding step, so only the kept rows go through it.
+ */
+export function keptPositions(hidden: Tensor, logitsToKeep = 0, labels?: Tensor | null): Tensor {
+  if (!logitsToKeep) return hidden;
+  if (!Number.isInteger(logitsToKeep) || logitsToKeep < 0) throw new RangeError(`logitsToKeep must be a non-negative integer, got ${logitsToKeep}`);
+  if (labels) throw new Error('logitsToKeep cannot be combined with labels (the loss needs the logits of every position)');
+  const t = hidden.shape[1];
+  return logitsToKeep < t ? slice(hidden, 1, t - logitsToKeep, t) : hidden;
+}
+
+/**
  * The lm head and its loss. With labels and returnLogits false, and a plain Linear head
  * with a float32 weight and no bias (LoRA or 4-bit heads take the full path), the loss
  * comes from linearCrossEntropy and logits is an empty [B, 0, V]: no [B, T, V] tensor.
  */
-export function causalLmHead(m: Module, hidden: Tensor, labels: Tensor | null | undefined, returnLogits = true): { logits: Tensor; loss?: Tensor } {
+export function causalLmHead(m: Module, hidden: Tensor, labels: Tensor | null | undefined, returnLogits = true,
+  logitsToKeep = 0): { logits: Tensor; loss?: Tensor } {
+  hidden = keptPositions(hidden, logitsToKeep, labels);
   const head = m.getSubmodule('lm_head');
   const w = head instanceof Linear ? head.getParameter('weight') : null;
   if (labels && !returnLogits && w && w.dtype === 'float32' && !head.getParameter('bias')) {

@@ -120,7 +120,7 @@ export class GPT2LMHeadModel extends GPT2Base {
 
   forward(inputs: ModelInputs): ModelOutput {
     const { hidden, cache } = this.body(inputs);
-    const { logits, loss } = causalLmHead(this, hidden, inputs.labels, inputs.returnLogits);
+    const { logits, loss } = causalLmHead(this, hidden, inputs.labels, inputs.returnLogits, inputs.logitsToKeep);
     return { logits, loss, pastKeyValues: cache };
   }
 }

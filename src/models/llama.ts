@@ -13,7 +13,7 @@ import { Embedding, Linear, RMSNorm, activation } from '../nn/layers.js';
 import type { KVCache, ModelConfig, ModelInputs, ModelOutput } from './types.js';
 import { HFModel, withNumLabels, type ModelInitOptions } from './base.js';
 import {
-  Container, appendKv, attentionBias, asModelConfig, bool, cacheLength, kvCapacity, causalLmHead, causalLmLoss, emb, lin, maybeCheckpoint,
+  Container, appendKv, attentionBias, asModelConfig, bool, cacheLength, kvCapacity, causalLmHead, causalLmLoss, keptPositions, emb, lin, maybeCheckpoint,
   mergeHeads, norm, num, optNum, poolLastNonPad, positionsFor, seqClsLoss, splitHeads, str, type RawConfig,
 } from './common.js';
 import { RopeCache } from './rope.js';
@@ -307,10 +307,10 @@ export class LlamaForCausalLM extends DecoderBase {
     const { hidden, cache } = this.body(inputs);
     if (this.finalSoftcap) {
       // Gemma 2: the loss is taken on the soft-capped logits, so the fused head+loss cannot be used.
-      const logits = softcap(lin(this, 'lm_head', hidden), this.finalSoftcap);
+      const logits = softcap(lin(this, 'lm_head', keptPositions(hidden, inputs.logitsToKeep, inputs.labels)), this.finalSoftcap);
       return { logits, loss: inputs.labels ? causalLmLoss(logits, inputs.labels) : undefined, pastKeyValues: cache };
     }
-    const { logits, loss } = causalLmHead(this, hidden, inputs.labels, inputs.returnLogits);
+    const { logits, loss } = causalLmHead(this, hidden, inputs.labels, inputs.returnLogits, inputs.logitsToKeep);
     return { logits, loss, pastKeyValues: cache };
   }
 }

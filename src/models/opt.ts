@@ -160,7 +160,7 @@ export class OPTForCausalLM extends OPTBase {
 
   forward(inputs: ModelInputs): ModelOutput {
     const { hidden, cache } = this.body(inputs);
-    const { logits, loss } = causalLmHead(this, hidden, inputs.labels, inputs.returnLogits);
+    const { logits, loss } = causalLmHead(this, hidden, inputs.labels, inputs.returnLogits, inputs.logitsToKeep);
     return { logits, loss, pastKeyValues: cache };
   }
 }

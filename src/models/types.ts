@@ -48,6 +48,12 @@ export interface ModelInputs {
    * Trainer's training step uses it; default true.
    */
   returnLogits?: boolean;
+  /**
+   * Causal LM without labels: logits for the last N positions only ([B, N, V]), so that
+   * generation runs the LM head on one row per sequence instead of the whole prompt
+   * (transformers' logits_to_keep). 0 (default) keeps every position.
+   */
+  logitsToKeep?: number;
 }
 
 export interface ModelOutput {

@@ -239,6 +239,10 @@ export function permute(x: Tensor, perm: number[]): Tensor {
   if (perm.length !== x.ndim) throw new Error(`permute needs ${x.ndim} axes, got ${perm.length}`);
   const p = perm.map((a) => axis(a, x.ndim));
   if (p.every((v, i) => v === i)) return x;
+  // Moving only size-1 axes ([B, 1, H, D] -> [B, H, 1, D] when decoding one token) keeps the
+  // memory order: a view, no copy.
+  const moved = p.filter((a) => x.shape[a] !== 1);
+  if (moved.every((v, i) => i === 0 || v > moved[i - 1])) return reshape(x, p.map((a) => x.shape[a]));
   if (x.dtype === 'int32') return permuteInts(x, p);
   const out = empty(p.map((a) => x.shape[a]), 'float32', false);
   B().permute(x.buf, x.shape, p, out.buf);

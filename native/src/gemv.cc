@@ -1,0 +1,193 @@
+// Small-m GEMM kernels (see gemv.h). Two layouts of W:
+//  - transB (W [n,k], torch Linear and the LM head): R rows of W at a time, each a contiguous
+//    dot product over k against the M rows of a (M*R accumulators in registers).
+//  - W [k,n] (GPT-2's Conv1D): four rows of W at a time streamed left to right over a block
+//    of columns, accumulating into an M x block buffer that stays in L1.
+// Either way every element of W is loaded exactly once, in long sequential runs the
+// hardware prefetcher follows. Compiled for AVX-512 with a target pragma and used only when
+// the CPU has it (checked at runtime through kernels()).
+#include "gemv.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels.h"
+#include "pool.h"
+
+namespace peft {
+namespace {
+
+bool useAvx512() {
+  static const bool on = std::strcmp(simdLevel(), "avx512") == 0;
+  return on;
+}
+
+inline float outVal(float v, float alpha, float beta, const float* c) { return alpha * v + (beta == 0 ? 0.0f : beta * *c); }
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,prefer-vector-width=512")
+
+// 16 elements of W as float32 (bf16 bits shifted into the high half: exact); masked: lanes
+// outside `mk` are zero.
+inline __m512 ld(const float* p) { return _mm512_loadu_ps(p); }
+inline __m512 ld(const uint16_t* p) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+}
+inline __m512 ldm(const float* p, __mmask16 mk) { return _mm512_maskz_loadu_ps(mk, p); }
+inline __m512 ldm(const uint16_t* p, __mmask16 mk) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mk, p)), 16));
+}
+inline __mmask16 tailMask(int64_t r) { return (__mmask16)((1u << r) - 1u); }
+
+// transB: c[i, j..j+R) from rows j..j+R-1 of W [n,k].
+template <int M, int R, class W>
+inline void dotRows(const float* a, const W* w, float* c, int64_t n, int64_t k, int64_t j, float alpha, float beta) {
+  __m512 acc[M][R];
+  for (int i = 0; i < M; i++) for (int r = 0; r < R; r++) acc[i][r] = _mm512_setzero_ps();
+  const W* wr = w + j * k;
+  int64_t p = 0;
+  for (; p + 16 <= k; p += 16) {
+    __m512 wv[R];
+    for (int r = 0; r < R; r++) wv[r] = ld(wr + r * k + p);
+    for (int i = 0; i < M; i++) {
+      const __m512 av = _mm512_loadu_ps(a + i * k + p);
+      for (int r = 0; r < R; r++) acc[i][r] = _mm512_fmadd_ps(av, wv[r], acc[i][r]);
+    }
+  }
+  if (p < k) {
+    const __mmask16 mk = tailMask(k - p);
+    __m512 wv[R];
+    for (int r = 0; r < R; r++) wv[r] = ldm(wr + r * k + p, mk);
+    for (int i = 0; i < M; i++) {
+      const __m512 av = _mm512_maskz_loadu_ps(mk, a + i * k + p);
+      for (int r = 0; r < R; r++) acc[i][r] = _mm512_fmadd_ps(av, wv[r], acc[i][r]);
+    }
+  }
+  for (int i = 0; i < M; i++) {
+    for (int r = 0; r < R; r++) {
+      float* o = c + i * n + j + r;
+      *o = outVal(_mm512_reduce_add_ps(acc[i][r]), alpha, beta, o);
+    }
+  }
+}
+
+template <int M, class W>
+void rowsT(const float* a, const W* w, float* c, int64_t n, int64_t k, int64_t j0, int64_t j1, float alpha, float beta) {
+  constexpr int R = M <= 4 ? 4 : 2;  // M * R <= 16 accumulators
+  int64_t j = j0;
+  for (; j + R <= j1; j += R) dotRows<M, R>(a, w, c, n, k, j, alpha, beta);
+  for (; j < j1; j++) dotRows<M, 1>(a, w, c, n, k, j, alpha, beta);
+}
+
+// W [k,n]: c[i, j0..j1) for all i, a block of CW columns at a time.
+template <int M, class W>
+void colsN(const float* a, const W* w, float* c, int64_t n, int64_t k, int64_t j0, int64_t j1, float alpha, float beta) {
+  constexpr int CW = M <= 2 ? 1024 : (4096 / M) / 16 * 16;  // M * CW floats: <= 16 KiB
+  alignas(64) float acc[M * CW];
+  for (int64_t jb = j0; jb < j1; jb += CW) {
+    const int64_t cols = std::min<int64_t>(CW, j1 - jb);
+    const int64_t full = cols / 16 * 16;
+    const __mmask16 mk = tailMask(cols - full);
+    std::fill(acc, acc + M * CW, 0.0f);
+    int64_t p = 0;
+    for (; p + 4 <= k; p += 4) {
+      const W* w0 = w + p * n + jb;
+      const W* w1 = w0 + n;
+      const W* w2 = w1 + n;
+      const W* w3 = w2 + n;
+      __m512 b[M][4];
+      for (int i = 0; i < M; i++) for (int r = 0; r < 4; r++) b[i][r] = _mm512_set1_ps(a[i * k + p + r]);
+      int64_t q = 0;
+      auto step = [&](__m512 x0, __m512 x1, __m512 x2, __m512 x3) {
+        for (int i = 0; i < M; i++) {
+          float* s = acc + i * CW + q;
+          __m512 v = _mm512_load_ps(s);
+          v = _mm512_fmadd_ps(b[i][0], x0, v);
+          v = _mm512_fmadd_ps(b[i][1], x1, v);
+          v = _mm512_fmadd_ps(b[i][2], x2, v);
+          v = _mm512_fmadd_ps(b[i][3], x3, v);
+          _mm512_store_ps(s, v);
+        }
+      };
+      for (; q < full; q += 16) step(ld(w0 + q), ld(w1 + q), ld(w2 + q), ld(w3 + q));
+      if (q < cols) step(ldm(w0 + q, mk), ldm(w1 + q, mk), ldm(w2 + q, mk), ldm(w3 + q, mk));
+    }
+    for (; p < k; p++) {
+      const W* w0 = w + p * n + jb;
+      int64_t q = 0;
+      auto step = [&](__m512 x0) {
+        for (int i = 0; i < M; i++) {
+          float* s = acc + i * CW + q;
+          _mm512_store_ps(s, _mm512_fmadd_ps(_mm512_set1_ps(a[i * k + p]), x0, _mm512_load_ps(s)));
+        }
+      };
+      for (; q < full; q += 16) step(ld(w0 + q));
+      if (q < cols) step(ldm(w0 + q, mk));
+    }
+    for (int i = 0; i < M; i++) {
+      float* o = c + i * n + jb;
+      for (int64_t q = 0; q < cols; q++) o[q] = outVal(acc[i * CW + q], alpha, beta, o + q);
+    }
+  }
+}
+
+template <int M, class W>
+void run(const float* a, const W* w, float* c, int64_t n, int64_t k, bool transB, float alpha, float beta) {
+  // At least ~64 KiB of W per thread, else the wake-up costs more than the split saves.
+  const size_t rowBytes = (size_t)k * sizeof(W);
+  if (transB) {
+    const size_t minRows = std::max<size_t>(4, (size_t(1) << 16) / std::max<size_t>(rowBytes, 1));
+    parallelFor((size_t)n, minRows, [&](size_t j0, size_t j1) { rowsT<M>(a, w, c, n, k, (int64_t)j0, (int64_t)j1, alpha, beta); });
+  } else {
+    // Split by blocks of 16 columns so that every part but the last is full vectors.
+    const size_t units = (size_t)(n + 15) / 16;
+    const size_t minUnits = std::max<size_t>(1, (size_t(1) << 16) / std::max<size_t>(rowBytes * 16, 1));
+    parallelFor(units, minUnits, [&](size_t u0, size_t u1) {
+      colsN<M>(a, w, c, n, k, (int64_t)u0 * 16, std::min<int64_t>(n, (int64_t)u1 * 16), alpha, beta);
+    });
+  }
+}
+
+template <class W>
+bool dispatch(const float* a, const W* w, float* c, int64_t m, int64_t n, int64_t k, bool transB, float alpha, float beta) {
+  switch (m) {
+    case 1: run<1>(a, w, c, n, k, transB, alpha, beta); return true;
+    case 2: run<2>(a, w, c, n, k, transB, alpha, beta); return true;
+    case 3: run<3>(a, w, c, n, k, transB, alpha, beta); return true;
+    case 4: run<4>(a, w, c, n, k, transB, alpha, beta); return true;
+    case 5: run<5>(a, w, c, n, k, transB, alpha, beta); return true;
+    case 6: run<6>(a, w, c, n, k, transB, alpha, beta); return true;
+    case 7: run<7>(a, w, c, n, k, transB, alpha, beta); return true;
+    case 8: run<8>(a, w, c, n, k, transB, alpha, beta); return true;
+    default: return false;
+  }
+}
+
+#pragma GCC pop_options
+
+template <class W>
+bool smallMatmul(const float* a, const W* w, float* c, int64_t m, int64_t n, int64_t k, bool transB, float alpha, float beta) {
+  if (m < 1 || m > kSmallRows || !useAvx512()) return false;
+  if (n == 0) return true;
+  if (k == 0) {  // empty product: C = beta * C
+    for (int64_t i = 0; i < m * n; i++) c[i] = beta == 0 ? 0.0f : beta * c[i];
+    return true;
+  }
+  return dispatch(a, w, c, m, n, k, transB, alpha, beta);
+}
+
+}  // namespace
+
+bool smallMatmulF32(const float* a, const float* w, float* c, int64_t m, int64_t n, int64_t k, bool transB,
+  float alpha, float beta) {
+  return smallMatmul(a, w, c, m, n, k, transB, alpha, beta);
+}
+
+bool smallMatmulBf16(const float* a, const uint16_t* w, float* c, int64_t m, int64_t n, int64_t k, bool transB,
+  float alpha, float beta) {
+  return smallMatmul(a, w, c, m, n, k, transB, alpha, beta);
+}
+
+}  // namespace peft
