@@ -22,7 +22,7 @@
 #include "kernels.h"
 #include "pool.h"
 
-#if defined(__has_include)
+#if defined(__has_include) && !defined(PEFT_NO_DNNL)  // PEFT_NO_DNNL: build as if the headers were missing
 #if __has_include(<oneapi/dnnl/dnnl.h>)
 #include <oneapi/dnnl/dnnl.h>
 #if DNNL_VERSION_MAJOR == 2

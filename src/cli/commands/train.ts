@@ -19,7 +19,7 @@ import { columnsFrom, featuresFor, guessTask, load, tokenClsLabels } from '../da
 
 export const LORA_FLAGS = ['r', 'loraAlpha', 'loraDropout', 'targetModules', 'useDora', 'useRslora', 'bias', 'modulesToSave'];
 const KNOWN = [
-  'model', 'task', 'data', 'evalData', 'testSize', 'textColumn', 'labelColumn', 'promptColumn', 'completionColumn', 'template', 'maxLength',
+  'model', 'revision', 'task', 'data', 'evalData', 'testSize', 'textColumn', 'labelColumn', 'promptColumn', 'completionColumn', 'template', 'maxLength',
   ...LORA_FLAGS, 'outputDir', 'epochs', 'maxSteps', 'lr', 'batchSize', 'evalBatchSize', 'gradAccum', 'warmupSteps', 'warmupRatio',
   'scheduler', 'weightDecay', 'evalSteps', 'saveSteps', 'saveTotalLimit', 'loggingSteps', 'seed', 'earlyStoppingPatience',
   'metricForBestModel', 'loadBestModelAtEnd', 'gradientCheckpointing', 'resume', 'loadIn4bit', 'numLabels', 'quiet', 'dtype',
@@ -30,7 +30,8 @@ export const TRAIN_BOOLEANS = ['useDora', 'useRslora', 'loadBestModelAtEnd', 'gr
 export const TRAIN_HELP = `peft-ts train: LoRA fine-tuning with the Trainer
 
 Data and task
-  --model DIR|ID            base model (default: the embedded assets/default-model)
+  --model DIR|ID            base model: folder or Hub id, downloaded into the HF cache (default: the embedded assets/default-model)
+  --revision REV            Hub branch, tag or commit of --model
   --data FILE               training data (.jsonl, .json, .csv, .tsv)            [required]
   --eval-data FILE          evaluation data; or --test-size F to split it off --data
   --task T                  seq-cls | token-cls | causal-lm (default: seq-cls when the data has a
@@ -61,12 +62,12 @@ Training (transformers' TrainingArguments)
 Writes to the output dir: adapter_config.json, adapter_model.safetensors, label_mapping.json
 (classification), tokenizer files, trainer_log.jsonl and training_curves.svg.`;
 
-export interface TrainResult { outputDir: string; task: CliTask; peft: PeftModel; trainer: Trainer; evalMetrics: LogEntry | null; globalStep: number }
+export interface TrainResult { outputDir: string; task: CliTask; peft: PeftModel; trainer: Trainer; evalMetrics: LogEntry | null; globalStep: number; /** This process's rank (0 unless under mpirun). */ rank: number }
 
 /** The whole train command as a function (the demo uses it too). */
 export async function runTrain(flags: Flags, log: (s: string) => void = (s) => console.log(s)): Promise<TrainResult> {
   const dataFile = requireFile(str(flags, 'data'), '--data');
-  const dir = modelDir(flags);
+  const dir = await modelDir(flags);
   const tok = loadTokenizer(dir);
   const cols = columnsFrom(flags);
   let train = load(dataFile);
@@ -87,7 +88,7 @@ export async function runTrain(flags: Flags, log: (s: string) => void = (s) => c
   const seed = num(flags, 'seed', 42)!;
   const load4bit = bool(flags, 'loadIn4bit');
   const dtype = dtypeFlag(flags);
-  let base = loadBaseModel(task, dir, { numLabels, seed, load4bit, dtype });
+  let base = loadBaseModel(task, dir, { numLabels, seed, load4bit, dtype, nameOrPath: str(flags, 'model') });
   if (load4bit) base = prepareModelForKbitTraining(base, { useGradientCheckpointing: bool(flags, 'gradientCheckpointing') });
   const peft = getPeftModel(base, loraConfigFrom(flags, task, base));
   log(peft.trainableParametersString());
@@ -121,6 +122,8 @@ export async function runTrain(flags: Flags, log: (s: string) => void = (s) => c
   });
   const out = await trainer.train({ resumeFromCheckpoint: resume });
   await trainer.saveModel(outputDir);
+  // Under mpirun only rank 0 writes files and runs the final evaluation.
+  if (trainer.collective.rank !== 0) return { outputDir, task, peft, trainer, evalMetrics: null, globalStep: out.globalStep, rank: trainer.collective.rank };
   if (feats.label2id && feats.id2label) {
     writeLabelMapping(outputDir, {
       task, id2label: feats.id2label, label2id: feats.label2id, maxLength: num(flags, 'maxLength', 128),
@@ -136,7 +139,7 @@ export async function runTrain(flags: Flags, log: (s: string) => void = (s) => c
     evalMetrics = trainer.evaluate();
     if (task === 'causal-lm' && evalMetrics.eval_loss !== undefined) evalMetrics.eval_perplexity = Math.exp(evalMetrics.eval_loss);
   }
-  return { outputDir, task, peft, trainer, evalMetrics, globalStep: out.globalStep };
+  return { outputDir, task, peft, trainer, evalMetrics, globalStep: out.globalStep, rank: 0 };
 }
 
 /** computeMetrics of a CLI task: accuracy / F1, token accuracy + entity P/R/F1, or none (loss). */
@@ -155,6 +158,7 @@ export async function trainCommand(argv: string[]): Promise<void> {
   if (flags.help) { console.log(TRAIN_HELP); return; }
   checkKnown(flags, KNOWN, 'train');
   const r = await runTrain(flags);
+  if (r.rank !== 0) return;
   console.log(`saved the adapter, trainer_log.jsonl and training_curves.svg to ${r.outputDir} (${r.globalStep} steps)`);
   if (r.evalMetrics) { console.log('final evaluation:'); printMetrics(r.evalMetrics); }
 }
