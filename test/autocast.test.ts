@@ -123,6 +123,17 @@ for (const [isa, want] of [['AVX512_CORE_BF16', 'avx512_core_bf16'], ['AVX512_CO
   });
 }
 
+test('without libdnnl at run time the cpu backend takes the fp32 fallback, says why, and gives the same numbers', { skip: SKIP_CPU }, () => {
+  const r = spawnSync(process.execPath, [child], { env: { ...process.env, PEFT_TS_DNNL_LIB: 'libdnnl-missing.so.9', PEFT_TS_BACKEND: 'cpu' }, encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as { path: string; whyNot: string; worst?: number; error?: string };
+  assert.equal(out.error, undefined);
+  assert.equal(out.path, 'fp32-fallback');
+  // on a CPU without bf16 instructions the library is never looked for; else its absence is named
+  assert.match(out.whyNot, /libdnnl-missing\.so\.9 not loadable|neither AMX-BF16 nor AVX512-BF16|without oneDNN headers/);
+  assert.ok(out.worst! <= 1, `fallback: ${out.worst}x over tolerance`);
+});
+
 // ---------- ops under autocast ----------
 
 test('autocast scope: nests, restores after a throw, refuses other dtypes', async () => {

@@ -2,7 +2,7 @@
 // environment the parent chose (DNNL_MAX_CPU_ISA caps oneDNN's ISA when the library loads,
 // so each bf16 kernel family needs its own process), compares a few shapes with the
 // reference emulation and prints one JSON line: { path, worst } (worst closeness ratio,
-// <= 1 passes) or { path, error }.
+// <= 1 passes) and whyNot, or { path, error }.
 import { cpuBackend, nativeInfo, referenceBackend as R } from '../../src/backends/index.js';
 import { closeness, maxAbs } from './compare.js';
 
@@ -21,7 +21,7 @@ try {
       }
     }
   }
-  process.stdout.write(JSON.stringify({ path: nativeInfo().bf16, worst }) + '\n');
+  process.stdout.write(JSON.stringify({ path: nativeInfo().bf16, whyNot: nativeInfo().bf16Why, worst }) + '\n');
 } catch (e) {
   process.stdout.write(JSON.stringify({ path: nativeInfo().bf16, error: (e as Error).message }) + '\n');
 }
