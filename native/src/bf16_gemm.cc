@@ -203,8 +203,9 @@ bool loadDnnl() {
 }
 
 // The primitive for one problem: src [bA, m, k] and weights [bB, k, n] bf16 with the strides
-// of the compact packed operands (transposed where asked), dst [batch, m, n] float32.
-// wBatched: B has its own matrix per batch. Returns null when oneDNN declines.
+// of the compact packed operands (transposed where asked), dst [batch, m, n] float32;
+// aBatched / bBatched: that operand has its own matrix per batch (else 1, broadcast).
+// Returns null when oneDNN declines (remembered; the caller takes the fallback).
 Prim* primitive(int64_t batch, bool aBatched, bool bBatched, int64_t m, int64_t n, int64_t k, bool tA, bool tB,
   float alpha, float beta) {
   uint32_t ab, bb;
