@@ -2,7 +2,9 @@
 // block forward+backward with time inside GEMM, inside other kernels and in the framework,
 // (c) GB/s of elementwise/norm kernels against a copy. Prints tables, writes JSON
 // (bench/results/ops-<date>.json, or --out PATH).
-//   node dist/bench/ops.js [--out file.json] [--quick]
+// With --bf16: (a) adds autocast's bf16 GEMMs beside sgemm on GPT-2 training shapes and (b)
+// runs the block under autocast('bfloat16').
+//   node dist/bench/ops.js [--out file.json] [--quick] [--bf16]
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { cpus } from 'node:os';
@@ -15,6 +17,8 @@ import { LayerNorm, Linear } from '../src/nn/layers.js';
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
+const bf16 = args.includes('--bf16');
+const GEMMS = new Set(['matmul', 'matmulAutocast', 'matmulBf16']);
 const outArg = args.indexOf('--out');
 const outPath = outArg >= 0 ? args[outArg + 1] : `bench/results/ops-${new Date().toISOString().slice(0, 10)}.json`;
 
@@ -53,6 +57,45 @@ console.log('  variant          ms      GFLOP/s');
 console.log(`  cblas_sgemm  ${rawMs.toFixed(1).padStart(8)} ${matmulRes.rawSgemm.gflops.toFixed(1).padStart(10)}`);
 console.log(`  matmul op    ${opMs.toFixed(1).padStart(8)} ${matmulRes.matmulOp.gflops.toFixed(1).padStart(10)}   (${(100 * matmulRes.ratio).toFixed(1)}% of raw)`);
 
+// ---------- (a2) bf16 GEMMs (autocast) against sgemm ----------
+// GPT-2 training products at B4 x T256 (1024 rows): forward, weight gradient (A^T B), input
+// gradient (A B^T), MLP, attention per head, and a bf16 weight with the activation rounded.
+// Interleaved, min of the repetitions: the machine may be shared.
+type GemmCase = [string, number, number, number, boolean, boolean, number];
+const bf16Res: Record<string, unknown>[] = [];
+if (bf16 && base.matmulAutocast) {
+  const cases: GemmCase[] = [
+    ['c_attn fwd', 1024, 2304, 768, false, false, 1], ['c_attn dW', 768, 2304, 1024, true, false, 1],
+    ['c_attn dX', 1024, 768, 2304, false, true, 1], ['mlp c_fc fwd', 1024, 3072, 768, false, false, 1],
+    ['mlp c_proj fwd', 1024, 768, 3072, false, false, 1], ['attn q k^T (48 heads)', 256, 256, 64, false, true, 48],
+    ['lm head chunk', 333, 50257, 768, false, true, 1],
+  ];
+  console.log(`\n(a2) autocast bf16 GEMMs (${info.bf16}) vs sgemm, ${threads} threads, min of ${reps}`);
+  console.log('  product                      m x n x k        sgemm GF/s   bf16 GF/s   bf16-W GF/s  speedup');
+  for (const [name, m, n, k, tA, tB, batch] of cases) {
+    const A = rnd(batch * m * k, rng), Bm = rnd(batch * k * n, rng), Cm = new Float32Array(batch * m * n);
+    const W16 = new Uint16Array(k * n);
+    base.f32ToBf16(Bm.subarray(0, k * n), W16);
+    const f = 2 * m * n * k * batch;
+    const t = { sgemm: Infinity, bf16: Infinity, w16: Infinity };
+    for (let r = 0; r < reps + 1; r++) {
+      const t0 = performance.now();
+      base.matmul(A, Bm, Cm, batch, m, n, k, tA, tB, m * k, k * n, 1, 0);
+      const t1 = performance.now();
+      base.matmulAutocast(A, Bm, Cm, batch, m, n, k, tA, tB, m * k, k * n, 1, 0);
+      const t2 = performance.now();
+      if (batch === 1 && !tA) base.matmulBf16!(A, W16, Cm, m, n, k, tB, 1, 0, true);
+      const t3 = performance.now();
+      if (r === 0) continue;
+      t.sgemm = Math.min(t.sgemm, t1 - t0); t.bf16 = Math.min(t.bf16, t2 - t1); t.w16 = Math.min(t.w16, t3 - t2);
+    }
+    const g = (ms: number) => f / ms / 1e6;
+    const w16 = batch === 1 && !tA ? g(t.w16) : NaN;
+    console.log(`  ${name.padEnd(24)} ${`${batch > 1 ? batch + 'x' : ''}${m}x${n}x${k}${tA ? ' tA' : ''}${tB ? ' tB' : ''}`.padEnd(20)} ${g(t.sgemm).toFixed(0).padStart(9)} ${g(t.bf16).toFixed(0).padStart(11)} ${(Number.isNaN(w16) ? '-' : w16.toFixed(0)).padStart(12)} ${(t.sgemm / t.bf16).toFixed(2).padStart(7)}x`);
+    bf16Res.push({ name, batch, m, n, k, tA, tB, sgemmGflops: g(t.sgemm), bf16Gflops: g(t.bf16), bf16WeightGflops: w16 });
+  }
+}
+
 // ---------- (b) transformer block ----------
 // Every backend call is timed by name: GEMM time, other-kernel time, and what is left is
 // the framework (graph, allocation, JS glue).
@@ -89,7 +132,7 @@ const block = new Block();
 const x = T.tensor(rnd(B * Tn * C, rng), [B, Tn, C]);
 const gOut = T.tensor(rnd(B * Tn * C, rng), [B, Tn, C]);
 const step = () => tidy(() => {
-  const y = block.forward(x);
+  const y = T.autocast(bf16 ? 'bfloat16' : null, () => block.forward(x));
   y.backward(gOut);
   for (const p of block.params()) { p.grad?.dispose(); p.grad = null; }
 });
@@ -103,20 +146,20 @@ let instTotal = 0;
 for (let i = 0; i < instReps; i++) { const t0 = performance.now(); step(); instTotal += performance.now() - t0; }
 setBackend('cpu');
 const per = (ms: number) => ms / instReps;
-const gemmMs = per(kernelMs.get('matmul') ?? 0);
+const gemmMs = per([...kernelMs.entries()].filter(([k]) => GEMMS.has(k)).reduce((s, [, v]) => s + v, 0));
 const kernelTotal = per([...kernelMs.values()].reduce((s, v) => s + v, 0));
 const instMs = per(instTotal);
-const otherKernels = [...kernelMs.entries()].filter(([k]) => k !== 'matmul').map(([k, v]) => ({ kernel: k, ms: per(v) }))
+const otherKernels = [...kernelMs.entries()].filter(([k]) => !GEMMS.has(k)).map(([k, v]) => ({ kernel: k, ms: per(v) }))
   .sort((p, q) => q.ms - p.ms);
 const blockFlops = 3 * 2 * B * Tn * (C * 3 * C + C * C + 2 * C * 4 * C) + 3 * 2 * 2 * B * H * Tn * Tn * D;
 const blockRes = {
-  config: { B, T: Tn, d: C, heads: H, mlp: 4 * C, activation: 'gelu_tanh', attention: 'causal' },
+  config: { B, T: Tn, d: C, heads: H, mlp: 4 * C, activation: 'gelu_tanh', attention: 'causal', autocast: bf16 ? 'bfloat16' : null },
   totalMs, instrumentedMs: instMs, gemmMs, nonGemmKernelMs: kernelTotal - gemmMs, frameworkMs: instMs - kernelTotal,
   gemmShare: gemmMs / instMs, outsideGemmShare: 1 - gemmMs / instMs, frameworkShare: (instMs - kernelTotal) / instMs,
   gemmGflops: blockFlops / gemmMs / 1e6, otherKernels,
 };
 const pct = (v: number) => `${(100 * v).toFixed(1)}%`;
-console.log(`\n(b) GPT-2-small block fwd+bwd, B=${B} T=${Tn} d=${C} h=${H}: ${totalMs.toFixed(1)} ms/step`);
+console.log(`\n(b) GPT-2-small block fwd+bwd, B=${B} T=${Tn} d=${C} h=${H}${bf16 ? ', autocast bf16' : ''}: ${totalMs.toFixed(1)} ms/step`);
 console.log(`  inside GEMM       ${gemmMs.toFixed(1).padStart(8)} ms  ${pct(blockRes.gemmShare)}  (${blockRes.gemmGflops.toFixed(1)} GFLOP/s)`);
 console.log(`  other kernels     ${blockRes.nonGemmKernelMs.toFixed(1).padStart(8)} ms  ${pct(blockRes.nonGemmKernelMs / instMs)}`);
 console.log(`  framework         ${blockRes.frameworkMs.toFixed(1).padStart(8)} ms  ${pct(blockRes.frameworkShare)}`);
@@ -158,7 +201,7 @@ const kernelRes = kernels.map(([name, moved, fn]) => {
 
 const result = {
   date: new Date().toISOString(), machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, ...info },
-  node: process.version, matmul: matmulRes, block: blockRes, kernels: kernelRes,
+  node: process.version, matmul: matmulRes, bf16Gemms: bf16Res, block: blockRes, kernels: kernelRes,
 };
 mkdirSync(dirname(outPath), { recursive: true });
 writeFileSync(outPath, JSON.stringify(result, null, 2));

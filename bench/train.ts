@@ -6,6 +6,7 @@
 //        [--steps N] [--warmup N] [--threads N] [--python /path/to/python]
 //        [--baseline path/to/peft_baseline.py] [--out file.json]
 //        [--batch B] [--seq T] [--gradient-checkpointing] [--full-logits] [--no-baseline] [--dtype float32|bfloat16]
+//        [--bf16] [--baseline-dtype float32|bfloat16]
 //        [--baseline-result file.json] [--tiny]
 //
 // --baseline-result takes the baseline's JSON line from a file instead of running it here
@@ -14,7 +15,11 @@
 // vocab 1000, B2 x T32): for rehearsing the GPU script on the CPU emulator, never for figures.
 //
 // --dtype bfloat16 stores our frozen Linear / Conv1D / Embedding weights in bf16 (fromConfig's
-// dtype, as fromPretrained({ dtype: 'bfloat16' }) loads them); LoRA, norms and compute stay float32.
+// dtype, as fromPretrained({ dtype: 'bfloat16' }) loads them); LoRA, norms and accumulation stay float32.
+// --bf16 runs the step under autocast('bfloat16') (TrainingArguments bf16: GEMMs on bf16
+// operands, float32 accumulation; the cpu backend's path is in nativeInfo().bf16).
+// On the CPU the Python baseline runs in bfloat16 when either is given (its model in
+// torch_dtype=bfloat16: oneDNN bf16 GEMMs), else float32; --baseline-dtype overrides.
 //
 // --device cuda selects the cuda backend and runs the baseline on the GPU with the baseline's
 // GPU shapes (B16 x T1024 for gpt2-clm, B8 x T1024 for llama1b); peak GPU memory comes from
@@ -25,7 +30,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cpus } from 'node:os';
 import { backendName, setNumThreads, nativeInfo } from '../src/backends/index.js';
-import { Rng, tidy, tensor, memoryStats, resetPeakMemory, getBackend, setBackend } from '../src/tensor/index.js';
+import { Rng, tidy, tensor, memoryStats, resetPeakMemory, getBackend, setBackend, autocast } from '../src/tensor/index.js';
 import { quantizeModel } from '../src/quant/model.js';
 import { readFileSync } from 'node:fs';
 import { AutoModelForCausalLM, AutoModelForSequenceClassification } from '../src/models/index.js';
@@ -42,6 +47,7 @@ const ckpt = argv.includes('--gradient-checkpointing');
 const fullLogits = argv.includes('--full-logits');
 const device = flag('device', 'cpu')!;
 const dtype = flag('dtype', 'float32')!;
+const bf16 = argv.includes('--bf16');
 if (dtype !== 'float32' && dtype !== 'bfloat16') throw new Error(`--dtype must be float32 or bfloat16, got ${dtype}`);
 if (dtype === 'bfloat16' && workload === 'llama1b-qlora') throw new Error('--dtype bfloat16 does not apply to llama1b-qlora (its linear weights are NF4)');
 /** fromConfig options: bf16 weights are drawn layer by layer, never a whole float32 model. */
@@ -120,8 +126,9 @@ function measureOurs() {
   const opt = new AdamW(params, { lr: 2e-4 });
   const step = () => {
     const loss = tidy(() => {
-      // As the Trainer's training step: causal LMs skip the full logits (fused head + loss).
-      const out = peft.forward({ inputIds, attentionMask, labels, returnLogits: fullLogits });
+      // As the Trainer's training step: causal LMs skip the full logits (fused head + loss);
+      // with --bf16 the forward runs under autocast and each op's backward follows it.
+      const out = autocast(bf16 ? 'bfloat16' : null, () => peft.forward({ inputIds, attentionMask, labels, returnLogits: fullLogits }));
       out.loss!.backward();
       return out.loss!.item();
     });
@@ -139,7 +146,7 @@ function measureOurs() {
   const dt = (performance.now() - t0) / steps / 1000;
   const per = unit === 'samples' ? B : B * T;
   return {
-    impl: 'peft-ts', backend: backendName(), workload, ...(tiny ? { tiny: true } : {}), dtype, batch: B, seq: T, threads,
+    impl: 'peft-ts', backend: backendName(), workload, ...(tiny ? { tiny: true } : {}), dtype: dtype + (bf16 ? ' +autocast bf16' : ''), batch: B, seq: T, threads,
     trainable: peft.numParameters(true), total: peft.numParameters(),
     step_ms: +(dt * 1000).toFixed(1), throughput: +(per / dt).toFixed(1), unit: unit + '/s', loss,
     rss_GiB: +(process.memoryUsage().rss / 2 ** 30).toFixed(2), peak_rss_GiB: peakRssGiB(),
@@ -171,7 +178,8 @@ function measureBaseline(): Record<string, unknown> | null {
   const script = flag('baseline', [resolve(root, '../shared/bench/peft_baseline.py'), resolve(root, 'shared/bench/peft_baseline.py')].find(existsSync));
   if (!script || !existsSync(script)) { console.error('baseline script not found; pass --baseline'); return null; }
   try {
-    const out = execFileSync(py!, gpu ? [script, workload, 'cuda'] : [script, workload, 'cpu', String(threads)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 900_000 });
+    const baseDt = flag('baseline-dtype', bf16 || dtype === 'bfloat16' ? 'bfloat16' : 'float32')!;
+    const out = execFileSync(py!, gpu ? [script, workload, 'cuda'] : [script, workload, 'cpu', String(threads), baseDt], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 900_000 });
     const line = out.trim().split('\n').pop()!;
     return { impl: 'python peft', ...JSON.parse(line) };
   } catch (e) {
@@ -185,7 +193,7 @@ const ours = measureOurs();
 const base = argv.includes('--no-baseline') || ((flag('batch') || flag('seq') || ckpt || tiny) && !flag('baseline-result')) ? null : measureBaseline();
 // The baseline uses bf16 weights (and bf16 compute) on the GPU, float32 on the CPU.
 const baseDtype = base ? String(base.dtype ?? '').replace(/^torch\./, '') : '';
-if (base && baseDtype && baseDtype !== dtype) console.log(`note: our weights are ${dtype}, the baseline's ${baseDtype} (pass --dtype ${baseDtype} to match)`);
+if (base && baseDtype && baseDtype !== dtype) console.log(`note: our weights are ${dtype}${bf16 ? ' (autocast bf16 GEMMs)' : ''}, the baseline's ${baseDtype}`);
 const rows = [ours, ...(base ? [base] : [])];
 const where = gpu ? `cuda (${String((base as { gpu?: string } | null)?.gpu ?? 'GPU')})` : `${cpus()[0]?.model ?? 'cpu'} (${threads} threads), native: ${JSON.stringify(nativeInfo?.() ?? null)}`;
 console.log(`\nworkload ${workload} on ${where}`);
@@ -197,7 +205,7 @@ else if (base) {
   console.log(`ratio peft-ts / python peft throughput: ${(ours.throughput / Number(base.throughput)).toFixed(2)}x`);
   if (gpu && base.peak_mem_GiB) console.log(`ratio peak GPU memory: ${(Number(ours.peak_mem_GiB) / Number(base.peak_mem_GiB)).toFixed(2)}x`);
 }
-const outFile = flag('out', join(root, 'bench', 'results', `train-${workload}${gpu ? '-cuda' : ''}${flag('batch') || flag('seq') ? `-B${ours.batch}xT${ours.seq}` : ''}${ckpt ? '-ckpt' : ''}${fullLogits ? '-fulllogits' : ''}${dtype === 'bfloat16' ? '-bf16' : ''}-${new Date().toISOString().slice(0, 10)}.json`))!;
+const outFile = flag('out', join(root, 'bench', 'results', `train-${workload}${gpu ? '-cuda' : ''}${flag('batch') || flag('seq') ? `-B${ours.batch}xT${ours.seq}` : ''}${ckpt ? '-ckpt' : ''}${fullLogits ? '-fulllogits' : ''}${dtype === 'bfloat16' ? '-bf16' : ''}${bf16 ? '-autocast' : ''}-${new Date().toISOString().slice(0, 10)}.json`))!;
 mkdirSync(dirname(outFile), { recursive: true });
 writeFileSync(outFile, JSON.stringify({ date: new Date().toISOString(), rows }, null, 2));
 console.log(`wrote ${outFile}`);

@@ -90,7 +90,8 @@ test('TrainingArguments defaults and validation', () => {
   assert.equal(b.metricForBestModel, 'loss'); assert.equal(b.greaterIsBetter, false);
   const c = new TrainingArguments({ outputDir: '/tmp/x', metricForBestModel: 'accuracy' });
   assert.equal(c.greaterIsBetter, true);
-  assert.match(new TrainingArguments({ outputDir: '/tmp/x', bf16: true }).computeDtypeNote!, /float32/);
+  assert.match(new TrainingArguments({ outputDir: '/tmp/x', fp16: true }).computeDtypeNote!, /float32/);
+  assert.equal(new TrainingArguments({ outputDir: '/tmp/x', bf16: true }).computeDtypeNote, null);
   assert.throws(() => new TrainingArguments({ outputDir: '/tmp/x', lrSchedulerType: 'nope' as never }), /nope/);
 });
 

@@ -14,6 +14,7 @@
 
 #include "bf16.h"
 #include "gemv.h"
+#include "bf16_gemm.h"
 #include "kernels.h"
 #include "layout.h"
 #include "nf4.h"
@@ -80,6 +81,7 @@ void setThreads(int n) {
   gThreads = std::max(1, n);
   poolInit(gThreads);
   openblas_set_num_threads(gThreads);
+  bf16GemmThreads(gThreads);
 }
 
 int defaultThreads() {
@@ -137,6 +139,36 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     }
   }
   return env.Undefined();
+}
+
+// matmulAutocast: Matmul's arguments, bf16-rounded operands (bf16_gemm.cc).
+Napi::Value MatmulAutocast(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  size_t na, nb, nc;
+  float* a = F(info, 0, na, "a"); float* b = F(info, 1, nb, "b"); float* c = F(info, 2, nc, "c");
+  const int64_t batch = Int(info, 3), m = Int(info, 4), n = Int(info, 5), k = Int(info, 6);
+  const bool tA = Bool(info, 7), tB = Bool(info, 8);
+  const int64_t sA = Int(info, 9), sB = Int(info, 10);
+  if (batch == 0) return env.Undefined();
+  need(env, na, (batch - 1) * sA + m * k, "matmulAutocast a");
+  need(env, nb, (batch - 1) * sB + k * n, "matmulAutocast b");
+  need(env, nc, batch * m * n, "matmulAutocast c");
+  matmulMixed(a, b, c, batch, m, n, k, tA, tB, sA, sB, (float)Num(info, 11), (float)Num(info, 12));
+  return env.Undefined();
+}
+
+// bf16Gemm(mode?): mode 'auto' | 'fallback' sets it; returns { path, whyNot }.
+Napi::Value Bf16Gemm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() > 0 && !info[0].IsUndefined()) {
+    const std::string mode = info[0].As<Napi::String>().Utf8Value();
+    if (mode != "auto" && mode != "fallback") range(env, "bf16 GEMM mode must be 'auto' or 'fallback', got '" + mode + "'");
+    setBf16GemmMode(mode.c_str());
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("path", bf16GemmPath());
+  o.Set("whyNot", bf16GemmWhyNot());
+  return o;
 }
 
 // sgemmRaw(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc): cblas_sgemm as is.
@@ -578,7 +610,8 @@ Napi::Value MatmulBf16(const Napi::CallbackInfo& info) {
   need(env, na, m * k, "matmulBf16 a");
   need(env, nw, n * k, "matmulBf16 w");
   need(env, nc, m * n, "matmulBf16 c");
-  matmulBf16(a, w, c, m, n, k, tB, alpha, beta);
+  if (info.Length() > 9 && Bool(info, 9)) matmulBf16RoundA(a, w, c, m, n, k, tB, alpha, beta);  // autocast
+  else matmulBf16(a, w, c, m, n, k, tB, alpha, beta);
   return env.Undefined();
 }
 
@@ -641,7 +674,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   setThreads(defaultThreads());
   (void)kernels();
   auto def = [&](const char* name, Napi::Value (*fn)(const Napi::CallbackInfo&)) { exports.Set(name, Napi::Function::New(env, fn, name)); };
-  def("matmul", Matmul); def("sgemmRaw", SgemmRaw);
+  def("matmul", Matmul); def("sgemmRaw", SgemmRaw); def("matmulAutocast", MatmulAutocast); def("bf16Gemm", Bf16Gemm);
   def("dropoutMask", DropoutMask);
   def("unary", Unary); def("unaryBackward", UnaryBackward); def("binary", Binary); def("affine", Affine); def("axpy", Axpy);
   def("sumMid", SumMid); def("maxMid", MaxMid);

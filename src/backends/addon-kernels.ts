@@ -15,10 +15,13 @@ export const DIRECT_KERNELS = [
   'layerNorm', 'layerNormBackward', 'rmsNorm', 'rmsNormBackward', 'embedding', 'embeddingBackward', 'rope', 'adamw',
   'bf16ToF32', 'f32ToBf16', 'matmulBf16', 'embeddingBf16', 'dequantizeNF4',
 ] as const;
+/** Direct kernels only some addons have (cpu: matmulAutocast); bound when present. */
+export const OPTIONAL_KERNELS = ['matmulAutocast'] as const;
+type Optional = (typeof OPTIONAL_KERNELS)[number];
 type Direct = (typeof DIRECT_KERNELS)[number];
 
 /** What both addons export: the direct kernels plus unary/binary with op codes. */
-export type AddonKernels = Required<Pick<Backend, Direct>> & {
+export type AddonKernels = Required<Pick<Backend, Direct>> & Pick<Backend, Optional> & {
   unary(op: number, x: Float32Array, out: Float32Array): void;
   unaryBackward(op: number, x: Float32Array, gy: Float32Array, gx: Float32Array): void;
   binary(op: number, a: Float32Array, aStrides: number[], b: Float32Array, bStrides: number[], out: Float32Array, outShape: number[]): void;
@@ -34,11 +37,12 @@ function code<T>(table: Map<T, number>, op: T, who: string, kind: string): numbe
 }
 
 /** The Backend methods an addon provides, bound to it (`who` names it in errors). */
-export function bindAddonKernels(n: AddonKernels, who: string): Pick<Backend, Direct | 'unary' | 'unaryBackward' | 'binary'> {
+export function bindAddonKernels(n: AddonKernels, who: string): Pick<Backend, Direct | Optional | 'unary' | 'unaryBackward' | 'binary'> {
   const out: Record<string, unknown> = {};
   for (const k of DIRECT_KERNELS) out[k] = n[k];
+  for (const k of OPTIONAL_KERNELS) if (n[k]) out[k] = n[k];
   return {
-    ...(out as Pick<Backend, Direct>),
+    ...(out as Pick<Backend, Direct | Optional>),
     unary: (op, x, y) => n.unary(code(unaryCode, op, who, 'unary'), x, y),
     unaryBackward: (op, x, gy, gx) => n.unaryBackward(code(unaryCode, op, who, 'unary'), x, gy, gx),
     binary: (op, a, sa, b, sb, o, shape) => n.binary(code(binaryCode, op, who, 'binary'), a, sa, b, sb, o, shape),

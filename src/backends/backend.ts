@@ -171,7 +171,18 @@ export interface Backend {
    * Without it, the tensor layer widens tiles of W itself and calls matmul.
    */
   matmulBf16?(a: F32, w: Uint16Array, c: F32, m: number, n: number, k: number, transB: boolean,
-    alpha: number, beta: number): void;
+    alpha: number, beta: number, roundA?: boolean): void;
+  /**
+   * Optional: matmul's arguments and result under autocast (mixed precision, as
+   * torch.autocast('cpu', torch.bfloat16)): each element of op(A_b) and op(B_b) is rounded to
+   * bfloat16 (nearest even), products accumulate in float32, C stays float32. The reference
+   * is exactly that rounding followed by the float32 matmul; fast backends (cpu: oneDNN's
+   * bf16 matmul, AMX or AVX512-BF16) differ only in the order of the float32 sums.
+   * matmulBf16's roundA does the same for its activation (W is bf16 already).
+   * Without it, the tensor layer rounds copies of the operands and calls matmul.
+   */
+  matmulAutocast?(a: F32, b: F32, c: F32, batch: number, m: number, n: number, k: number,
+    transA: boolean, transB: boolean, strideA: number, strideB: number, alpha: number, beta: number): void;
   /** Optional: out[i, :] = float32(table[ids[i], :]) from a bfloat16 table; throws on id out of range. */
   embeddingBf16?(table: Uint16Array, ids: I32, dim: number, out: F32): void;
 

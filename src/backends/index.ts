@@ -11,7 +11,7 @@ import { makeDeferredBackend } from './deferred/index.js';
 export type { Backend, BinaryOp, UnaryOp, F32, I32 } from './backend.js';
 export { referenceBackend } from './reference/index.js';
 export { makeDeferredBackend } from './deferred/index.js';
-export { cpuBackend, cpuAvailable, nativeInfo, setNumThreads, getNumThreads } from './cpu/index.js';
+export { cpuBackend, cpuAvailable, nativeInfo, setNumThreads, getNumThreads, setBf16Gemm } from './cpu/index.js';
 export { cudaBackend, cudaAvailable, cudaStatus, cudaInfo, cudaStats, cudaEmptyCache, setCudaTf32 } from './cuda/index.js';
 export type { CudaInfo, CudaStats } from './cuda/index.js';
 

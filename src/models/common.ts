@@ -321,7 +321,7 @@ export function keptPositions(hidden: Tensor, logitsToKeep = 0, labels?: Tensor 
 
 /**
  * The lm head and its loss. With labels and returnLogits false, and a plain Linear head
- * with a float32 weight and no bias (LoRA or 4-bit heads take the full path), the loss
+ * with a float32 (or frozen bfloat16) weight and no bias (LoRA or 4-bit heads take the full path), the loss
  * comes from linearCrossEntropy and logits is an empty [B, 0, V]: no [B, T, V] tensor.
  */
 export function causalLmHead(m: Module, hidden: Tensor, labels: Tensor | null | undefined, returnLogits = true,
@@ -329,7 +329,7 @@ export function causalLmHead(m: Module, hidden: Tensor, labels: Tensor | null | 
   hidden = keptPositions(hidden, logitsToKeep, labels);
   const head = m.getSubmodule('lm_head');
   const w = head instanceof Linear ? head.getParameter('weight') : null;
-  if (labels && !returnLogits && w && w.dtype === 'float32' && !head.getParameter('bias')) {
+  if (labels && !returnLogits && w && (w.dtype === 'float32' || w.dtype === 'bfloat16') && !head.getParameter('bias')) {
     const [b, t, hd] = hidden.shape;
     const loss = linearCrossEntropy(reshape(hidden, [b * t, hd]), w, shiftLabels(labels, b, t));
     return { logits: tensor(new Float32Array(0), [b, 0, w.shape[0]]), loss };

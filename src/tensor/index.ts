@@ -8,3 +8,5 @@ export * from './ops/basic.js';
 export * from './ops/nn.js';
 export { checkpoint } from './ops/checkpoint.js';
 export * from './ops/loss.js';
+export { autocast, autocastAsync, autocastDtype } from './autocast.js';
+export type { AutocastDtype } from './autocast.js';

@@ -38,8 +38,13 @@ export interface TrainingArgumentsInit {
   seed?: number;
   dataSeed?: number;
   gradientCheckpointing?: boolean;
-  /** Accepted and recorded; on the CPU backends compute stays float32 (mixed precision needs CUDA). */
+  /**
+   * Mixed precision as transformers' bf16=True (torch.autocast bfloat16): the GEMMs of the
+   * forward and backward (training, evaluate, predict) take bf16 operands and accumulate in
+   * float32; weights, optimizer state, norms, softmax and the loss stay float32.
+   */
   bf16?: boolean;
+  /** Accepted and recorded; compute stays float32 (no fp16 autocast here). */
   fp16?: boolean;
   resumeFromCheckpoint?: string | boolean | null;
   /** 'jsonl' writes outputDir/trainer_log.jsonl (also the default); 'none' turns it off. */
@@ -127,9 +132,9 @@ export class TrainingArguments {
     if (this.bf16 && this.fp16) throw new Error('TrainingArguments: bf16 and fp16 cannot both be set');
   }
 
-  /** Where mixed precision flags end up on this device: recorded, compute is float32. */
+  /** A warning when a precision flag is not honoured (fp16: compute stays float32); null otherwise. */
   get computeDtypeNote(): string | null {
-    return this.bf16 || this.fp16 ? `${this.bf16 ? 'bf16' : 'fp16'} requested: the CPU backends compute in float32 (mixed precision is a CUDA feature); the flag is recorded` : null;
+    return this.fp16 ? 'fp16 requested: compute stays float32 (use bf16 for mixed precision); the flag is recorded' : null;
   }
 
   /** Processes in the job (mpirun -np N), read from the launcher's environment as transformers does. */

@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Tensor, noGrad } from '../tensor/tensor.js';
 import { tidy } from '../tensor/memory.js';
+import { autocast } from '../tensor/autocast.js';
 import { mulScalar, zeros } from '../tensor/ops/basic.js';
 import { Rng, defaultRng } from '../tensor/random.js';
 import type { Module } from '../nn/module.js';
@@ -147,7 +148,8 @@ export class Trainer {
   private forward(batch: Batch, needLogits = true): ModelOutput {
     const inputs: ModelInputs & Record<string, unknown> = { ...batch } as ModelInputs & Record<string, unknown>;
     if (!needLogits) inputs.returnLogits = false;
-    return this.model.forward(inputs);
+    // bf16: autocast for the forward; each op keeps the setting for its backward.
+    return autocast(this.args.bf16 ? 'bfloat16' : null, () => this.model.forward(inputs));
   }
 
   private trainableParams(): [string, Tensor][] {

@@ -33,8 +33,20 @@ export function cpuAvailable(): boolean {
 export function setNumThreads(n: number): void { loadNative().setThreads(n); }
 export function getNumThreads(): number { return loadNative().threads(); }
 
-/** What the addon runs on: SIMD level, thread counts, OpenBLAS build. */
-export function nativeInfo(): { simd: string; threads: number; blasThreads: number; blas: string } {
+/**
+ * What the addon runs on: SIMD level, thread counts, OpenBLAS build, and bf16: the path of
+ * autocast's bf16 GEMMs ('onednn:<oneDNN impl>', e.g. 'onednn:brg:avx512_core_amx_bf16', or
+ * 'fp32-fallback', with bf16Why saying why oneDNN is not used).
+ */
+export function nativeInfo(): { simd: string; threads: number; blasThreads: number; blas: string; bf16: string; bf16Why: string } {
   const n = loadNative();
-  return { simd: n.simd(), threads: n.threads(), blasThreads: n.blasThreads(), blas: n.blasConfig() };
+  const g = n.bf16Gemm();
+  return { simd: n.simd(), threads: n.threads(), blasThreads: n.blasThreads(), blas: n.blasConfig(), bf16: g.path, bf16Why: g.whyNot };
 }
+
+/**
+ * Chooses the bf16 GEMM path of autocast: 'auto' (oneDNN where the CPU and libdnnl allow) or
+ * 'fallback' (bf16-rounded operands through float32 sgemm; tests use it to check both).
+ * PEFT_TS_BF16_GEMM=fallback sets it at load. Returns the path now active.
+ */
+export function setBf16Gemm(mode: 'auto' | 'fallback'): string { return loadNative().bf16Gemm(mode).path; }

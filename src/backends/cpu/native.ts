@@ -25,6 +25,8 @@ export interface NativeAddon extends AddonKernels {
   /** 'avx512' or 'avx2': the kernel table picked for this CPU. */
   simd(): string;
   blasConfig(): string;
+  /** The bf16 (autocast) GEMM path; with a mode ('auto' | 'fallback') sets it first. */
+  bf16Gemm(mode?: 'auto' | 'fallback'): { path: string; whyNot: string };
 }
 
 /** Directories that may hold the package root (with native/ under it). */

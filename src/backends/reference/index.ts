@@ -333,11 +333,20 @@ export const referenceBackend: Backend = {
   },
 
   // The oracle of a bf16-weight GEMM: widen W exactly, then the float32 GEMM above.
-  matmulBf16(a, w, c, m, n, k, transB, alpha, beta) {
+  // roundA (autocast): the activation rounded to bf16 first.
+  matmulBf16(a, w, c, m, n, k, transB, alpha, beta, roundA = false) {
     if (w.length < n * k) throw new RangeError(`matmulBf16: w has ${w.length} elements, needs ${n * k}`);
     const wf = new Float32Array(n * k);
     this.bf16ToF32(w.subarray(0, n * k), wf);
-    this.matmul(a, wf, c, 1, m, n, k, false, transB, 0, 0, alpha, beta);
+    this.matmul(roundA ? roundedBf16(this, a, m * k) : a, wf, c, 1, m, n, k, false, transB, 0, 0, alpha, beta);
+  },
+
+  // The oracle of autocast GEMMs: both operands rounded to bf16 values, then float32 matmul.
+  matmulAutocast(a, b, c, batch, m, n, k, transA, transB, strideA, strideB, alpha, beta) {
+    if (batch === 0) return;
+    const ra = roundedBf16(this, a, (batch - 1) * strideA + m * k);
+    const rb = roundedBf16(this, b, (batch - 1) * strideB + k * n);
+    this.matmul(ra, rb, c, batch, m, n, k, transA, transB, strideA, strideB, alpha, beta);
   },
 
   embeddingBackward(gy, ids, dim, gTable) {
@@ -411,5 +420,13 @@ export const referenceBackend: Backend = {
     }
   },
 };
+
+/** A new float32 copy of x[0, n) with every element rounded to its nearest-even bf16 value. */
+function roundedBf16(be: Backend, x: F32, n: number): F32 {
+  const h = new Uint16Array(n), out = new Float32Array(n);
+  be.f32ToBf16(x.subarray(0, n), h);
+  be.bf16ToF32(h, out);
+  return out;
+}
 
 export type { F32, I32 };

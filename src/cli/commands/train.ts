@@ -23,9 +23,9 @@ const KNOWN = [
   ...LORA_FLAGS, 'outputDir', 'epochs', 'maxSteps', 'lr', 'batchSize', 'evalBatchSize', 'gradAccum', 'warmupSteps', 'warmupRatio',
   'scheduler', 'weightDecay', 'evalSteps', 'saveSteps', 'saveTotalLimit', 'loggingSteps', 'seed', 'earlyStoppingPatience',
   'metricForBestModel', 'loadBestModelAtEnd', 'gradientCheckpointing', 'resume', 'loadIn4bit', 'numLabels', 'quiet', 'dtype',
-  'tokensColumn', 'tagsColumn', 'labels', 'sourceColumn', 'targetColumn', 'maxTargetLength',
+  'tokensColumn', 'tagsColumn', 'labels', 'sourceColumn', 'targetColumn', 'maxTargetLength', 'bf16',
 ];
-export const TRAIN_BOOLEANS = ['useDora', 'useRslora', 'loadBestModelAtEnd', 'gradientCheckpointing', 'loadIn4bit', 'quiet', 'help'];
+export const TRAIN_BOOLEANS = ['useDora', 'useRslora', 'loadBestModelAtEnd', 'gradientCheckpointing', 'loadIn4bit', 'quiet', 'help', 'bf16'];
 
 export const TRAIN_HELP = `peft-ts train: LoRA fine-tuning with the Trainer
 
@@ -58,6 +58,8 @@ Training (transformers' TrainingArguments)
   --eval-steps N (default: evaluate every epoch)  --save-steps N  --save-total-limit N
   --early-stopping-patience N  --metric-for-best-model M  --load-best-model-at-end
   --gradient-checkpointing  --seed N (42)  --resume [CHECKPOINT_DIR]
+  --bf16                    mixed precision (transformers' bf16=True): bf16 GEMM operands, float32
+                            accumulation, weights and optimizer; also for the evaluations
   --config FILE.json        any of the above as JSON (camelCase or kebab-case keys; flags win)
 
 Writes to the output dir: adapter_config.json, adapter_model.safetensors, label_mapping.json
@@ -113,6 +115,7 @@ export async function runTrain(flags: Flags, log: (s: string) => void = (s) => c
     loggingSteps: num(flags, 'loggingSteps', 10), evalStrategy, evalSteps: evalSteps ?? 0,
     saveStrategy, saveSteps: saveSteps ?? (evalStrategy === 'steps' ? evalSteps : 500), saveTotalLimit: num(flags, 'saveTotalLimit') ?? null,
     seed, loadBestModelAtEnd: loadBest, metricForBestModel: metricForBest, gradientCheckpointing: bool(flags, 'gradientCheckpointing'),
+    bf16: bool(flags, 'bf16'),
   };
   const trainer = new Trainer({
     model: peft, args, trainDataset: feats.dataset, evalDataset: evalFeats?.dataset, tokenizer: tok,

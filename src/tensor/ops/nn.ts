@@ -5,14 +5,17 @@ import { Tensor, empty, fillTensor, result } from '../tensor.js';
 import { broadcastShapes, broadcastStrides, numel, sameShape, shapeStr } from '../shape.js';
 import { Rng, defaultRng } from '../random.js';
 import { add, affine, expandTo, full, mul, reshape, sub, sum, sumToShape, zeros } from './basic.js';
+import { autocastDtype, matmulAutocast, roundedCopy } from '../autocast.js';
 
 const B = () => getBackend();
 
 // ---------- matmul ----------
 
+/** mixed: autocast's bf16 operands (the flag the op saw in its forward). */
 function gemm(a: Float32Array, b: Float32Array, c: Float32Array, batch: number, m: number, n: number, k: number,
-  tA: boolean, tB: boolean, sA: number, sB: number, beta = 0): void {
-  B().matmul(a, b, c, batch, m, n, k, tA, tB, sA, sB, 1, beta);
+  tA: boolean, tB: boolean, sA: number, sB: number, beta = 0, mixed = false): void {
+  if (mixed) matmulAutocast(B(), a, b, c, batch, m, n, k, tA, tB, sA, sB, 1, beta);
+  else B().matmul(a, b, c, batch, m, n, k, tA, tB, sA, sB, 1, beta);
 }
 
 /**
@@ -53,7 +56,8 @@ export function matmul(a: Tensor, b: Tensor, transA = false, transB = false): Te
   const [ae, sA] = prep(a, ba);
   const [be, sB] = prep(b, bb);
   const out = empty([...batchShape, am, bn], 'float32', false);
-  gemm(ae.buf, be.buf, out.buf, batch, am, bn, ak, transA, transB, sA, sB);
+  const mx = autocastDtype() === 'bfloat16';
+  gemm(ae.buf, be.buf, out.buf, batch, am, bn, ak, transA, transB, sA, sB, 0, mx);
   return result(out, 'matmul', [ae, be], (g) => {
     let ga: Tensor | null = null, gb: Tensor | null = null;
     if (ae.requiresGrad) {
@@ -64,11 +68,11 @@ export function matmul(a: Tensor, b: Tensor, transA = false, transB = false): Te
         fillTensor(ga, 0);
         for (let i = 0; i < batch; i++) {
           const gi = g.buf.subarray(i * am * bn, (i + 1) * am * bn), bi = be.buf.subarray(i * sB, i * sB + bk * bn);
-          if (!transA) gemm(gi, bi, ga.buf, 1, am, ak, bn, false, !transB, 0, 0, 1);
-          else gemm(bi, gi, ga.buf, 1, ak, am, bn, transB, true, 0, 0, 1);
+          if (!transA) gemm(gi, bi, ga.buf, 1, am, ak, bn, false, !transB, 0, 0, 1, mx);
+          else gemm(bi, gi, ga.buf, 1, ak, am, bn, transB, true, 0, 0, 1, mx);
         }
-      } else if (!transA) gemm(g.buf, be.buf, ga.buf, batch, am, ak, bn, false, !transB, am * bn, sB);
-      else gemm(be.buf, g.buf, ga.buf, batch, ak, am, bn, transB, true, sB, am * bn);
+      } else if (!transA) gemm(g.buf, be.buf, ga.buf, batch, am, ak, bn, false, !transB, am * bn, sB, 0, mx);
+      else gemm(be.buf, g.buf, ga.buf, batch, ak, am, bn, transB, true, sB, am * bn, 0, mx);
     }
     if (be.requiresGrad) {
       // d op(B) = op(A)^T @ g ; when transB, B = g^T @ op(A)
@@ -77,11 +81,11 @@ export function matmul(a: Tensor, b: Tensor, transA = false, transB = false): Te
         fillTensor(gb, 0);
         for (let i = 0; i < batch; i++) {
           const gi = g.buf.subarray(i * am * bn, (i + 1) * am * bn), ai = ae.buf.subarray(i * sA, i * sA + am * ak);
-          if (!transB) gemm(ai, gi, gb.buf, 1, ak, bn, am, !transA, false, 0, 0, 1);
-          else gemm(gi, ai, gb.buf, 1, bn, ak, am, true, transA, 0, 0, 1);
+          if (!transB) gemm(ai, gi, gb.buf, 1, ak, bn, am, !transA, false, 0, 0, 1, mx);
+          else gemm(gi, ai, gb.buf, 1, bn, ak, am, true, transA, 0, 0, 1, mx);
         }
-      } else if (!transB) gemm(ae.buf, g.buf, gb.buf, batch, ak, bn, am, !transA, false, sA, am * bn);
-      else gemm(g.buf, ae.buf, gb.buf, batch, bn, ak, am, true, transA, am * bn, sA);
+      } else if (!transB) gemm(ae.buf, g.buf, gb.buf, batch, ak, bn, am, !transA, false, sA, am * bn, 0, mx);
+      else gemm(g.buf, ae.buf, gb.buf, batch, bn, ak, am, true, transA, am * bn, sA, 0, mx);
     }
     return [ga, gb];
   });
@@ -115,11 +119,13 @@ export function matmulBf16(x: Tensor, w: Tensor, transW: boolean): Tensor {
   if (x.shape[x.ndim - 1] !== k) throw new Error(`matmulBf16: ${x.label()} does not match ${w.label()}${transW ? 'ᵀ' : ''}`);
   const m = x.size / k;
   const out = empty([...x.shape.slice(0, -1), n], 'float32', false);
-  gemmBf16(x, w, out, m, n, k, transW);
+  // Under autocast the activation is rounded to bf16 too (W already is).
+  const mx = autocastDtype() === 'bfloat16';
+  gemmBf16(x, w, out, m, n, k, transW, mx);
   return result(out, 'matmulBf16', [x], (g) => {
     // gx = g @ op(W)^T: the same kernel with the other layout flag, n and k swapped.
     const gx = empty(x.shape, 'float32', false);
-    gemmBf16(g, w, gx, m, k, n, !transW);
+    gemmBf16(g, w, gx, m, k, n, !transW, mx);
     return [gx];
   });
 }
@@ -133,9 +139,15 @@ export function setBf16FallbackTileElements(n: number): number {
 }
 
 /** c[m,n] = a[m,k] @ op(W) (overwritten), W bf16: the backend kernel, else widened tiles. */
-function gemmBf16(a: Tensor, w: Tensor, c: Tensor, m: number, n: number, k: number, transB: boolean): void {
+function gemmBf16(a: Tensor, w: Tensor, c: Tensor, m: number, n: number, k: number, transB: boolean, roundA = false): void {
   const be = B();
-  if (be.matmulBf16) { be.matmulBf16(a.buf, w.halfBuf, c.buf, m, n, k, transB, 1, 0); return; }
+  if (be.matmulBf16) { be.matmulBf16(a.buf, w.halfBuf, c.buf, m, n, k, transB, 1, 0, roundA); return; }
+  if (roundA) {
+    const ra = roundedCopy(be, a.buf, m * k);
+    gemmBf16(ra, w, c, m, n, k, transB);
+    ra.dispose();
+    return;
+  }
   // Fallback with contract kernels only: W's rows are widened a tile at a time into a pooled
   // buffer (stream order keeps this right on device backends). transB: a tile of rows of W
   // [n,k] gives columns of c, added into their place; else a tile of rows of W [k,n] is a
