@@ -76,9 +76,9 @@ test('GPT-2 tokenizer + causal LM + LoRA: chat-formatted data trains and the los
   assert.ok(feats.rows[0].labels.includes(-100));
   const t = new Trainer({ model, trainDataset: feats, evalDataset: feats, dataCollator: DataCollatorForLanguageModeling({ padTokenId: 0 }), progressStream: quiet,
     args: { outputDir: tmp('clm'), perDeviceTrainBatchSize: 4, numTrainEpochs: 10, learningRate: 5e-2, saveStrategy: 'no', loggingSteps: 5, plotCurves: false } });
-  const before = t.evaluate().eval_loss;
+  const before = (await t.evaluate()).eval_loss;
   await t.train();
-  const after = t.evaluate().eval_loss;
+  const after = (await t.evaluate()).eval_loss;
   // The fixture's frozen tied embeddings have std 0.02, which caps how far LoRA on attention
   // can move the logits (full fine-tuning of the same data reaches ~0.02); a clear drop is the check.
   assert.ok(after < before - 0.2, `${after} vs ${before}`);

@@ -1,12 +1,14 @@
 // Trainer: the transformers training loop (gradient accumulation, clipping, AdamW + schedule,
 // logging / evaluation / saving by steps or epochs, best-model tracking, exact resume) over
 // this library's models. One micro-batch = one tidy() scope, so memory stays flat.
+import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Tensor, noGrad } from '../tensor/tensor.js';
 import { tidy } from '../tensor/memory.js';
 import { mulScalar } from '../tensor/ops/basic.js';
 import { Rng, defaultRng } from '../tensor/random.js';
+import { AbortError, yieldToEventLoop } from '../tensor/yield.js';
 import type { Module } from '../nn/module.js';
 import type { ModelInputs, ModelOutput } from '../models/types.js';
 import { Dataset, Row } from '../data/dataset.js';
@@ -49,6 +51,46 @@ export interface PredictionOutput {
 
 export interface TrainOutput { globalStep: number; trainingLoss: number; metrics: LogEntry }
 
+export interface TrainOptions {
+  /** true: the latest checkpoint-<step> in outputDir; a string: that checkpoint folder. */
+  resumeFromCheckpoint?: string | boolean | null;
+  /**
+   * Stops training at the next optimizer-step boundary (or evaluation batch): a checkpoint of
+   * the last finished step is saved first, then train() rejects with an AbortError whose
+   * `checkpoint` names it; `train({ resumeFromCheckpoint: true })` continues exactly.
+   */
+  signal?: AbortSignal;
+}
+
+/** Emitted as 'progress' after every optimizer step. */
+export interface TrainProgress {
+  globalStep: number;
+  maxSteps: number;
+  epoch: number;
+  /** Loss of the last logged window (null before the first log). */
+  loss: number | null;
+  /** Seconds since train() started. */
+  elapsed: number;
+}
+
+/** The AbortError train() rejects with: the checkpoint it saved (null when no step had finished). */
+export class TrainingAbortedError extends AbortError {
+  constructor(readonly checkpoint: string | null, readonly globalStep: number, cause?: unknown) {
+    super(`training was aborted at step ${globalStep}${checkpoint ? `; resumable checkpoint: ${checkpoint}` : ''}`, { cause });
+  }
+}
+
+/**
+ * Events (besides TrainerCallback hooks): 'progress' (TrainProgress, every optimizer step),
+ * 'log' (LogEntry), 'evaluate' (eval metrics), 'save' (checkpoint folder).
+ */
+export interface TrainerEvents {
+  progress: [TrainProgress];
+  log: [LogEntry];
+  evaluate: [LogEntry];
+  save: [string];
+}
+
 export interface TrainerOptions {
   model: TrainableModel;
   args: TrainingArguments | TrainingArgumentsInit;
@@ -73,7 +115,7 @@ export function defaultDataCollator(rows: Row[]): Batch {
   return pad(rows);
 }
 
-export class Trainer {
+export class Trainer extends EventEmitter<TrainerEvents> {
   readonly model: TrainableModel;
   readonly args: TrainingArguments;
   trainDataset?: Dataset;
@@ -87,8 +129,13 @@ export class Trainer {
   optimizer: AdamW | null = null;
   lrScheduler: LRScheduler | null = null;
   private logFile: string | null = null;
+  private signal: AbortSignal | null = null;
+  /** The last evaluation made while training and the step it was made at. */
+  private lastEval: { step: number; metrics: LogEntry } | null = null;
+  private lastLoss: number | null = null;
 
   constructor(o: TrainerOptions) {
+    super();
     if (!o.model || typeof o.model.forward !== 'function') throw new Error('Trainer: model must have forward({inputIds, attentionMask, labels})');
     this.model = o.model;
     this.args = o.args instanceof TrainingArguments ? o.args : new TrainingArguments(o.args);
@@ -145,10 +192,23 @@ export class Trainer {
   }
 
   /** Runs the training loop. resumeFromCheckpoint: true (latest in outputDir) or a checkpoint folder. */
-  async train(opts: { resumeFromCheckpoint?: string | boolean | null } = {}): Promise<TrainOutput> {
+  async train(opts: TrainOptions = {}): Promise<TrainOutput> {
     const args = this.args;
     const ds = this.trainDataset;
     if (!ds || ds.length === 0) throw new Error('Trainer.train: no trainDataset (or it is empty)');
+    if (opts.signal?.aborted) throw new TrainingAbortedError(null, this.state.globalStep, opts.signal.reason);
+    this.signal = opts.signal ?? null;
+    this.lastEval = null;
+    this.lastLoss = null;
+    try {
+      return await this.trainLoop(opts, ds);
+    } finally {
+      this.signal = null;
+    }
+  }
+
+  private async trainLoop(opts: TrainOptions, ds: Dataset): Promise<TrainOutput> {
+    const args = this.args;
     fs.mkdirSync(args.outputDir, { recursive: true });
     this.logFile = args.reportTo.includes('jsonl') ? path.join(args.outputDir, 'trainer_log.jsonl') : null;
 
@@ -206,59 +266,78 @@ export class Trainer {
     let trLoss = 0, stepsSinceLog = 0, totalLoss = 0, lastGradNorm = NaN, lastLr = NaN;
     let tokensSinceLog = 0, logClock = Date.now();
     this.fire('onTrainBegin');
-
-    for (let epoch = epochsTrained; epoch < numEpochs && !this.control.shouldTrainingStop; epoch++) {
-      const order = this.epochOrder(ds.length, epoch);
-      const all = this.batches(ds, bs, order, args.dataloaderDropLast);
-      this.fire('onEpochBegin');
-      let step = -1;
-      const remainder = stepsInEpoch % gas || gas;
-      const firstUpdate = epoch === epochsTrained ? skipBatches / gas : 0;
-      step = firstUpdate * gas - 1;
-      for (let u = firstUpdate; u < updatesPerEpoch; u++) {
-        const nb = u === updatesPerEpoch - 1 ? remainder : gas;
-        const group = all.slice(u * gas, u * gas + nb);
-        this.fire('onStepBegin');
-        for (const idx of group) {
-          step++;
-          const rows = idx.map((i) => ds.rows[i]);
-          const { loss, tokens } = tidy(() => {
-            const batch = this.dataCollator(rows);
-            const out = this.forward(batch, false);
-            if (!out.loss) throw new Error('Trainer: the model returned no loss (are labels in the batch?)');
-            const scaled = mulScalar(out.loss, 1 / group.length);
-            scaled.backward();
-            let tokens = 0;
-            const am = batch.attentionMask;
-            if (am) for (const v of am.ints) tokens += v; else tokens = batch.inputIds.size;
-            return { loss: scaled.item(), tokens };
-          });
-          // transformers' logging_nan_inf_filter: a non-finite loss counts as the running average.
-          if (!Number.isFinite(loss)) trLoss += trLoss / (1 + stepsSinceLog);
-          else trLoss += loss;
-          this.state.numInputTokensSeen += tokens;
-          tokensSinceLog += tokens;
+    let lastSaved = -1;
+    const onSave = (dir: string) => { lastSaved = Number(/checkpoint-(\d+)$/.exec(dir)?.[1] ?? -1); };
+    this.on('save', onSave);
+    try {
+      for (let epoch = epochsTrained; epoch < numEpochs && !this.control.shouldTrainingStop; epoch++) {
+        const order = this.epochOrder(ds.length, epoch);
+        const all = this.batches(ds, bs, order, args.dataloaderDropLast);
+        this.fire('onEpochBegin');
+        let step = -1;
+        const remainder = stepsInEpoch % gas || gas;
+        const firstUpdate = epoch === epochsTrained ? skipBatches / gas : 0;
+        step = firstUpdate * gas - 1;
+        for (let u = firstUpdate; u < updatesPerEpoch; u++) {
+          const nb = u === updatesPerEpoch - 1 ? remainder : gas;
+          const group = all.slice(u * gas, u * gas + nb);
+          this.fire('onStepBegin');
+          for (const idx of group) {
+            step++;
+            const rows = idx.map((i) => ds.rows[i]);
+            const { loss, tokens } = tidy(() => {
+              const batch = this.dataCollator(rows);
+              const out = this.forward(batch, false);
+              if (!out.loss) throw new Error('Trainer: the model returned no loss (are labels in the batch?)');
+              const scaled = mulScalar(out.loss, 1 / group.length);
+              scaled.backward();
+              let tokens = 0;
+              const am = batch.attentionMask;
+              if (am) for (const v of am.ints) tokens += v; else tokens = batch.inputIds.size;
+              return { loss: scaled.item(), tokens };
+            });
+            // transformers' logging_nan_inf_filter: a non-finite loss counts as the running average.
+            if (!Number.isFinite(loss)) trLoss += trLoss / (1 + stepsSinceLog);
+            else trLoss += loss;
+            this.state.numInputTokensSeen += tokens;
+            tokensSinceLog += tokens;
+            await yieldToEventLoop();
+          }
+          lastGradNorm = clipGradNorm(tensors, args.maxGradNorm);
+          lastLr = this.lrScheduler.lr();
+          this.optimizer.lr = lastLr;
+          this.optimizer.step();
+          this.lrScheduler.step();
+          this.optimizer.zeroGrad();
+          this.state.globalStep++;
+          this.state.epoch = epoch + (step + 1) / stepsInEpoch;
+          stepsSinceLog++;
+          this.stepFlow(epoch);
+          this.fire('onStepEnd');
+          const r = await this.maybeLogSaveEvaluate({ trLoss, stepsSinceLog, gradNorm: lastGradNorm, lr: lastLr, tokensSinceLog, logClock });
+          if (r.logged) { totalLoss += trLoss; trLoss = 0; stepsSinceLog = 0; tokensSinceLog = 0; logClock = Date.now(); }
+          this.emit('progress', { globalStep: this.state.globalStep, maxSteps, epoch: this.state.epoch, loss: this.lastLoss, elapsed: (Date.now() - start) / 1000 });
+          if (this.signal?.aborted) throw new AbortError('aborted', { cause: this.signal.reason });
+          if (this.control.shouldEpochStop || this.control.shouldTrainingStop) break;
         }
-        lastGradNorm = clipGradNorm(tensors, args.maxGradNorm);
-        lastLr = this.lrScheduler.lr();
-        this.optimizer.lr = lastLr;
-        this.optimizer.step();
-        this.lrScheduler.step();
-        this.optimizer.zeroGrad();
-        this.state.globalStep++;
-        this.state.epoch = epoch + (step + 1) / stepsInEpoch;
-        stepsSinceLog++;
-        this.stepFlow(epoch);
-        this.fire('onStepEnd');
+        this.control.shouldEpochStop = false;
+        this.epochFlow();
+        this.fire('onEpochEnd');
         const r = await this.maybeLogSaveEvaluate({ trLoss, stepsSinceLog, gradNorm: lastGradNorm, lr: lastLr, tokensSinceLog, logClock });
         if (r.logged) { totalLoss += trLoss; trLoss = 0; stepsSinceLog = 0; tokensSinceLog = 0; logClock = Date.now(); }
-        if (this.control.shouldEpochStop || this.control.shouldTrainingStop) break;
       }
-      this.control.shouldEpochStop = false;
-      this.epochFlow();
-      this.fire('onEpochEnd');
-      const r = await this.maybeLogSaveEvaluate({ trLoss, stepsSinceLog, gradNorm: lastGradNorm, lr: lastLr, tokensSinceLog, logClock });
-      if (r.logged) { totalLoss += trLoss; trLoss = 0; stepsSinceLog = 0; tokensSinceLog = 0; logClock = Date.now(); }
+    } catch (e) {
+      if (!(e instanceof AbortError) || !this.signal?.aborted) throw e;
+      // Stopped between steps: a checkpoint of the last finished step lets a resume redo the rest exactly.
+      let ckpt: string | null = null;
+      if (this.state.globalStep > startStep || lastSaved === this.state.globalStep) {
+        if (lastSaved !== this.state.globalStep) await this.saveCheckpoint(null);
+        ckpt = path.join(args.outputDir, `checkpoint-${this.state.globalStep}`);
+      }
+      if (args.gradientCheckpointing) this.setGradientCheckpointing(false);
+      throw new TrainingAbortedError(ckpt, this.state.globalStep, this.signal.reason);
+    } finally {
+      this.off('save', onSave);
     }
     totalLoss += trLoss;
     const runtime = (Date.now() - start) / 1000;
@@ -315,7 +394,8 @@ export class Trainer {
     let metrics: LogEntry | null = null;
     if (c.shouldEvaluate) {
       c.shouldEvaluate = false;
-      metrics = this.evaluate();
+      metrics = await this.evaluate();
+      this.lastEval = { step: this.state.globalStep, metrics };
       this.determineBestMetric(metrics);
     }
     if (c.shouldSave) {
@@ -331,6 +411,20 @@ export class Trainer {
     this.state.logHistory.push(entry);
     if (this.logFile) fs.appendFileSync(this.logFile, JSON.stringify(entry) + '\n');
     for (const cb of this.callbacks) cb.onLog?.({ args: this.args, state: this.state, control: this.control, logs: entry });
+    if (logs.loss !== undefined) this.lastLoss = logs.loss;
+    this.emit('log', entry);
+  }
+
+  /**
+   * The metrics of the evaluation train() made at its last step, when the weights are still
+   * those it evaluated (null otherwise): callers that report a final evaluation reuse it
+   * instead of running (and logging) the same evaluation twice.
+   */
+  finalEvaluation(): LogEntry | null {
+    const e = this.lastEval;
+    if (!e || e.step !== this.state.globalStep) return null;
+    if (this.args.loadBestModelAtEnd && this.state.bestGlobalStep !== null && this.state.bestGlobalStep !== e.step) return null;
+    return e.metrics;
   }
 
   private truncateLog(step: number): void {
@@ -400,6 +494,7 @@ export class Trainer {
     });
     rotateCheckpoints(a.outputDir, a.saveTotalLimit, this.state.bestModelCheckpoint);
     for (const cb of this.callbacks) cb.onSave?.({ args: this.args, state: this.state, control: this.control, checkpoint: saved });
+    this.emit('save', saved);
   }
 
   /** Saves the final model (adapter via savePretrained, else trainable weights) to dir. */
@@ -413,7 +508,7 @@ export class Trainer {
   }
 
   /** Runs the model over a dataset without gradients; loss is the example-weighted mean. */
-  private loop(ds: Dataset, wantOutputs: boolean): { loss: number | null; logits: Float32Array | null; shape: number[]; labels: Int32Array | null } {
+  private async loop(ds: Dataset, wantOutputs: boolean, signal: AbortSignal | null): Promise<{ loss: number | null; logits: Float32Array | null; shape: number[]; labels: Int32Array | null }> {
     const bs = this.args.perDeviceEvalBatchSize;
     const wasTraining = this.model.training;
     this.model.eval();
@@ -432,6 +527,10 @@ export class Trainer {
             if (batch.labels) labelParts.push({ data: Int32Array.from(batch.labels.ints), shape: batch.labels.shape.slice() });
           }
         }));
+        const a = { args: this.args, state: this.state, control: this.control, step: Math.min(i + bs, ds.length), total: ds.length };
+        for (const cb of this.callbacks) cb.onPredictionStep?.(a);
+        await yieldToEventLoop();
+        if (signal?.aborted) throw new AbortError('evaluation was aborted', { cause: signal.reason });
       }
     } finally { this.model.train(wasTraining); }
     const loss = haveLoss && n ? lossSum / n : null;
@@ -441,12 +540,15 @@ export class Trainer {
     return { loss, logits: logits.data, shape: logits.shape, labels: labels?.data ?? null };
   }
 
-  /** Evaluation loss and computeMetrics on evalDataset, keys prefixed "eval_". */
-  evaluate(evalDataset?: Dataset | Row[], metricKeyPrefix = 'eval'): LogEntry {
+  /**
+   * Evaluation loss and computeMetrics on evalDataset, keys prefixed "eval_". The event loop
+   * runs between batches; opts.signal stops it (AbortError).
+   */
+  async evaluate(evalDataset?: Dataset | Row[], metricKeyPrefix = 'eval', opts: { signal?: AbortSignal } = {}): Promise<LogEntry> {
     const ds = asDataset(evalDataset) ?? this.evalDataset;
     if (!ds || ds.length === 0) throw new Error('Trainer.evaluate: no evalDataset');
     const t0 = Date.now();
-    const r = this.loop(ds, this.computeMetrics !== undefined);
+    const r = await this.loop(ds, this.computeMetrics !== undefined, opts.signal ?? this.signal);
     const metrics: LogEntry = {};
     if (r.loss !== null) metrics[`${metricKeyPrefix}_loss`] = r.loss;
     if (this.computeMetrics && r.logits && r.labels) {
@@ -458,14 +560,15 @@ export class Trainer {
     metrics[`${metricKeyPrefix}_samples_per_second`] = ds.length / Math.max(rt, 1e-9);
     this.log(metrics);
     for (const cb of this.callbacks) cb.onEvaluate?.({ args: this.args, state: this.state, control: this.control, metrics });
+    this.emit('evaluate', metrics);
     return metrics;
   }
 
-  /** Logits (and softmax scores), labels and "test_" metrics over a dataset. */
-  predict(testDataset: Dataset | Row[], metricKeyPrefix = 'test'): PredictionOutput {
-    const ds = asDataset(testDataset)!;
-    if (ds.length === 0) throw new Error('Trainer.predict: empty dataset');
-    const r = this.loop(ds, true);
+  /** Logits (and softmax scores), labels and "test_" metrics over a dataset; the event loop runs between batches. */
+  async predict(testDataset: Dataset | Row[], metricKeyPrefix = 'test', opts: { signal?: AbortSignal } = {}): Promise<PredictionOutput> {
+    const ds = asDataset(testDataset);
+    if (!ds || ds.length === 0) throw new Error('Trainer.predict: empty dataset');
+    const r = await this.loop(ds, true, opts.signal ?? null);
     const C = r.shape[r.shape.length - 1];
     const metrics: LogEntry = {};
     if (r.loss !== null) metrics[`${metricKeyPrefix}_loss`] = r.loss;

@@ -51,7 +51,7 @@ export async function demoCommand(argv: string[]): Promise<void> {
   const testFeats = featuresFor('seq-cls', testDs, tok, cols, {});
   const id2label = testFeats.id2label!;
   const base = loadBaseModel('seq-cls', modelDir, { numLabels: 4, seed, quiet: true });
-  const before = evaluateModel(base, 'seq-cls', testFeats.dataset, tok);
+  const before = await evaluateModel(base, 'seq-cls', testFeats.dataset, tok);
   line(`untrained classifier (pretrained body, new head) on ${testDs.length} test verses: accuracy ${fmtPct(before.eval_accuracy)}, macro-F1 ${before.eval_f1.toFixed(3)}`);
   line();
   line('-- 2. LoRA fine-tuning (c_attn/c_proj/c_fc + score head as modules_to_save) --');
@@ -97,7 +97,7 @@ export async function demoCommand(argv: string[]): Promise<void> {
     const ccols = columnsFrom({});
     const lm = loadBaseModel('causal-lm', modelDir, { quiet: true });
     const clmFeats = featuresFor('causal-lm', compTestDs, tok, ccols, {});
-    const lmBefore = evaluateModel(lm, 'causal-lm', clmFeats.dataset, tok);
+    const lmBefore = await evaluateModel(lm, 'causal-lm', clmFeats.dataset, tok);
     const prompts = [0, 1, 2, 3].map((i) => compTestDs.rows[i * 23 % compTestDs.length]);
     const gen = (m: CausalLM) => generateText(m, tok, prompts.map((p) => p.prompt as string), { maxNewTokens: 24, noRepeatNgramSize: 3 })
       .map((s) => s.split('\n')[0]);
