@@ -103,7 +103,7 @@ export function loadBaseModel(task: CliTask, dir: string, o: LoadModelOptions = 
   };
   const auto = task === 'seq-cls' ? AutoModelForSequenceClassification : task === 'token-cls' ? AutoModelForTokenClassification : AutoModelForCausalLM;
   // In 4 bit the Linear weights are quantized as they are read: never whole in float32.
-  return auto.fromPretrained(dir, o.load4bit ? { ...opts, quantizationConfig: { loadIn4bit: true } } : opts);
+  return auto.fromPretrainedSync(dir, o.load4bit ? { ...opts, quantizationConfig: { loadIn4bit: true } } : opts);
 }
 
 /** LoraConfig from the LoRA flags (peft defaults where not given). */
@@ -161,7 +161,7 @@ export function loadWithAdapter(flags: Flags, taskHint?: CliTask): { model: HFMo
   const dir = modelDir(flags);
   const numLabels = mapping ? Object.keys(mapping.id2label).length : num(flags, 'numLabels');
   const base = loadBaseModel(task, dir, { numLabels, seed: num(flags, 'seed', 42), load4bit: bool(flags, 'loadIn4bit'), dtype: dtypeFlag(flags), quiet: adapter !== undefined });
-  const model = adapter ? PeftModel.fromPretrained(base, adapter) : base;
+  const model = adapter ? PeftModel.fromPretrainedSync(base, adapter) : base;
   model.eval();
   return { model, task, mapping, tokenizer: loadTokenizer(dir), baseDir: dir };
 }

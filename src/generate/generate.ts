@@ -9,6 +9,7 @@ import type { KVCache, ModelInputs, ModelOutput } from '../models/types.js';
 import { ProcessorOptions, applyProcessors, buildLogitsProcessors } from './processors.js';
 import type { Streamer } from './streamer.js';
 import { beamSearch, forwardStep, replaceCache } from './beam.js';
+import { throwIfAborted, yieldToEventLoop } from '../tensor/yield.js';
 
 /** What generate() needs from a model: PreTrainedModel satisfies it. */
 export interface CausalLM {
@@ -61,6 +62,30 @@ export interface GenerateOptions extends ProcessorOptions {
  * has finished); a prompt's returned sequences are consecutive rows, best first for beams.
  */
 export function generate(model: CausalLM, inputIds: Tensor, opts: GenerateOptions = {}): Tensor {
+  const it = decodeSteps(model, inputIds, opts);
+  for (;;) { const r = it.next(); if (r.done) return r.value; }
+}
+
+/**
+ * generate() that lets the event loop run between decoding steps (timers, I/O and other
+ * requests go on while it decodes); signal stops it with an AbortError.
+ */
+export async function generateAsync(model: CausalLM, inputIds: Tensor, opts: GenerateOptions & { signal?: AbortSignal } = {}): Promise<Tensor> {
+  const it = decodeSteps(model, inputIds, opts);
+  try {
+    for (;;) {
+      throwIfAborted(opts.signal, 'generate');
+      const r = it.next();
+      if (r.done) return r.value;
+      await yieldToEventLoop();
+    }
+  } finally {
+    it.return(undefined as never); // runs the loop's finally: frees the KV cache, restores training mode
+  }
+}
+
+/** The decoding loop, one yield per new token; generate / generateAsync drive it. */
+function* decodeSteps(model: CausalLM, inputIds: Tensor, opts: GenerateOptions): Generator<void, Tensor> {
   if (inputIds.ndim !== 2 || inputIds.dtype !== 'int32') {
     throw new TypeError(`generate: inputIds must be int32 [B, T], got ${inputIds.dtype} ${inputIds.label()}`);
   }
@@ -75,7 +100,7 @@ export function generate(model: CausalLM, inputIds: Tensor, opts: GenerateOption
     const ids = tensor(rep(inputIds.ints), [b0 * numReturn, t0], { dtype: 'int32' });
     const m = opts.attentionMask;
     const mask = m ? tensor(rep(m.dtype === 'int32' ? m.ints : m.toFloat32Array()), [b0 * numReturn, t0], { dtype: 'int32' }) : null;
-    try { return generate(model, ids, { ...opts, numReturnSequences: 1, attentionMask: mask }); } finally { ids.dispose(); mask?.dispose(); }
+    try { return yield* decodeSteps(model, ids, { ...opts, numReturnSequences: 1, attentionMask: mask }); } finally { ids.dispose(); mask?.dispose(); }
   }
   const [batch, promptLen] = inputIds.shape;
   if (promptLen === 0) throw new Error('generate: the prompt is empty (inputIds has no columns)');
@@ -129,7 +154,7 @@ export function generate(model: CausalLM, inputIds: Tensor, opts: GenerateOption
     const wasTr = model.training === true && typeof model.train === 'function';
     if (wasTr) model.train!(false);
     try {
-      const rows = beamSearch(model, seqs, mask, maxNew, eos, pad, processors, useCache, {
+      const rows = yield* beamSearch(model, seqs, mask, maxNew, eos, pad, processors, useCache, {
         numBeams, lengthPenalty: opts.lengthPenalty, earlyStopping: opts.earlyStopping, numReturnSequences: numReturn,
       });
       return tensor(Int32Array.from(rows.flat()), [rows.length, rows[0].length], { dtype: 'int32' });
@@ -169,6 +194,7 @@ export function generate(model: CausalLM, inputIds: Tensor, opts: GenerateOption
       }
       if (streamer) streamer.put(seqs.map((s) => s[s.length - 1]));
       if (!unfinished.some(Boolean)) break;
+      yield;
     }
   } finally {
     if (cache) for (const l of cache.layers) { l.k.dispose(); l.v.dispose(); }

@@ -1,4 +1,4 @@
-export { generate, argmaxRows, sampleRows } from './generate.js';
+export { generate, generateAsync, argmaxRows, sampleRows } from './generate.js';
 export type { CausalLM, GenerateOptions } from './generate.js';
 export {
   repetitionPenaltyProcessor, noRepeatNgramProcessor, temperatureWarper, topKWarper, topPWarper,
@@ -7,5 +7,5 @@ export {
 export type { LogitsProcessor, ProcessorOptions } from './processors.js';
 export { TextStreamer } from './streamer.js';
 export type { Streamer, Decoder, TextStreamerOptions } from './streamer.js';
-export { generateText, leftPad } from './text.js';
+export { generateText, generateTextSync, leftPad } from './text.js';
 export type { TextTokenizer, GenerateTextOptions } from './text.js';

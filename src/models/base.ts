@@ -27,6 +27,8 @@ export abstract class HFModel extends PreTrainedModel {
   abstract readonly baseModelPrefix: string;
   readonly rng: Rng;
   /** Filled by from_pretrained: what the checkpoint lacked / had in excess. */
+  /** The folder or Hub id fromPretrained loaded (transformers' name_or_path). */
+  nameOrPath?: string;
   loadingInfo?: { missingKeys: string[]; unexpectedKeys: string[]; newlyInitialized: string[]; mismatchedKeys: string[] };
 
   private readonly drawInit: boolean;

@@ -99,9 +99,9 @@ export async function demoCommand(argv: string[]): Promise<void> {
     const clmFeats = featuresFor('causal-lm', compTestDs, tok, ccols, {});
     const lmBefore = await evaluateModel(lm, 'causal-lm', clmFeats.dataset, tok);
     const prompts = [0, 1, 2, 3].map((i) => compTestDs.rows[i * 23 % compTestDs.length]);
-    const gen = (m: CausalLM) => generateText(m, tok, prompts.map((p) => p.prompt as string), { maxNewTokens: 24, noRepeatNgramSize: 3 })
+    const gen = async (m: CausalLM) => (await generateText(m, tok, prompts.map((p) => p.prompt as string), { maxNewTokens: 24, noRepeatNgramSize: 3 }))
       .map((s) => s.split('\n')[0]);
-    const genBefore = gen(lm);
+    const genBefore = await gen(lm);
     const clmDir = path.join(out, 'completion');
     const clmSteps = num(flags, 'clmSteps', 250)!;
     const tclm = Date.now();
@@ -111,7 +111,7 @@ export async function demoCommand(argv: string[]): Promise<void> {
       evalSteps: String(Math.max(1, Math.round(clmSteps / 3))), loggingSteps: '10', warmupRatio: '0.06', scheduler: 'cosine', seed: String(seed), maxLength: '96',
     });
     const clmSeconds = (Date.now() - tclm) / 1000;
-    const genAfter = gen(clm.peft);
+    const genAfter = await gen(clm.peft);
     const lmAfter = clm.evalMetrics!;
     line();
     line(`completion loss on kjv_complete_test: ${lmBefore.eval_loss.toFixed(3)} (perplexity ${lmBefore.eval_perplexity.toFixed(1)}) -> ${lmAfter.eval_loss.toFixed(3)} (perplexity ${lmAfter.eval_perplexity.toFixed(1)}), ${clm.globalStep} steps in ${clmSeconds.toFixed(0)} s`);
