@@ -437,7 +437,21 @@ export class Trainer extends EventEmitter<TrainerEvents> {
   }
 
   private writeCurves(): void {
-    fs.writeFileSync(path.join(this.args.outputDir, 'training_curves.svg'), trainingCurvesSvg(this.state.logHistory));
+    fs.writeFileSync(path.join(this.args.outputDir, 'training_curves.svg'), trainingCurvesSvg(this.state.logHistory, { ...this.curvesHeading(), maxSteps: this.state.maxSteps }));
+  }
+
+  /** The chart's heading: run and model, then the hyperparameters that shape the curves. */
+  private curvesHeading(): { title: string; subtitle: string } {
+    const a = this.args;
+    const m = this.model as unknown as { getBaseModel?(): unknown; activePeftConfig?: { r: number; loraAlpha: number; useDora?: boolean; targetModules?: unknown } };
+    const base = (m.getBaseModel?.() ?? m) as { nameOrPath?: string; architecture?: string; constructor: { name: string } };
+    const model = base.nameOrPath ?? base.architecture ?? base.constructor.name;
+    const hp = [`lr ${a.learningRate.toExponential(1)} (${a.lrSchedulerType})`, `batch ${a.perDeviceTrainBatchSize}${a.gradientAccumulationSteps > 1 ? `x${a.gradientAccumulationSteps}` : ''}`, `${this.state.maxSteps} steps`];
+    const lora = m.activePeftConfig;
+    if (lora) hp.push(`${lora.useDora ? 'DoRA' : 'LoRA'} r=${lora.r} alpha=${lora.loraAlpha}`);
+    if (a.weightDecay) hp.push(`wd ${a.weightDecay}`);
+    hp.push(`seed ${a.seed}`);
+    return { title: `${a.runName ?? path.basename(path.resolve(a.outputDir))} · ${model}`, subtitle: hp.join(', ') };
   }
 
   private metricKey(): string {
