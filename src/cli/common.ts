@@ -2,7 +2,6 @@
 // flags, loading models / tokenizers / adapters, and the label mapping saved beside an adapter.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Tokenizer } from '../io/tokenizer.js';
 import { resolveLocalModelPath } from '../io/hub.js';
 import {
@@ -15,6 +14,7 @@ import { inspectModules } from '../peft/inject.js';
 import type { Module } from '../nn/module.js';
 import '../quant/load.js'; // registers the 4-bit loader behind fromPretrained({ quantizationConfig })
 import { Rng } from '../tensor/random.js';
+import { assetPath, defaultModelPath, packageRoot } from '../io/assets.js';
 import { UsageError, bool, camel, list, num, parseArgs, str } from './args.js';
 
 export type Flags = Record<string, unknown>;
@@ -22,19 +22,8 @@ export type CliTask = 'seq-cls' | 'token-cls' | 'causal-lm';
 export const TASKS: CliTask[] = ['seq-cls', 'token-cls', 'causal-lm'];
 export const LABEL_MAPPING_FILE = 'label_mapping.json';
 
-/** The package root: walk up from this file to the folder with package.json, else the cwd. */
-export function packageRoot(): string {
-  let d = path.dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    if (fs.existsSync(path.join(d, 'package.json')) && fs.existsSync(path.join(d, 'assets'))) return d;
-    const up = path.dirname(d);
-    if (up === d) return process.cwd();
-    d = up;
-  }
-}
-
-export const assetPath = (...p: string[]): string => path.join(packageRoot(), 'assets', ...p);
-export const defaultModelDir = (): string => assetPath('default-model');
+export { packageRoot, assetPath };
+export const defaultModelDir = (): string => defaultModelPath;
 
 /**
  * Flags of a command: parsed argv, over a --config JSON file (same names, camelCase or kebab).

@@ -15,3 +15,4 @@ export {
 } from './hub.js';
 export type { ResolveOptions } from './hub.js';
 export { loadConfig, parseConfig, labelNames, labelsOf, withNumLabels, type ConfigLabels } from './config.js';
+export { defaultModelPath, defaultDataPath, assetPath, packageRoot } from './assets.js';
