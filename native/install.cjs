@@ -13,7 +13,6 @@ const strict = process.argv.includes('--strict');
 const root = path.join(__dirname, '..');
 const addon = path.join(__dirname, 'build', 'Release', 'peft_native.node');
 const APT = 'sudo apt-get install -y build-essential libopenblas-dev python3';
-const FIX = `${APT}\n    then: npm rebuild peft-ts`;
 
 function banner(lines) {
   const bar = '!'.repeat(78);
@@ -25,7 +24,8 @@ function fail(why, detail) {
     `peft-ts: the native CPU backend was NOT built: ${why}.`,
     'peft-ts still works, on the reference backend (plain TypeScript, ~30x slower).',
     'To build it, install the tools and rebuild:',
-    `    ${FIX}`,
+    `    ${APT}`,
+    '    then: npm rebuild peft-ts',
     ...(detail ? ['', ...detail] : []),
   ]);
   process.exit(strict ? 1 : 0);
