@@ -107,8 +107,8 @@ function child(mode: string, dir: string): Record<string, unknown> {
   if (mode === 'bare') return { mode, peak_rss: before.hwm, rss: before.rss };
   const t0 = performance.now();
   const model = mode === 'load4bit'
-    ? AutoModelForCausalLM.fromPretrained(dir, { logger: () => {}, quantizationConfig: { loadIn4bit: true, bnb4bitUseDoubleQuant: true } })
-    : AutoModelForCausalLM.fromPretrained(dir, { logger: () => {} });
+    ? AutoModelForCausalLM.fromPretrainedSync(dir, { logger: () => {}, quantizationConfig: { loadIn4bit: true, bnb4bitUseDoubleQuant: true } })
+    : AutoModelForCausalLM.fromPretrainedSync(dir, { logger: () => {} });
   if (mode === 'float32-then-quantize') quantizeModel(model);
   const loadS = (performance.now() - t0) / 1000;
   let qParams = 0, qHeld = 0, qPacked = 0, qLayers = 0;
