@@ -5,10 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
-# python3: node-gyp runs gyp, a Python program, to configure the native build.
-if ! dpkg -s libopenblas-dev build-essential python3 >/dev/null 2>&1; then
+# python3: node-gyp runs gyp, a Python program, to configure the native builds.
+# Open MPI: the optional data-parallel addon (npm run build:mpi).
+if ! dpkg -s libopenblas-dev build-essential python3 libopenmpi-dev openmpi-bin >/dev/null 2>&1; then
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq build-essential libopenblas-dev python3 >/dev/null
+  $SUDO apt-get install -y -qq build-essential libopenblas-dev python3 libopenmpi-dev openmpi-bin >/dev/null
 fi
 # Build against the installed Node headers when present (no header download offline).
 if [ -f /usr/include/node/node_api.h ]; then export npm_config_nodedir=/usr; fi
@@ -16,5 +17,6 @@ if [ -f /usr/include/node/node_api.h ]; then export npm_config_nodedir=/usr; fi
 npm ci --no-audit --no-fund
 # The install script never fails an install; here a missing addon is an error.
 node native/install.cjs --strict
+npm run build:mpi
 [ -f dist/src/index.js ] || npm run build:ts
 echo "setup done: try  npx peft-ts --help  or  npm run demo"

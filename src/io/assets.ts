@@ -20,7 +20,7 @@ export const assetPath = (...p: string[]): string => path.join(packageRoot(), 'a
 
 /**
  * Absolute path of the embedded default model (a 1.35 M-parameter GPT-2 pretrained on the
- * King James Bible, with its tokenizer): `AutoModelForCausalLM.fromPretrained(defaultModelPath)`
+ * King James Bible, with its tokenizer): `await AutoModelForCausalLM.fromPretrained(defaultModelPath)`
  * works from any project (a relative 'assets/default-model' would be taken as a Hub id there).
  */
 export const defaultModelPath: string = assetPath('default-model');

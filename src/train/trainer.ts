@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Tensor, noGrad } from '../tensor/tensor.js';
 import { tidy } from '../tensor/memory.js';
-import { mulScalar } from '../tensor/ops/basic.js';
+import { mulScalar, zeros } from '../tensor/ops/basic.js';
 import { Rng, defaultRng } from '../tensor/random.js';
 import { AbortError, yieldToEventLoop } from '../tensor/yield.js';
 import type { Module } from '../nn/module.js';
@@ -24,6 +24,7 @@ import {
 } from './checkpoint.js';
 import { softmaxRows } from './metrics.js';
 import { trainingCurvesSvg } from './curves.js';
+import { Collective, allReduceGradients, broadcastJson, getCollective, shardOrder } from './distributed.js';
 
 /** What the trainer needs from a model: transformers' forward contract (+ optional savePretrained). */
 export interface TrainableModel extends SavableModel {
@@ -102,6 +103,8 @@ export interface TrainerOptions {
   tokenizer?: TokenizerLike;
   /** Where progress goes (default process.stderr). */
   progressStream?: { write(s: string): unknown; isTTY?: boolean };
+  /** The processes of a data-parallel job (default: MPI under mpirun, else this process alone). */
+  collective?: Collective;
 }
 
 const asDataset = (d: Dataset | Row[] | undefined): Dataset | undefined => (d === undefined ? undefined : d instanceof Dataset ? d : new Dataset(d));
@@ -133,6 +136,10 @@ export class Trainer extends EventEmitter<TrainerEvents> {
   /** The last evaluation made while training and the step it was made at. */
   private lastEval: { step: number; metrics: LogEntry } | null = null;
   private lastLoss: number | null = null;
+  private runStartStep = 0;
+  private lastSavedStep = -1;
+  /** The job's processes (one unless launched by mpirun); rank 0 logs, evaluates and writes. */
+  readonly collective: Collective;
 
   constructor(o: TrainerOptions) {
     super();
@@ -146,7 +153,10 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     this.dataCollator = o.dataCollator ?? (o.tokenizer
       ? (o.model.task === 'CAUSAL_LM' ? DataCollatorForLanguageModeling({ tokenizer: o.tokenizer }) : DataCollatorWithPadding({ tokenizer: o.tokenizer }))
       : defaultDataCollator);
-    this.callbacks = [new ProgressCallback(o.progressStream), ...(o.callbacks ?? [])];
+    this.collective = o.collective ?? getCollective();
+    // Only the main process reports progress (as transformers' is_world_process_zero).
+    const progress = this.collective.rank === 0 ? o.progressStream : { write: () => true };
+    this.callbacks = [new ProgressCallback(progress), ...(o.callbacks ?? [])];
     const note = this.args.computeDtypeNote;
     if (note) process.emitWarning(note);
   }
@@ -191,26 +201,71 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     }
   }
 
-  /** Runs the training loop. resumeFromCheckpoint: true (latest in outputDir) or a checkpoint folder. */
+  private get isMain(): boolean { return this.collective.rank === 0; }
+
+  /**
+   * Runs the training loop. resumeFromCheckpoint: true (latest in outputDir) or a checkpoint folder.
+   * Under mpirun every rank calls it: each trains on its shard of every global batch, gradients
+   * are averaged, rank 0 logs, evaluates and writes. An error on one rank ends the whole job.
+   */
   async train(opts: TrainOptions = {}): Promise<TrainOutput> {
-    const args = this.args;
-    const ds = this.trainDataset;
-    if (!ds || ds.length === 0) throw new Error('Trainer.train: no trainDataset (or it is empty)');
+    if (!this.trainDataset || this.trainDataset.length === 0) throw new Error('Trainer.train: no trainDataset (or it is empty)');
     if (opts.signal?.aborted) throw new TrainingAbortedError(null, this.state.globalStep, opts.signal.reason);
     this.signal = opts.signal ?? null;
     this.lastEval = null;
     this.lastLoss = null;
+    this.lastSavedStep = -1;
     try {
-      return await this.trainLoop(opts, ds);
+      return await this.trainOnRanks(opts);
     } finally {
       this.signal = null;
     }
   }
 
-  private async trainLoop(opts: TrainOptions, ds: Dataset): Promise<TrainOutput> {
+  private async trainOnRanks(opts: TrainOptions): Promise<TrainOutput> {
+    const c = this.collective;
+    if (c.worldSize === 1) return this.trainAbortable(opts);
+    const onTerm = () => {
+      process.stderr.write(`[rank ${c.rank}/${c.worldSize}] stopped: the job was terminated (another rank failed or the launcher was interrupted)\n`);
+      process.exit(143);
+    };
+    process.once('SIGTERM', onTerm);
+    try {
+      return await this.trainAbortable(opts);
+    } catch (e) {
+      process.stderr.write(`[rank ${c.rank}/${c.worldSize}] training failed: ${(e as Error)?.stack ?? e}\n` +
+        `[rank ${c.rank}/${c.worldSize}] ending every rank of the job (checkpoints already written are complete)\n`);
+      return c.abort(1);
+    } finally {
+      process.removeListener('SIGTERM', onTerm);
+    }
+  }
+
+  /** The training loop; an abort (signal) ends it with a checkpoint of the last finished step. */
+  private async trainAbortable(opts: TrainOptions): Promise<TrainOutput> {
+    try {
+      return await this.trainLoop(opts);
+    } catch (e) {
+      if (!(e instanceof AbortError) || e instanceof TrainingAbortedError || !this.signal?.aborted) throw e;
+      // Stopped between steps: a checkpoint of the last finished step lets a resume redo the rest exactly.
+      let ckpt: string | null = null;
+      const step = this.state.globalStep;
+      if (step > this.runStartStep || this.lastSavedStep === step) {
+        if (this.lastSavedStep !== step) await this.saveCheckpoint(null);
+        ckpt = path.join(this.args.outputDir, `checkpoint-${step}`);
+      }
+      if (this.args.gradientCheckpointing) this.setGradientCheckpointing(false);
+      throw new TrainingAbortedError(ckpt, step, this.signal.reason);
+    }
+  }
+
+  private async trainLoop(opts: TrainOptions): Promise<TrainOutput> {
     const args = this.args;
+    const { rank, worldSize } = this.collective;
+    const ds = this.trainDataset;
+    if (!ds || ds.length === 0) throw new Error('Trainer.train: no trainDataset (or it is empty)');
     fs.mkdirSync(args.outputDir, { recursive: true });
-    this.logFile = args.reportTo.includes('jsonl') ? path.join(args.outputDir, 'trainer_log.jsonl') : null;
+    this.logFile = args.reportTo.includes('jsonl') && this.isMain ? path.join(args.outputDir, 'trainer_log.jsonl') : null;
 
     let resume = opts.resumeFromCheckpoint ?? args.resumeFromCheckpoint;
     if (resume === true) {
@@ -226,7 +281,8 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     if (args.gradientCheckpointing) this.setGradientCheckpointing(true);
 
     const bs = args.perDeviceTrainBatchSize, gas = args.gradientAccumulationSteps;
-    const stepsInEpoch = args.dataloaderDropLast ? Math.floor(ds.length / bs) : Math.ceil(ds.length / bs);
+    const shardLen = shardOrder([...Array(ds.length).keys()], rank, worldSize, args.dataloaderDropLast).length;
+    const stepsInEpoch = args.dataloaderDropLast ? Math.floor(shardLen / bs) : Math.ceil(shardLen / bs);
     if (stepsInEpoch === 0) throw new Error(`Trainer.train: ${ds.length} rows make no full batch of ${bs} with dataloaderDropLast`);
     const updatesPerEpoch = Math.max(Math.floor(stepsInEpoch / gas) + (stepsInEpoch % gas > 0 ? 1 : 0), 1);
     let maxSteps: number, numEpochs: number;
@@ -259,104 +315,99 @@ export class Trainer extends EventEmitter<TrainerEvents> {
 
     const params = this.trainableParams();
     const tensors = params.map(([, p]) => p);
+    // DDP: every rank starts from rank 0's trainable weights.
+    if (worldSize > 1) for (const p of tensors) await this.collective.broadcast(p.data, 0);
     this.model.train();
     this.optimizer.zeroGrad();
     const start = Date.now();
     const startStep = this.state.globalStep;
+    this.runStartStep = startStep;
     let trLoss = 0, stepsSinceLog = 0, totalLoss = 0, lastGradNorm = NaN, lastLr = NaN;
     let tokensSinceLog = 0, logClock = Date.now();
     this.fire('onTrainBegin');
-    let lastSaved = -1;
-    const onSave = (dir: string) => { lastSaved = Number(/checkpoint-(\d+)$/.exec(dir)?.[1] ?? -1); };
-    this.on('save', onSave);
-    try {
-      for (let epoch = epochsTrained; epoch < numEpochs && !this.control.shouldTrainingStop; epoch++) {
-        const order = this.epochOrder(ds.length, epoch);
-        const all = this.batches(ds, bs, order, args.dataloaderDropLast);
-        this.fire('onEpochBegin');
-        let step = -1;
-        const remainder = stepsInEpoch % gas || gas;
-        const firstUpdate = epoch === epochsTrained ? skipBatches / gas : 0;
-        step = firstUpdate * gas - 1;
-        for (let u = firstUpdate; u < updatesPerEpoch; u++) {
-          const nb = u === updatesPerEpoch - 1 ? remainder : gas;
-          const group = all.slice(u * gas, u * gas + nb);
-          this.fire('onStepBegin');
-          for (const idx of group) {
-            step++;
-            const rows = idx.map((i) => ds.rows[i]);
-            const { loss, tokens } = tidy(() => {
-              const batch = this.dataCollator(rows);
-              const out = this.forward(batch, false);
-              if (!out.loss) throw new Error('Trainer: the model returned no loss (are labels in the batch?)');
-              const scaled = mulScalar(out.loss, 1 / group.length);
-              scaled.backward();
-              let tokens = 0;
-              const am = batch.attentionMask;
-              if (am) for (const v of am.ints) tokens += v; else tokens = batch.inputIds.size;
-              return { loss: scaled.item(), tokens };
-            });
-            // transformers' logging_nan_inf_filter: a non-finite loss counts as the running average.
-            if (!Number.isFinite(loss)) trLoss += trLoss / (1 + stepsSinceLog);
-            else trLoss += loss;
-            this.state.numInputTokensSeen += tokens;
-            tokensSinceLog += tokens;
-            await yieldToEventLoop();
-          }
-          lastGradNorm = clipGradNorm(tensors, args.maxGradNorm);
-          lastLr = this.lrScheduler.lr();
-          this.optimizer.lr = lastLr;
-          this.optimizer.step();
-          this.lrScheduler.step();
-          this.optimizer.zeroGrad();
-          this.state.globalStep++;
-          this.state.epoch = epoch + (step + 1) / stepsInEpoch;
-          stepsSinceLog++;
-          this.stepFlow(epoch);
-          this.fire('onStepEnd');
-          const r = await this.maybeLogSaveEvaluate({ trLoss, stepsSinceLog, gradNorm: lastGradNorm, lr: lastLr, tokensSinceLog, logClock });
-          if (r.logged) { totalLoss += trLoss; trLoss = 0; stepsSinceLog = 0; tokensSinceLog = 0; logClock = Date.now(); }
-          this.emit('progress', { globalStep: this.state.globalStep, maxSteps, epoch: this.state.epoch, loss: this.lastLoss, elapsed: (Date.now() - start) / 1000 });
-          if (this.signal?.aborted) throw new AbortError('aborted', { cause: this.signal.reason });
-          if (this.control.shouldEpochStop || this.control.shouldTrainingStop) break;
+
+    for (let epoch = epochsTrained; epoch < numEpochs && !this.control.shouldTrainingStop; epoch++) {
+      const order = shardOrder(this.epochOrder(ds.length, epoch), rank, worldSize, args.dataloaderDropLast);
+      const all = this.batches(ds, bs, order, args.dataloaderDropLast);
+      this.fire('onEpochBegin');
+      let step = -1;
+      const remainder = stepsInEpoch % gas || gas;
+      const firstUpdate = epoch === epochsTrained ? skipBatches / gas : 0;
+      step = firstUpdate * gas - 1;
+      for (let u = firstUpdate; u < updatesPerEpoch; u++) {
+        const nb = u === updatesPerEpoch - 1 ? remainder : gas;
+        const group = all.slice(u * gas, u * gas + nb);
+        this.fire('onStepBegin');
+        let groupTokens = 0;
+        for (const idx of group) {
+          step++;
+          const rows = idx.map((i) => ds.rows[i]);
+          const { loss, tokens } = tidy(() => {
+            const batch = this.dataCollator(rows);
+            const out = this.forward(batch, false);
+            if (!out.loss) throw new Error('Trainer: the model returned no loss (are labels in the batch?)');
+            const scaled = mulScalar(out.loss, 1 / group.length);
+            scaled.backward();
+            let tokens = 0;
+            const am = batch.attentionMask;
+            if (am) for (const v of am.ints) tokens += v; else tokens = batch.inputIds.size;
+            return { loss: scaled.item(), tokens };
+          });
+          // transformers' logging_nan_inf_filter: a non-finite loss counts as the running average.
+          if (!Number.isFinite(loss)) trLoss += trLoss / (1 + stepsSinceLog);
+          else trLoss += loss;
+          groupTokens += tokens;
+          await yieldToEventLoop();
         }
-        this.control.shouldEpochStop = false;
-        this.epochFlow();
-        this.fire('onEpochEnd');
+        if (worldSize > 1) {
+          const extra = new Float64Array([groupTokens]);
+          await allReduceGradients(this.collective, tensors.map((p) => (p.grad ??= zeros(p.shape)).data), extra);
+          groupTokens = extra[0];
+        }
+        this.state.numInputTokensSeen += groupTokens;
+        tokensSinceLog += groupTokens;
+        lastGradNorm = clipGradNorm(tensors, args.maxGradNorm);
+        lastLr = this.lrScheduler.lr();
+        this.optimizer.lr = lastLr;
+        this.optimizer.step();
+        this.lrScheduler.step();
+        this.optimizer.zeroGrad();
+        this.state.globalStep++;
+        this.state.epoch = epoch + (step + 1) / stepsInEpoch;
+        stepsSinceLog++;
+        this.stepFlow(epoch);
+        this.fire('onStepEnd');
         const r = await this.maybeLogSaveEvaluate({ trLoss, stepsSinceLog, gradNorm: lastGradNorm, lr: lastLr, tokensSinceLog, logClock });
-        if (r.logged) { totalLoss += trLoss; trLoss = 0; stepsSinceLog = 0; tokensSinceLog = 0; logClock = Date.now(); }
+        if (r.logged) { totalLoss += r.lossSum; trLoss = 0; stepsSinceLog = 0; tokensSinceLog = 0; logClock = Date.now(); }
+        this.emit('progress', { globalStep: this.state.globalStep, maxSteps, epoch: this.state.epoch, loss: this.lastLoss, elapsed: (Date.now() - start) / 1000 });
+        if (this.signal?.aborted) throw new AbortError('aborted', { cause: this.signal.reason });
+        if (this.control.shouldEpochStop || this.control.shouldTrainingStop) break;
       }
-    } catch (e) {
-      if (!(e instanceof AbortError) || !this.signal?.aborted) throw e;
-      // Stopped between steps: a checkpoint of the last finished step lets a resume redo the rest exactly.
-      let ckpt: string | null = null;
-      if (this.state.globalStep > startStep || lastSaved === this.state.globalStep) {
-        if (lastSaved !== this.state.globalStep) await this.saveCheckpoint(null);
-        ckpt = path.join(args.outputDir, `checkpoint-${this.state.globalStep}`);
-      }
-      if (args.gradientCheckpointing) this.setGradientCheckpointing(false);
-      throw new TrainingAbortedError(ckpt, this.state.globalStep, this.signal.reason);
-    } finally {
-      this.off('save', onSave);
+      this.control.shouldEpochStop = false;
+      this.epochFlow();
+      this.fire('onEpochEnd');
+      const r = await this.maybeLogSaveEvaluate({ trLoss, stepsSinceLog, gradNorm: lastGradNorm, lr: lastLr, tokensSinceLog, logClock });
+      if (r.logged) { totalLoss += r.lossSum; trLoss = 0; stepsSinceLog = 0; tokensSinceLog = 0; logClock = Date.now(); }
     }
-    totalLoss += trLoss;
+    totalLoss += await this.meanOverRanks(trLoss);
     const runtime = (Date.now() - start) / 1000;
     const done = this.state.globalStep - startStep;
     const trainLoss = totalLoss / Math.max(done, 0.001);
     const metrics: LogEntry = {
-      train_runtime: runtime, train_samples_per_second: (done * bs * gas) / Math.max(runtime, 1e-9),
+      train_runtime: runtime, train_samples_per_second: (done * bs * gas * worldSize) / Math.max(runtime, 1e-9),
       train_steps_per_second: done / Math.max(runtime, 1e-9), train_loss: trainLoss,
       train_tokens_per_second: this.state.numInputTokensSeen / Math.max(runtime, 1e-9), epoch: this.state.epoch,
     };
     this.log(metrics);
+    await this.collective.barrier();
     if (args.loadBestModelAtEnd && this.state.bestModelCheckpoint) {
       loadCheckpointWeights(this.state.bestModelCheckpoint, this.model);
     }
     // transformers: with saveTotalLimit 1, only the best checkpoint is left at the end.
-    if (args.saveTotalLimit === 1 && this.state.bestModelCheckpoint) {
+    if (args.saveTotalLimit === 1 && this.state.bestModelCheckpoint && this.isMain) {
       for (const c of listCheckpoints(args.outputDir)) if (path.resolve(c) !== path.resolve(this.state.bestModelCheckpoint)) fs.rmSync(c, { recursive: true, force: true });
     }
-    if (args.plotCurves) this.writeCurves();
+    if (args.plotCurves && this.isMain) this.writeCurves();
     if (args.gradientCheckpointing) this.setGradientCheckpointing(false);
     this.fire('onTrainEnd');
     return { globalStep: this.state.globalStep, trainingLoss: trainLoss, metrics };
@@ -381,12 +432,14 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     if (this.args.saveStrategy === 'epoch') this.control.shouldSave = true;
   }
 
-  private async maybeLogSaveEvaluate(s: { trLoss: number; stepsSinceLog: number; gradNorm: number; lr: number; tokensSinceLog: number; logClock: number }): Promise<{ logged: boolean }> {
+  private async maybeLogSaveEvaluate(s: { trLoss: number; stepsSinceLog: number; gradNorm: number; lr: number; tokensSinceLog: number; logClock: number }): Promise<{ logged: boolean; lossSum: number }> {
     const c = this.control;
-    let logged = false;
+    let logged = false, lossSum = s.trLoss;
     if (c.shouldLog && s.stepsSinceLog > 0) {
       const dt = Math.max((Date.now() - s.logClock) / 1000, 1e-9);
-      const logs: LogEntry = { loss: s.trLoss / s.stepsSinceLog, grad_norm: s.gradNorm, learning_rate: s.lr, tokens_per_second: s.tokensSinceLog / dt };
+      // The logged loss is the mean over ranks (each rank's loss is over its own shard).
+      lossSum = await this.meanOverRanks(s.trLoss);
+      const logs: LogEntry = { loss: lossSum / s.stepsSinceLog, grad_norm: s.gradNorm, learning_rate: s.lr, tokens_per_second: s.tokensSinceLog / dt };
       this.log(logs);
       logged = true;
     }
@@ -394,7 +447,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     let metrics: LogEntry | null = null;
     if (c.shouldEvaluate) {
       c.shouldEvaluate = false;
-      metrics = await this.evaluate();
+      metrics = await this.evaluateOnMain();
       this.lastEval = { step: this.state.globalStep, metrics };
       this.determineBestMetric(metrics);
     }
@@ -402,7 +455,29 @@ export class Trainer extends EventEmitter<TrainerEvents> {
       c.shouldSave = false;
       await this.saveCheckpoint(metrics);
     }
-    return { logged };
+    return { logged, lossSum };
+  }
+
+  /** Mean of a per-rank value over the job (the logged loss, as transformers gathers it). */
+  private async meanOverRanks(v: number): Promise<number> {
+    if (this.collective.worldSize === 1) return v;
+    const b = new Float64Array([v]);
+    await this.collective.allReduceSum(b);
+    return b[0] / this.collective.worldSize;
+  }
+
+  /** Evaluation during training: rank 0 runs it; the others receive its metrics, log and fire callbacks. */
+  private async evaluateOnMain(): Promise<LogEntry> {
+    const c = this.collective;
+    if (c.worldSize === 1) return this.evaluate();
+    const mine = this.isMain ? await this.evaluate() : undefined;
+    await c.barrier(); // the others sleep here (not spin in MPI) while rank 0 evaluates
+    const metrics = await broadcastJson(c, mine, 0);
+    if (!this.isMain) {
+      this.log(metrics);
+      for (const cb of this.callbacks) cb.onEvaluate?.({ args: this.args, state: this.state, control: this.control, metrics });
+    }
+    return metrics;
   }
 
   /** Adds an entry to the log history (with epoch and step), the jsonl file and callbacks. */
@@ -502,17 +577,27 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     const dir = path.join(a.outputDir, `checkpoint-${this.state.globalStep}`);
     if (this.state.bestGlobalStep === this.state.globalStep) this.state.bestModelCheckpoint = dir;
     for (const cb of this.callbacks) if (cb.name && cb.getState) this.state.statefulCallbacks[cb.name] = cb.getState();
-    const saved = await saveCheckpoint(a.outputDir, {
-      model: this.model, optimizer: this.optimizer!, scheduler: this.lrScheduler!, state: this.state,
-      rng: this.rngStates(), args: a.toJSON(),
-    });
-    rotateCheckpoints(a.outputDir, a.saveTotalLimit, this.state.bestModelCheckpoint);
-    for (const cb of this.callbacks) cb.onSave?.({ args: this.args, state: this.state, control: this.control, checkpoint: saved });
-    this.emit('save', saved);
+    // Rank 0 writes (atomically); the others wait so that no rank runs ahead of a checkpoint.
+    if (this.isMain) {
+      await saveCheckpoint(a.outputDir, {
+        model: this.model, optimizer: this.optimizer!, scheduler: this.lrScheduler!, state: this.state,
+        rng: this.rngStates(), args: { ...a.toJSON(), world_size: this.collective.worldSize },
+      });
+      rotateCheckpoints(a.outputDir, a.saveTotalLimit, this.state.bestModelCheckpoint);
+    }
+    await this.collective.barrier();
+    this.lastSavedStep = this.state.globalStep;
+    for (const cb of this.callbacks) cb.onSave?.({ args: this.args, state: this.state, control: this.control, checkpoint: dir });
+    this.emit('save', dir);
   }
 
   /** Saves the final model (adapter via savePretrained, else trainable weights) to dir. */
   async saveModel(dir = this.args.outputDir): Promise<void> {
+    if (!this.isMain) { await this.collective.barrier(); return; }
+    try { await this.writeModel(dir); } finally { await this.collective.barrier(); }
+  }
+
+  private async writeModel(dir: string): Promise<void> {
     fs.mkdirSync(dir, { recursive: true });
     if (typeof this.model.savePretrained === 'function') await this.model.savePretrained(dir);
     else {

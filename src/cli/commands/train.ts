@@ -59,7 +59,7 @@ Training (transformers' TrainingArguments)
 Writes to the output dir: adapter_config.json, adapter_model.safetensors, label_mapping.json
 (classification), tokenizer files, trainer_log.jsonl and training_curves.svg.`;
 
-export interface TrainResult { outputDir: string; task: CliTask; peft: PeftModel; trainer: Trainer; evalMetrics: LogEntry | null; globalStep: number }
+export interface TrainResult { outputDir: string; task: CliTask; peft: PeftModel; trainer: Trainer; evalMetrics: LogEntry | null; globalStep: number; /** This process's rank (0 unless under mpirun). */ rank: number }
 
 /** The whole train command as a function (the demo uses it too). */
 export async function runTrain(flags: Flags, log: (s: string) => void = (s) => console.log(s)): Promise<TrainResult> {
@@ -118,6 +118,8 @@ export async function runTrain(flags: Flags, log: (s: string) => void = (s) => c
   });
   const out = await trainer.train({ resumeFromCheckpoint: resume });
   await trainer.saveModel(outputDir);
+  // Under mpirun only rank 0 writes files and runs the final evaluation.
+  if (trainer.collective.rank !== 0) return { outputDir, task, peft, trainer, evalMetrics: null, globalStep: out.globalStep, rank: trainer.collective.rank };
   if (feats.label2id && feats.id2label) {
     writeLabelMapping(outputDir, {
       task, id2label: feats.id2label, label2id: feats.label2id, maxLength: num(flags, 'maxLength', 128),
@@ -134,7 +136,7 @@ export async function runTrain(flags: Flags, log: (s: string) => void = (s) => c
     evalMetrics = { ...(trainer.finalEvaluation() ?? await trainer.evaluate()) };
     if (task === 'causal-lm' && evalMetrics.eval_loss !== undefined) evalMetrics.eval_perplexity = Math.exp(evalMetrics.eval_loss);
   }
-  return { outputDir, task, peft, trainer, evalMetrics, globalStep: out.globalStep };
+  return { outputDir, task, peft, trainer, evalMetrics, globalStep: out.globalStep, rank: 0 };
 }
 
 /** computeMetrics of a CLI task: accuracy / F1, token accuracy + entity P/R/F1, or none (loss). */
@@ -153,6 +155,7 @@ export async function trainCommand(argv: string[]): Promise<void> {
   if (flags.help) { console.log(TRAIN_HELP); return; }
   checkKnown(flags, KNOWN, 'train');
   const r = await runTrain(flags);
+  if (r.rank !== 0) return;
   console.log(`saved the adapter, trainer_log.jsonl and training_curves.svg to ${r.outputDir} (${r.globalStep} steps)`);
   if (r.evalMetrics) { console.log('final evaluation:'); printMetrics(r.evalMetrics); }
 }
