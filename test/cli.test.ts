@@ -52,7 +52,9 @@ test('train (seq-cls, 3 steps) writes the adapter, label mapping, log and chart'
   assert.deepEqual(Object.values(map.id2label).sort(), ['epistle', 'gospel', 'law', 'wisdom']);
   const log = readFileSync(join(clsDir, 'trainer_log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
   assert.deepEqual(log.filter((e) => 'loss' in e).map((e) => e.step), [1, 2, 3]);
-  assert.ok(log.some((e) => 'eval_accuracy' in e));
+  // The evaluation of the last step (3) is reported as the final one, not run a second time.
+  assert.deepEqual(log.filter((e) => 'eval_accuracy' in e).map((e) => e.step), [3]);
+  assert.equal(r.stderr.split('\n').filter((l) => l.includes('eval_accuracy=')).length, 1, r.stderr);
   assert.match(readFileSync(join(clsDir, 'training_curves.svg'), 'utf8'), /^<svg|<svg /);
 });
 
