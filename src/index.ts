@@ -26,12 +26,13 @@ export {
 } from './models/index.js';
 export type { ModelInputs, ModelOutput, TaskType } from './models/index.js';
 export { Tokenizer, BatchEncoding, readSafetensors, writeSafetensors, defaultModelPath, defaultDataPath } from './io/index.js';
-export type { EncodeOptions, DecodeOptions, BatchEncodeOptions, ChatMessage, ResolveOptions } from './io/index.js';
+export type { EncodeOptions, DecodeOptions, BatchEncodeOptions, ChatMessage, ResolveOptions, PushToHubOptions, PushResult } from './io/index.js';
 
 // LoRA / DoRA (peft).
 export {
   LoraConfig, PeftModel, getPeftModel, ALL_LINEAR,
-  type LoraConfigOptions, type LoraBias, type GetPeftModelOptions, type LoadAdapterOptions, type SaveAdapterOptions,
+  AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification, AutoPeftModelForTokenClassification, AutoPeftModelForSeq2SeqLM,
+  type AutoPeftOptions, type LoraConfigOptions, type LoraBias, type GetPeftModelOptions, type LoadAdapterOptions, type SaveAdapterOptions,
 } from './peft/index.js';
 
 // QLoRA (bitsandbytes' NF4).

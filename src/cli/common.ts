@@ -3,13 +3,16 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Tokenizer } from '../io/tokenizer.js';
-import { resolveLocalModelPath } from '../io/hub.js';
+import { resolveModelPath } from '../io/hub.js';
 import {
   AutoModelForCausalLM, AutoModelForSequenceClassification, AutoModelForTokenClassification,
 } from '../models/auto.js';
 import type { HFModel } from '../models/base.js';
 import { LoraConfig } from '../peft/config.js';
 import { PeftModel } from '../peft/model.js';
+import { ADAPTER_CONFIG_NAME, readAdapterConfig } from '../peft/save.js';
+import { LABEL_MAPPING_FILE, readAdapterLabels } from '../peft/labels.js';
+import { labelNames } from '../io/config.js';
 import { inspectModules } from '../peft/inject.js';
 import type { Module } from '../nn/module.js';
 import '../quant/load.js'; // registers the 4-bit loader behind fromPretrained({ quantizationConfig })
@@ -20,7 +23,7 @@ import { UsageError, bool, camel, list, num, parseArgs, str } from './args.js';
 export type Flags = Record<string, unknown>;
 export type CliTask = 'seq-cls' | 'token-cls' | 'causal-lm';
 export const TASKS: CliTask[] = ['seq-cls', 'token-cls', 'causal-lm'];
-export const LABEL_MAPPING_FILE = 'label_mapping.json';
+export { LABEL_MAPPING_FILE };
 
 export { packageRoot, assetPath };
 export const defaultModelDir = (): string => defaultModelPath;
@@ -67,9 +70,16 @@ export function taskOf(v: string | undefined): CliTask | undefined {
 
 export const peftTask = (t: CliTask) => (t === 'seq-cls' ? 'SEQ_CLS' : t === 'token-cls' ? 'TOKEN_CLS' : 'CAUSAL_LM') as 'SEQ_CLS' | 'TOKEN_CLS' | 'CAUSAL_LM';
 
-export function modelDir(flags: Flags): string {
-  const m = str(flags, 'model') ?? defaultModelDir();
-  try { return resolveLocalModelPath(m); } catch (e) { throw new Error(`--model ${m}: ${(e as Error).message}`); }
+/** --model as a folder: a local path, else a Hub id from the cache or downloaded into it (--revision). */
+export async function modelDir(flags: Flags, model = str(flags, 'model') ?? defaultModelDir(), revision = str(flags, 'revision')): Promise<string> {
+  try { return await resolveModelPath(model, { revision }); } catch (e) { throw new Error(`--model ${model}: ${(e as Error).message}`); }
+}
+
+/** --adapter as a folder holding adapter_config.json: a local path or a Hub id (--adapter-revision). */
+export async function adapterDir(flags: Flags): Promise<string | undefined> {
+  const a = str(flags, 'adapter');
+  if (a === undefined) return undefined;
+  try { return await resolveModelPath(a, { requiredFile: ADAPTER_CONFIG_NAME, revision: str(flags, 'adapterRevision') }); } catch (e) { throw new Error(`--adapter ${a}: ${(e as Error).message}`); }
 }
 
 export function loadTokenizer(dir: string): Tokenizer {
@@ -79,6 +89,10 @@ export function loadTokenizer(dir: string): Tokenizer {
 
 export interface LoadModelOptions {
   numLabels?: number; seed?: number; load4bit?: boolean; quiet?: boolean;
+  /** What --model said (recorded as the model's nameOrPath, hence the adapter's base_model_name_or_path); default the folder. */
+  nameOrPath?: string;
+  /** Label names for the head (from the adapter); its size replaces the checkpoint's head. */
+  labels?: { id2label: Record<string, string>; label2id: Record<string, number> };
   /** 'bfloat16': frozen bf16 Linear / Embedding weights (fromPretrained's dtype). */
   dtype?: 'float32' | 'bfloat16';
 }
@@ -87,12 +101,17 @@ export interface LoadModelOptions {
 export function loadBaseModel(task: CliTask, dir: string, o: LoadModelOptions = {}): HFModel {
   const opts = {
     rng: new Rng(o.seed ?? 42), numLabels: o.numLabels, dtype: o.dtype,
+    ...(o.labels ? { configOverrides: { ...o.labels, num_labels: Object.keys(o.labels.id2label).length } } : {}),
+    // A label count from the data or the adapter replaces a classifier head of another size.
+    ignoreMismatchedSizes: o.labels !== undefined || o.numLabels !== undefined,
     // The head of a classifier built from an LM checkpoint is expected to be new: say it once, briefly.
     logger: o.quiet ? () => {} : (m: string) => process.stderr.write(m.split('\n')[0].slice(0, 300) + '\n'),
   };
   const auto = task === 'seq-cls' ? AutoModelForSequenceClassification : task === 'token-cls' ? AutoModelForTokenClassification : AutoModelForCausalLM;
   // In 4 bit the Linear weights are quantized as they are read: never whole in float32.
-  return auto.fromPretrainedSync(dir, o.load4bit ? { ...opts, quantizationConfig: { loadIn4bit: true } } : opts);
+  const model = auto.fromPretrainedSync(dir, o.load4bit ? { ...opts, quantizationConfig: { loadIn4bit: true } } : opts);
+  model.nameOrPath = o.nameOrPath ?? dir;
+  return model;
 }
 
 /** LoraConfig from the LoRA flags (peft defaults where not given). */
@@ -141,16 +160,43 @@ export function dtypeFlag(flags: Flags): 'float32' | 'bfloat16' {
   return dtype;
 }
 
-/** Base model + adapter (frozen, eval mode), the task and labels taken from the adapter dir when known. */
-export function loadWithAdapter(flags: Flags, taskHint?: CliTask): { model: HFModel | PeftModel; task: CliTask; mapping: LabelMappingFile | null; tokenizer: Tokenizer; baseDir: string } {
-  const adapter = str(flags, 'adapter');
-  if (adapter !== undefined && !fs.existsSync(path.join(adapter, 'adapter_config.json'))) throw new Error(`--adapter ${adapter}: no adapter_config.json there`);
-  const mapping = adapter ? readLabelMapping(adapter) : null;
-  const task = taskOf(str(flags, 'task')) ?? mapping?.task ?? taskHint ?? 'causal-lm';
-  const dir = modelDir(flags);
-  const numLabels = mapping ? Object.keys(mapping.id2label).length : num(flags, 'numLabels');
-  const base = loadBaseModel(task, dir, { numLabels, seed: num(flags, 'seed', 42), load4bit: bool(flags, 'loadIn4bit'), dtype: dtypeFlag(flags), quiet: adapter !== undefined });
-  const model = adapter ? PeftModel.fromPretrainedSync(base, adapter) : base;
+const CLI_TASK: Record<string, CliTask> = { SEQ_CLS: 'seq-cls', TOKEN_CLS: 'token-cls', CAUSAL_LM: 'causal-lm' };
+
+/**
+ * Base model + adapter (frozen, eval mode). The task and labels come from the adapter folder
+ * (label_mapping.json written by train, else the config.json the library saves beside a
+ * classifier, else the saved head's size, for Python peft's adapters; --num-labels when none).
+ * Without --model the base is the adapter's base_model_name_or_path, as AutoPeftModel does.
+ */
+export async function loadWithAdapter(flags: Flags, taskHint?: CliTask): Promise<{ model: HFModel | PeftModel; task: CliTask; mapping: LabelMappingFile | null; tokenizer: Tokenizer; baseDir: string }> {
+  const adapter = await adapterDir(flags);
+  const adapterConfig = adapter ? readAdapterConfig(adapter) : null;
+  const fileMapping = adapter ? readLabelMapping(adapter) : null;
+  const task = taskOf(str(flags, 'task')) ?? fileMapping?.task ?? (adapterConfig?.taskType ? CLI_TASK[adapterConfig.taskType] : undefined) ?? taskHint ?? 'causal-lm';
+  let mapping = fileMapping;
+  if (adapter && task !== 'causal-lm' && !(fileMapping && Object.keys(fileMapping.id2label).length)) {
+    const labels = readAdapterLabels(adapter);
+    if (labels) mapping = { ...(fileMapping ?? {}), task, id2label: labels.id2label, label2id: labels.label2id };
+  }
+  const given = str(flags, 'model');
+  const fromAdapter = given === undefined ? adapterConfig?.baseModelNameOrPath || undefined : undefined;
+  const nameOrPath = given ?? fromAdapter ?? defaultModelDir();
+  const dir = await modelDir(flags, nameOrPath, fromAdapter ? adapterConfig?.revision ?? undefined : str(flags, 'revision'));
+  const flagLabels = num(flags, 'numLabels');
+  const names = mapping && Object.keys(mapping.id2label).length ? mapping : null;
+  if (names && flagLabels !== undefined && flagLabels !== Object.keys(names.id2label).length) {
+    throw new UsageError(`--num-labels ${flagLabels} disagrees with the ${Object.keys(names.id2label).length} labels of the adapter in ${adapter}`);
+  }
+  const base = loadBaseModel(task, dir, {
+    numLabels: names ? undefined : flagLabels, labels: names ? { id2label: names.id2label, label2id: names.label2id } : undefined, nameOrPath,
+    seed: num(flags, 'seed', 42), load4bit: bool(flags, 'loadIn4bit'), dtype: dtypeFlag(flags), quiet: adapter !== undefined,
+  });
+  if (task !== 'causal-lm' && !names) {
+    // No labels with the adapter: the model's own (its config.json, or LABEL_i for --num-labels).
+    const id2label = Object.fromEntries(labelNames(base.config).map((n, i) => [String(i), n]));
+    mapping = { ...(fileMapping ?? {}), task, id2label, label2id: Object.fromEntries(Object.entries(id2label).map(([k, v]) => [v, Number(k)])) };
+  }
+  const model = adapter ? await PeftModel.fromPretrained(base, adapter) : base;
   model.eval();
   return { model, task, mapping, tokenizer: loadTokenizer(dir), baseDir: dir };
 }

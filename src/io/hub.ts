@@ -6,6 +6,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { hubEndpoint, hubToken } from './hub-env.js';
 
 export interface ResolveOptions {
   /** Hub cache folder; default HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub. */
@@ -16,8 +17,9 @@ export interface ResolveOptions {
   offline?: boolean;
   /** The file that marks a usable folder (default config.json; adapter_config.json for adapters). */
   requiredFile?: string;
-  /** Access token for gated/private repos (default HF_TOKEN). */
+  /** Access token for gated/private repos (default HF_TOKEN, else $HF_HOME/token: see hub-env.ts). */
   token?: string;
+  /** The Hub's URL (default HF_ENDPOINT, else huggingface.co). */
   hubUrl?: string;
   /** Replaces global fetch (proxies; tests). */
   fetch?: typeof fetch;
@@ -114,7 +116,7 @@ export function wantedFile(f: string): boolean {
   return f.endsWith('.safetensors') || f === 'model.safetensors.index.json' || [
     'config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json',
     'chat_template.jinja', 'chat_template.json', 'added_tokens.json', 'vocab.json', 'vocab.txt', 'merges.txt',
-    'tokenizer.model', 'adapter_config.json',
+    'tokenizer.model', 'adapter_config.json', 'label_mapping.json',
   ].includes(f);
 }
 
@@ -140,7 +142,7 @@ export async function resolveModelPath(idOrPath: string, opts: ResolveOptions = 
 /** Downloads config, tokenizer and weight files (safetensors, else PyTorch .bin) of repoId@revision into the cache layout. */
 export async function downloadSnapshot(repoId: string, opts: ResolveOptions = {}): Promise<string> {
   const hub = await import('@huggingface/hub');
-  const creds = { accessToken: opts.token ?? process.env.HF_TOKEN, hubUrl: opts.hubUrl, fetch: opts.fetch };
+  const creds = { accessToken: hubToken(opts.token), hubUrl: hubEndpoint(opts.hubUrl), fetch: opts.fetch };
   const rev = opts.revision ?? 'main';
   const info = await hub.modelInfo({ name: repoId, revision: rev, additionalFields: ['sha'], ...creds });
   const commit = (info as { sha?: string }).sha;

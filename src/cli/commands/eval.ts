@@ -13,7 +13,8 @@ export const EVAL_HELP = `peft-ts eval: evaluate a base model, with or without a
 
   --data FILE          labelled data (.jsonl / .json / .csv)                  [required]
   --adapter DIR        adapter folder written by train (its label_mapping.json gives task and labels)
-  --model DIR|ID       base model (default: assets/default-model)
+  --model DIR|ID       base model (default: the adapter's base_model_name_or_path, else assets/default-model)
+  --revision REV  --adapter-revision REV   Hub branch, tag or commit of --model / --adapter
   --task T             seq-cls | token-cls | causal-lm (default: from the adapter, else from the columns)
   --num-labels N       classes for a base classifier without adapter (default: from the data)
   --labels a,b,c       token-cls tag names without adapter (default: model id2label, else the data's)
@@ -24,7 +25,7 @@ export const EVAL_HELP = `peft-ts eval: evaluate a base model, with or without a
 Prints accuracy and macro-F1 (seq-cls), token accuracy and entity-level precision / recall / F1
 (token-cls with BIO tags, as seqeval), or loss and perplexity (causal-lm).`;
 
-const KNOWN = ['data', 'adapter', 'model', 'task', 'numLabels', 'textColumn', 'labelColumn', 'promptColumn', 'completionColumn', 'template', 'maxLength', 'batchSize', 'seed', 'loadIn4bit', 'dtype', 'json', 'tokensColumn', 'tagsColumn', 'labels'];
+const KNOWN = ['data', 'adapter', 'model', 'task', 'numLabels', 'textColumn', 'labelColumn', 'promptColumn', 'completionColumn', 'template', 'maxLength', 'batchSize', 'seed', 'loadIn4bit', 'dtype', 'json', 'tokensColumn', 'tagsColumn', 'labels', 'revision', 'adapterRevision'];
 
 /** Evaluation metrics of `model` on tokenized features (no log files written). */
 export async function evaluateModel(model: ConstructorParameters<typeof Trainer>[0]['model'], task: CliTask, features: Dataset, tok: Tokenizer, batchSize = 16,
@@ -53,10 +54,10 @@ export async function evalCommand(argv: string[]): Promise<void> {
   if (!str(flags, 'adapter') && hint === 'seq-cls' && (explicit ?? 'seq-cls') === 'seq-cls') {
     label2id = encodeLabels(ds, cols.label).mapping.label2id;
   } else if (!str(flags, 'adapter') && (explicit ?? hint) === 'token-cls') {
-    label2id = tokenClsLabels(ds, cols, flags, modelDir(flags)).label2id;
+    label2id = tokenClsLabels(ds, cols, flags, await modelDir(flags)).label2id;
   }
   if (label2id && flags.numLabels === undefined) flags.numLabels = String(Object.keys(label2id).length);
-  const { model, task, mapping, tokenizer } = loadWithAdapter(flags, hint);
+  const { model, task, mapping, tokenizer } = await loadWithAdapter(flags, hint);
   const fromAdapter = mapping?.label2id && Object.keys(mapping.label2id).length ? mapping.label2id : undefined;
   const c = {
     ...cols, text: str(flags, 'textColumn') ?? mapping?.textColumn ?? cols.text,

@@ -9,7 +9,8 @@ export const GENERATE_HELP = `peft-ts generate: continue a prompt (streams to st
 
   --prompt "..."              the prompt                                              [required]
   --adapter DIR               LoRA adapter (causal-lm) to apply; without it, the base model
-  --model DIR|ID              base model (default: assets/default-model)
+  --model DIR|ID              base model (default: the adapter's base_model_name_or_path, else assets/default-model)
+  --revision REV  --adapter-revision REV   Hub branch, tag or commit of --model / --adapter
   --max-new-tokens N (40)     --greedy (default) | --do-sample
   --num-beams N (1)           beam search with N beams (the best beam is printed, not streamed)
   --temperature X  --top-k N  --top-p X  --no-repeat-ngram-size N  --repetition-penalty X
@@ -18,7 +19,7 @@ export const GENERATE_HELP = `peft-ts generate: continue a prompt (streams to st
   --skip-prompt               do not echo the prompt
   --dtype float32|bfloat16   base weights in bf16 (half the memory; compute stays float32)`;
 
-const KNOWN = ['prompt', 'adapter', 'model', 'maxNewTokens', 'numBeams', 'greedy', 'doSample', 'temperature', 'topK', 'topP', 'noRepeatNgramSize', 'repetitionPenalty', 'seed', 'stream', 'skipPrompt', 'task', 'loadIn4bit', 'dtype'];
+const KNOWN = ['prompt', 'adapter', 'model', 'maxNewTokens', 'numBeams', 'greedy', 'doSample', 'temperature', 'topK', 'topP', 'noRepeatNgramSize', 'repetitionPenalty', 'seed', 'stream', 'skipPrompt', 'task', 'loadIn4bit', 'dtype', 'revision', 'adapterRevision'];
 
 export async function generateCommand(argv: string[]): Promise<void> {
   const flags: Flags = commandFlags(argv, ['help', 'greedy', 'doSample', 'stream', 'skipPrompt', 'loadIn4bit']);
@@ -27,7 +28,7 @@ export async function generateCommand(argv: string[]): Promise<void> {
   const prompt = str(flags, 'prompt');
   if (prompt === undefined) throw new UsageError('generate: --prompt is required');
   if (bool(flags, 'greedy') && bool(flags, 'doSample')) throw new UsageError('generate: --greedy and --do-sample exclude each other');
-  const { model, task, tokenizer } = loadWithAdapter(flags, 'causal-lm');
+  const { model, task, tokenizer } = await loadWithAdapter(flags, 'causal-lm');
   if (task !== 'causal-lm') throw new UsageError(`generate: the adapter is for ${task}; generation needs a causal-lm adapter`);
   const ids = tokenizer.encode(prompt);
   if (!ids.length) throw new UsageError('generate: the prompt encodes to no tokens');

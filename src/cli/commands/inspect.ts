@@ -7,7 +7,7 @@ import { LORA_FLAGS } from './train.js';
 
 export const INSPECT_HELP = `peft-ts inspect: targetable linear and embedding modules of a model, and what LoRA would train
 
-  --model DIR|ID          model (default: assets/default-model)
+  --model DIR|ID          model (default: assets/default-model)  --revision REV (Hub ids)
   --task T                causal-lm (default) | seq-cls | token-cls
   --num-labels N          classes for classifier heads (default 2)
   LoRA flags (--r, --lora-alpha, --target-modules, --use-dora, --modules-to-save, ...) as in train:
@@ -16,9 +16,9 @@ export const INSPECT_HELP = `peft-ts inspect: targetable linear and embedding mo
 export async function inspectCommand(argv: string[]): Promise<void> {
   const flags: Flags = commandFlags(argv, ['help', 'useDora', 'useRslora', 'loadIn4bit']);
   if (flags.help) { console.log(INSPECT_HELP); return; }
-  checkKnown(flags, ['model', 'task', 'numLabels', 'loadIn4bit', ...LORA_FLAGS], 'inspect');
+  checkKnown(flags, ['model', 'revision', 'task', 'numLabels', 'loadIn4bit', ...LORA_FLAGS], 'inspect');
   const task = taskOf(str(flags, 'task')) ?? 'causal-lm';
-  const dir = modelDir(flags);
+  const dir = await modelDir(flags);
   const model = loadBaseModel(task, dir, { numLabels: task === 'causal-lm' ? undefined : num(flags, 'numLabels', 2), quiet: true, load4bit: flags.loadIn4bit === true });
   const mods = inspectModules(model);
   console.log(`${model.architecture} from ${dir}: ${mods.length} targetable modules (linear and embedding)`);

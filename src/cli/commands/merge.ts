@@ -11,16 +11,17 @@ export const MERGE_HELP = `peft-ts merge: base model + LoRA adapter -> merged ch
 
   --adapter DIR        adapter folder                                             [required]
   --output-dir DIR     where config.json, model.safetensors and the tokenizer go  [required]
-  --model DIR|ID       base model (default: assets/default-model)`;
+  --model DIR|ID       base model (default: the adapter's base_model_name_or_path, else assets/default-model)
+  --revision REV  --adapter-revision REV   Hub branch, tag or commit of --model / --adapter`;
 
 export async function mergeCommand(argv: string[]): Promise<void> {
   const flags: Flags = commandFlags(argv, ['help']);
   if (flags.help) { console.log(MERGE_HELP); return; }
-  checkKnown(flags, ['adapter', 'outputDir', 'model', 'task', 'seed'], 'merge');
+  checkKnown(flags, ['adapter', 'outputDir', 'model', 'task', 'seed', 'revision', 'adapterRevision'], 'merge');
   if (!str(flags, 'adapter')) throw new UsageError('merge: --adapter is required');
   const out = str(flags, 'outputDir');
   if (!out) throw new UsageError('merge: --output-dir is required');
-  const { model, mapping, baseDir } = loadWithAdapter(flags);
+  const { model, mapping, baseDir } = await loadWithAdapter(flags);
   const merged = (model as PeftModel).mergeAndUnload() as HFModel;
   // Classifier labels travel in config.json, as transformers stores them.
   if (mapping && Object.keys(mapping.id2label).length) {

@@ -13,13 +13,16 @@ import { load } from '../data.js';
 
 export const PREDICT_HELP = `peft-ts predict: classify texts (seq-cls) or tag words (token-cls) with a base model + adapter
 
-  --adapter DIR        adapter folder written by train (gives the task and labels)  [required]
+  --adapter DIR|ID     adapter folder or Hub id (train's, the library's or Python peft's: gives the task,
+                       the labels and, without --model, the base model)  [required]
   --text "..."         a text to classify (repeat for several); token-cls splits it on whitespace
   --data FILE          or a file of rows (text column: --text-column, default text; token-cls reads
                        word lists from --tokens-column, default tokens, or else splits the text column)
   --output FILE        write one JSON line per input instead of printing: {text, label, score, scores}
                        (seq-cls) or {tokens, labels, scores} (token-cls, one label per word)
-  --model DIR|ID  --max-length N (128)  --batch-size N (16)
+  --num-labels N       classes of an adapter saved with no label names and no classifier head
+  --model DIR|ID  --revision REV  --adapter-revision REV (Hub branch, tag or commit)
+  --max-length N (128)  --batch-size N (16)
   --dtype float32|bfloat16  base weights in bf16 (half the memory; compute stays float32)
 token-cls prints one line per input: word/LABEL for every word (the label of its first sub-token).`;
 
@@ -61,12 +64,12 @@ export async function predictCommand(argv: string[]): Promise<void> {
   }
   const flags: Flags = commandFlags(rest, ['help']);
   if (flags.help) { console.log(PREDICT_HELP); return; }
-  checkKnown(flags, ['adapter', 'data', 'output', 'model', 'maxLength', 'batchSize', 'textColumn', 'tokensColumn', 'task', 'seed', 'dtype'], 'predict');
+  checkKnown(flags, ['adapter', 'data', 'output', 'model', 'maxLength', 'batchSize', 'textColumn', 'tokensColumn', 'task', 'seed', 'dtype', 'numLabels', 'revision', 'adapterRevision'], 'predict');
   if (!str(flags, 'adapter')) throw new UsageError('predict: --adapter is required (a classifier trained with `peft-ts train`)');
   const file = str(flags, 'data');
   const ds = file ? load(requireFile(file, '--data')) : null;
   if (!texts.length && !ds) throw new UsageError('predict: give --text "..." (repeatable) or --data FILE');
-  const { model, task, mapping, tokenizer } = loadWithAdapter(flags, 'seq-cls');
+  const { model, task, mapping, tokenizer } = await loadWithAdapter(flags, 'seq-cls');
   if (task === 'causal-lm' || !mapping) throw new UsageError(`predict: the adapter is for ${task}, not a classifier (use generate)`);
   if (task === 'token-cls') {
     const sentences = texts.map((t) => t.split(/\s+/).filter(Boolean));

@@ -19,7 +19,7 @@ import { columnsFrom, featuresFor, guessTask, load, tokenClsLabels } from '../da
 
 export const LORA_FLAGS = ['r', 'loraAlpha', 'loraDropout', 'targetModules', 'useDora', 'useRslora', 'bias', 'modulesToSave'];
 const KNOWN = [
-  'model', 'task', 'data', 'evalData', 'testSize', 'textColumn', 'labelColumn', 'promptColumn', 'completionColumn', 'template', 'maxLength',
+  'model', 'revision', 'task', 'data', 'evalData', 'testSize', 'textColumn', 'labelColumn', 'promptColumn', 'completionColumn', 'template', 'maxLength',
   ...LORA_FLAGS, 'outputDir', 'epochs', 'maxSteps', 'lr', 'batchSize', 'evalBatchSize', 'gradAccum', 'warmupSteps', 'warmupRatio',
   'scheduler', 'weightDecay', 'evalSteps', 'saveSteps', 'saveTotalLimit', 'loggingSteps', 'seed', 'earlyStoppingPatience',
   'metricForBestModel', 'loadBestModelAtEnd', 'gradientCheckpointing', 'resume', 'loadIn4bit', 'numLabels', 'quiet', 'dtype',
@@ -30,7 +30,8 @@ export const TRAIN_BOOLEANS = ['useDora', 'useRslora', 'loadBestModelAtEnd', 'gr
 export const TRAIN_HELP = `peft-ts train: LoRA fine-tuning with the Trainer
 
 Data and task
-  --model DIR|ID            base model (default: the embedded assets/default-model)
+  --model DIR|ID            base model: folder or Hub id, downloaded into the HF cache (default: the embedded assets/default-model)
+  --revision REV            Hub branch, tag or commit of --model
   --data FILE               training data (.jsonl, .json, .csv, .tsv)            [required]
   --eval-data FILE          evaluation data; or --test-size F to split it off --data
   --task T                  seq-cls | token-cls | causal-lm (default: seq-cls when the data has a
@@ -64,7 +65,7 @@ export interface TrainResult { outputDir: string; task: CliTask; peft: PeftModel
 /** The whole train command as a function (the demo uses it too). */
 export async function runTrain(flags: Flags, log: (s: string) => void = (s) => console.log(s)): Promise<TrainResult> {
   const dataFile = requireFile(str(flags, 'data'), '--data');
-  const dir = modelDir(flags);
+  const dir = await modelDir(flags);
   const tok = loadTokenizer(dir);
   const cols = columnsFrom(flags);
   let train = load(dataFile);
@@ -85,7 +86,7 @@ export async function runTrain(flags: Flags, log: (s: string) => void = (s) => c
   const seed = num(flags, 'seed', 42)!;
   const load4bit = bool(flags, 'loadIn4bit');
   const dtype = dtypeFlag(flags);
-  let base = loadBaseModel(task, dir, { numLabels, seed, load4bit, dtype });
+  let base = loadBaseModel(task, dir, { numLabels, seed, load4bit, dtype, nameOrPath: str(flags, 'model') });
   if (load4bit) base = prepareModelForKbitTraining(base, { useGradientCheckpointing: bool(flags, 'gradientCheckpointing') });
   const peft = getPeftModel(base, loraConfigFrom(flags, task, base));
   log(peft.trainableParametersString());
