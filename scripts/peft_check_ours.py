@@ -30,7 +30,11 @@ def check(case_dir, tol):
     auto = AutoModelForSequenceClassification if info["task"] == "SEQ_CLS" else AutoModelForCausalLM
     ids = torch.tensor(info["input_ids"])
     ours = torch.tensor(info["logits"]).reshape(info["shape"])
-    base = auto.from_pretrained(info["base_dir"]).eval()
+    # float32 whatever dtype the base checkpoint is stored in (transformers 5 defaults to dtype="auto")
+    # ours.json may name the attention implementation that computes the reference (Gemma 2's
+    # soft-capping needs eager; Falcon's alibi is right in sdpa only).
+    kw = {"attn_implementation": info["attn_implementation"]} if "attn_implementation" in info else {}
+    base = auto.from_pretrained(info["base_dir"], dtype=torch.float32, **kw).eval()
     pm = PeftModel.from_pretrained(base, os.path.join(case_dir, "adapter")).eval()
     with torch.no_grad():
         theirs = pm(input_ids=ids).logits
@@ -40,7 +44,7 @@ def check(case_dir, tol):
     with torch.no_grad():
         theirs_merged = pm.merge_and_unload()(input_ids=ids).logits
     d_peft_merge = ((theirs_merged - ours_merged).abs() / (1 + ours_merged.abs())).max().item()
-    merged = auto.from_pretrained(os.path.join(case_dir, "merged")).eval()
+    merged = auto.from_pretrained(os.path.join(case_dir, "merged"), dtype=torch.float32, **kw).eval()
     with torch.no_grad():
         d_merged = ((merged(input_ids=ids).logits - ours_merged).abs() / (1 + ours_merged.abs())).max().item()
     ok = d_adapter <= tol and d_merged <= tol and d_peft_merge <= tol

@@ -211,7 +211,7 @@ test('fromConfig builds a random model with transformers-style init; numLabels a
   assert.ok(norm.data.every((x) => x === 1));
   const out = tidy(() => noGrad(() => m.forward({ inputIds: tensor(new Int32Array([5, 6, 7, 0]), [2, 2]) }).logits.shape));
   assert.deepEqual(out, [2, 5]);
-  assert.throws(() => AutoModelForCausalLM.fromConfig({ ...raw, model_type: 'falcon' }), /'falcon' is not supported for CAUSAL_LM \(supported: gpt2, llama, mistral, qwen2\)/);
+  assert.throws(() => AutoModelForCausalLM.fromConfig({ ...raw, model_type: 'mamba' }), /'mamba' is not supported for CAUSAL_LM \(supported: gpt2, llama, mistral, qwen2, qwen3, gemma, .*, opt\)/);
 });
 
 test('bad inputs are rejected with clear messages', () => {

@@ -19,12 +19,17 @@ const STANDARD: Record<Field, string[]> = {
 const BY_TYPE: Record<string, Partial<Record<Field, string[]>>> = {
   gpt2: { hiddenSize: ['n_embd'], numLayers: ['n_layer'], numHeads: ['n_head'], maxPositions: ['n_positions', 'n_ctx'] },
   distilbert: { hiddenSize: ['dim'], numLayers: ['n_layers'], numHeads: ['n_heads'] },
+  gptj: { hiddenSize: ['n_embd'], numLayers: ['n_layer'], numHeads: ['n_head'], maxPositions: ['n_positions'] },
+  falcon: { hiddenSize: ['hidden_size', 'n_embed'] },
   // Seq2seq-style names, tried last for model types not listed here.
   t5: { hiddenSize: ['d_model'] },
 };
 
 /** transformers' default max_position_embeddings per config class, when config.json omits it. */
-const DEFAULT_MAX_POSITIONS: Record<string, number> = { gpt2: 1024, bert: 512, roberta: 512, distilbert: 512, llama: 2048, mistral: 32768, qwen2: 32768 };
+const DEFAULT_MAX_POSITIONS: Record<string, number> = {
+  gpt2: 1024, bert: 512, roberta: 512, distilbert: 512, llama: 2048, mistral: 32768, qwen2: 32768, qwen3: 32768,
+  gemma: 8192, gemma2: 8192, gemma3_text: 131072, phi3: 4096, phi: 2048, gpt_neox: 2048, gptj: 2048, falcon: 2048, opt: 2048,
+};
 
 function keysFor(modelType: string, field: Field): string[] {
   const own = BY_TYPE[modelType]?.[field] ?? [];
@@ -139,4 +144,31 @@ export function loadConfig(dirOrFile: string): ModelConfig {
   let raw: Record<string, unknown>;
   try { raw = JSON.parse(text); } catch (e) { throw new Error(`${file}: not valid JSON (${(e as Error).message})`); }
   return parseConfig(raw, file);
+}
+
+/**
+ * Keys whose config.json value was written as a float with no fraction ("4.0"): JSON.parse
+ * makes them 4, and transformers 5's strict config classes refuse an int where they type a
+ * float (final_logit_softcapping). readConfigJson records them here; saving writes them back as floats.
+ */
+export const FLOAT_LITERAL_KEYS = Symbol('floatLiteralKeys');
+
+/** Names of the keys holding integral float literals ("key": 4.0, 1e+06) in config.json text. */
+export function floatLiteralKeys(text: string): Set<string> {
+  const out = new Set<string>();
+  for (const m of text.matchAll(/"([^"\\]+)"\s*:\s*(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)/g)) {
+    const lit = m[2];
+    if (/[.eE]/.test(lit) && Number.isInteger(Number(lit))) out.add(m[1]);
+  }
+  return out;
+}
+
+/** JSON text of a config with the recorded float keys' integral values written as floats (4 -> 4.0). */
+export function configJsonText(raw: Record<string | symbol, unknown>): string {
+  const keys = raw[FLOAT_LITERAL_KEYS] as Set<string> | undefined;
+  let text = JSON.stringify(raw, null, 2) + '\n';
+  if (keys?.size) {
+    text = text.replace(/^(\s*)"([^"\\]+)": (-?\d+)(,?)$/gm, (all, ind, k, v, comma) => (keys.has(k) ? `${ind}"${k}": ${v}.0${comma}` : all));
+  }
+  return text;
 }

@@ -12,11 +12,14 @@ import { resolveLocalModelPath, resolveModelPath, type ResolveOptions } from '..
 import type { TaskType } from './types.js';
 import type { HFModel, ModelInitOptions } from './base.js';
 import { GPT2ForSequenceClassification, GPT2LMHeadModel } from './gpt2.js';
-import { DECODER_TYPES, LlamaForCausalLM, LlamaForSequenceClassification } from './llama.js';
+import { DECODER_TYPES, LlamaForCausalLM, LlamaForSequenceClassification, SEQ_CLS_DECODER_TYPES } from './llama.js';
+import { PARALLEL_TYPES, ParallelDecoderForCausalLM, ParallelDecoderForSequenceClassification } from './parallel.js';
+import { OPTForCausalLM, OPTForSequenceClassification } from './opt.js';
 import { BertForSequenceClassification, BertForTokenClassification, ENCODER_TYPES } from './bert.js';
 import { DistilBertForSequenceClassification, DistilBertForTokenClassification } from './distilbert.js';
 import type { RawConfig } from './common.js';
 import { castWeights, type WeightDtype } from '../nn/dtype.js';
+import { FLOAT_LITERAL_KEYS, floatLiteralKeys } from '../io/config.js';
 // Type only: models/ does not depend on quant/ at run time (quant registers its loader below).
 import type { BitsAndBytesConfig } from '../quant/model.js';
 
@@ -26,12 +29,16 @@ const REGISTRY: Record<TaskType, Record<string, Ctor>> = {
   CAUSAL_LM: {
     gpt2: GPT2LMHeadModel,
     ...Object.fromEntries(DECODER_TYPES.map((t) => [t, LlamaForCausalLM])),
+    ...Object.fromEntries(PARALLEL_TYPES.map((t) => [t, ParallelDecoderForCausalLM])),
+    opt: OPTForCausalLM,
   },
   SEQ_CLS: {
     gpt2: GPT2ForSequenceClassification,
     distilbert: DistilBertForSequenceClassification,
     ...Object.fromEntries(ENCODER_TYPES.map((t) => [t, BertForSequenceClassification])),
-    ...Object.fromEntries(DECODER_TYPES.map((t) => [t, LlamaForSequenceClassification])),
+    ...Object.fromEntries(SEQ_CLS_DECODER_TYPES.map((t) => [t, LlamaForSequenceClassification])),
+    ...Object.fromEntries(PARALLEL_TYPES.map((t) => [t, ParallelDecoderForSequenceClassification])),
+    opt: OPTForSequenceClassification,
   },
   TOKEN_CLS: {
     distilbert: DistilBertForTokenClassification,
@@ -93,8 +100,11 @@ export function readConfigJson(dir: string): RawConfig {
   const file = path.join(dir, 'config.json');
   if (!fs.existsSync(file)) throw new Error(`no config.json in ${dir}: not a Hugging Face model folder`);
   let raw: unknown;
-  try { raw = JSON.parse(fs.readFileSync(file, 'utf8')); } catch (e) { throw new Error(`${file}: invalid JSON (${(e as Error).message})`); }
+  const text = fs.readFileSync(file, 'utf8');
+  try { raw = JSON.parse(text); } catch (e) { throw new Error(`${file}: invalid JSON (${(e as Error).message})`); }
   if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new Error(`${file}: expected a JSON object`);
+  const floats = floatLiteralKeys(text);
+  if (floats.size) (raw as Record<symbol, unknown>)[FLOAT_LITERAL_KEYS] = floats;
   return raw as RawConfig;
 }
 
@@ -125,8 +135,10 @@ function keyMapper(model: HFModel, ckptKeys: string[], own: Set<string>): (k: st
   const modelHasPrefix = [...own].some((k) => k.startsWith(pre));
   const ckptHasPrefix = ckptKeys.some((k) => k.startsWith(pre));
   const addPrefix = modelHasPrefix && !ckptHasPrefix;
+  const renames = model.checkpointKeyRenames();
   return (k0: string) => {
     let k = k0;
+    for (const [from, to] of renames) if (!own.has(k) && k.startsWith(from)) k = to + k.slice(from.length);
     if (!own.has(k)) k = k.replace(/\.gamma$/, '.weight').replace(/\.beta$/, '.bias');
     if (addPrefix && !own.has(k)) {
       const i = k.indexOf('.weight.');

@@ -60,11 +60,25 @@ export abstract class HFModel extends PreTrainedModel {
   /** Parameters the loader may silently skip when a checkpoint has them (old buffers). */
   ignoredUnexpectedKeys(): RegExp[] { return []; }
 
-  /** Weights as they go into model.safetensors (tied aliases dropped). */
+  /**
+   * Checkpoint key prefixes stored under another name than the module path, as [checkpoint,
+   * model] pairs (transformers' conversion_mapping, e.g. GPT-NeoX's "embed_out." for
+   * "lm_head."): read either way, saved under the checkpoint name as transformers saves them.
+   */
+  checkpointKeyRenames(): [string, string][] { return []; }
+
+  /** Weights as they go into model.safetensors (tied aliases dropped, renamed keys back). */
   checkpointStateDict(): Map<string, Tensor> {
     const sd = this.stateDict();
     for (const k of this.tiedWeightKeys()) sd.delete(k);
-    return sd;
+    const renames = this.checkpointKeyRenames();
+    if (!renames.length) return sd;
+    const out = new Map<string, Tensor>();
+    for (const [k, t] of sd) {
+      const r = renames.find(([, to]) => k.startsWith(to));
+      out.set(r ? r[0] + k.slice(r[1].length) : k, t);
+    }
+    return out;
   }
 
   /** config.json contents as transformers would save them for this model. */

@@ -14,5 +14,11 @@ export {
   BertForSequenceClassification, BertForTokenClassification, RobertaForSequenceClassification, RobertaForTokenClassification,
 } from './bert.js';
 export { DistilBertForSequenceClassification, DistilBertForTokenClassification } from './distilbert.js';
+export {
+  ParallelDecoderForCausalLM, ParallelDecoderForSequenceClassification, PhiForCausalLM, PhiForSequenceClassification,
+  GPTNeoXForCausalLM, GPTNeoXForSequenceClassification, GPTJForCausalLM, GPTJForSequenceClassification,
+  FalconForCausalLM, FalconForSequenceClassification,
+} from './parallel.js';
+export { OPTForCausalLM, OPTForSequenceClassification } from './opt.js';
 export { toModelConfig, attentionBias, poolLastNonPad, causalLmLoss, seqClsLoss, tokenClsLoss } from './common.js';
 export { RopeCache, ropeSpec } from './rope.js';

@@ -8,6 +8,8 @@ import { keepAll, type RawConfig } from './common.js';
 export interface RopeSpec {
   type: string;
   theta: number;
+  /** Rotated dims per head: int(head_dim * partial_rotary_factor) (the rest passes through). */
+  dim: number;
   invFreq: Float64Array;
   attentionScaling: number;
 }
@@ -30,7 +32,11 @@ export function ropeSpec(raw: RawConfig, headDim: number, maxPositions: number, 
   const type = String(p.rope_type ?? p.type ?? 'default');
   const theta = Number(p.rope_theta ?? raw.rope_theta ?? 10000);
   const partial = Number(p.partial_rotary_factor ?? raw.partial_rotary_factor ?? 1);
-  if (partial !== 1) throw new Error(`partial_rotary_factor ${partial} is not supported`);
+  if (!(partial > 0 && partial <= 1)) throw new Error(`partial_rotary_factor ${partial} must be in (0, 1]`);
+  // transformers: dim = int(head_dim * partial_rotary_factor); every formula below uses it.
+  headDim = Math.floor(headDim * partial);
+  if (headDim % 2 !== 0) throw new Error(`rotary dim ${headDim} (head_dim x partial_rotary_factor) must be even`);
+  const dim = headDim;
   const half = headDim / 2;
   // torch: 1 / base ** (arange(0, dim, 2).float() / dim), in float32
   const powers = (base: number) => Float64Array.from({ length: half }, (_, i) => f32(Math.pow(base, f32((2 * i) / headDim))));
@@ -43,10 +49,10 @@ export function ropeSpec(raw: RawConfig, headDim: number, maxPositions: number, 
   // transformers' standardize_rope_params: a top-level original_max_position_embeddings (Phi-3)
   // wins, then the rope dict's, then max_position_embeddings.
   const originalMax = (): number => Number(raw.original_max_position_embeddings ?? p.original_max_position_embeddings ?? maxPositions);
-  if (type === 'default') return { type, theta, invFreq: inv, attentionScaling: 1 };
+  if (type === 'default') return { type, theta, dim, invFreq: inv, attentionScaling: 1 };
   if (type === 'linear') {
     const f = need('factor');
-    return { type, theta, invFreq: inv.map((x) => x / f), attentionScaling: 1 };
+    return { type, theta, dim, invFreq: inv.map((x) => x / f), attentionScaling: 1 };
   }
   if (type === 'llama3') {
     const factor = need('factor'), lowF = need('low_freq_factor'), highF = need('high_freq_factor');
@@ -59,14 +65,14 @@ export function ropeSpec(raw: RawConfig, headDim: number, maxPositions: number, 
       const smooth = (oldCtx / wave - lowF) / (highF - lowF);
       return (1 - smooth) * (f / factor) + smooth * f;
     });
-    return { type, theta, invFreq: out, attentionScaling: 1 };
+    return { type, theta, dim, invFreq: out, attentionScaling: 1 };
   }
   if (type === 'dynamic') {
     // NTK-aware: a larger base once the sequence outgrows max_position_embeddings.
     const factor = need('factor');
     const len = Math.max(seqLen ?? maxPositions, maxPositions);
     const base = theta * Math.pow(factor * len / maxPositions - (factor - 1), headDim / (headDim - 2));
-    return { type, theta, invFreq: powers(base).map((x) => f32(1 / x)), attentionScaling: 1 };
+    return { type, theta, dim, invFreq: powers(base).map((x) => f32(1 / x)), attentionScaling: 1 };
   }
   if (type === 'yarn') return yarn(type, theta, headDim, powers(theta), p, need('factor'), originalMax(), opt);
   if (type === 'longrope') {
@@ -77,7 +83,7 @@ export function ropeSpec(raw: RawConfig, headDim: number, maxPositions: number, 
     const ext = p[key];
     if (!Array.isArray(ext) || ext.length !== half) throw new Error(`rope type 'longrope' needs '${key}' with ${half} numbers`);
     const pw = powers(theta);
-    return { type, theta, invFreq: pw.map((x, i) => f32(1 / f32(f32(Number(ext[i])) * x))), attentionScaling: attn };
+    return { type, theta, dim, invFreq: pw.map((x, i) => f32(1 / f32(f32(Number(ext[i])) * x))), attentionScaling: attn };
   }
   throw new Error(`rope type '${type}' is not supported (supported: default, linear, llama3, dynamic, yarn, longrope)`);
 }
@@ -100,7 +106,7 @@ function yarn(type: string, theta: number, dim: number, pos: Float64Array, p: Re
     const inter = f32(1 / f32(factor * x)), extrap = f32(1 / x);
     return f32(f32(inter * f32(1 - extra)) + f32(extrap * extra));
   });
-  return { type, theta, invFreq, attentionScaling: attn };
+  return { type, theta, dim, invFreq, attentionScaling: attn };
 }
 
 /**

@@ -1,7 +1,7 @@
 // Basic layers with torch's parameter names and initialisations.
 import { Tensor } from '../tensor/tensor.js';
 import { Rng, defaultRng } from '../tensor/random.js';
-import { add, rand, zeros, ones, gelu, relu, silu, tanh } from '../tensor/ops/basic.js';
+import { add, affine, rand, zeros, ones, gelu, relu, silu, tanh } from '../tensor/ops/basic.js';
 import { dropout, embedding, layerNorm, linear, matmul, rmsNorm } from '../tensor/ops/nn.js';
 import { Module } from './module.js';
 
@@ -128,11 +128,18 @@ export class LayerNorm extends Module {
 }
 
 export class RMSNorm extends Module {
-  constructor(readonly dim: number, readonly eps = 1e-6) {
+  /**
+   * unitOffset: Gemma's norm, which scales by (1 + weight) with weight zeros at init
+   * (transformers' GemmaRMSNorm); the stored weight is then the offset from 1.
+   */
+  constructor(readonly dim: number, readonly eps = 1e-6, readonly unitOffset = false) {
     super();
-    this.registerParameter('weight', param(ones([dim])));
+    this.registerParameter('weight', param(unitOffset ? zeros([dim]) : ones([dim])));
   }
-  forward(x: Tensor): Tensor { return rmsNorm(x, this.getParameter('weight'), this.eps); }
+  forward(x: Tensor): Tensor {
+    const w = this.getParameter('weight')!;
+    return rmsNorm(x, this.unitOffset ? affine(w, 1, 1) : w, this.eps);
+  }
 }
 
 export class Dropout extends Module {

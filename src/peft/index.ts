@@ -5,7 +5,8 @@ export { LoraEmbedding, ParameterDict, isLoraLayer, type LoraLayer } from './emb
 export { ModulesToSaveWrapper } from './modules-to-save.js';
 export { cloneModule } from './clone.js';
 export { checkTargetModule, rankFor, alphaFor } from './targets.js';
-export { inspectModules, CLASSIFIER_MODULE_NAMES } from './inject.js';
+export { inspectModules, defaultTargetsFor, CLASSIFIER_MODULE_NAMES } from './inject.js';
+export { LORA_TARGET_MODULES_BY_MODEL_TYPE, defaultTargetModules } from './default-targets.js';
 export { PeftModel, LoraModel, getPeftModel, type GetPeftModelOptions, type LoadAdapterOptions } from './model.js';
 export {
   ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, getPeftModelStateDict, readAdapterConfig, type SaveAdapterOptions,

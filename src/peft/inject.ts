@@ -10,11 +10,19 @@ import { ALL_LINEAR, LoraConfig, pyFullMatch } from './config.js';
 import { LoraLinear, isLinearLike } from './layer.js';
 import { LoraEmbedding, isLoraLayer } from './embedding.js';
 import { ModulesToSaveWrapper } from './modules-to-save.js';
-import { alphaFor, checkTargetModule, matchesModulesToSave, patternKey, rankFor } from './targets.js';
+import { MIN_TARGET_MODULES_FOR_OPTIMIZATION, alphaFor, checkTargetModule, matchesModulesToSave, minimalTargetModules, patternKey, rankFor } from './targets.js';
 import { peftWarn } from './warn.js';
+import { defaultTargetModules } from './default-targets.js';
 
 /** Model parts peft asks of a transformers model; optional so that toy modules work too. */
-type ModelLike = Module & Partial<Pick<PreTrainedModel, 'defaultLoraTargets' | 'outputHeadNames' | 'classifierModuleNames' | 'task'>> & { tiedWeightKeys?(): string[] };
+type ModelLike = Module & Partial<Pick<PreTrainedModel, 'defaultLoraTargets' | 'outputHeadNames' | 'classifierModuleNames' | 'task'>>
+  & { tiedWeightKeys?(): string[]; config?: { modelType?: string } };
+
+/** peft's mapping by config.json's model_type first, then the model's own default (DistilBERT). */
+export function defaultTargetsFor(model: ModelLike): string[] | null {
+  const def = defaultTargetModules(model.config?.modelType) ?? model.defaultLoraTargets?.() ?? null;
+  return def && def.length ? def : null;
+}
 
 /** peft's SEQ_CLS/TOKEN_CLS heads, always added to modules_to_save for those tasks. */
 export const CLASSIFIER_MODULE_NAMES = ['classifier', 'score'];
@@ -59,8 +67,8 @@ export function inspectModules(model: Module): { name: string; type: string; inF
 /** Fills in the defaults peft derives from the model (target modules, classifier heads). */
 export function prepareConfig(model: ModelLike, config: LoraConfig): void {
   if (config.targetModules === null) {
-    const def = model.defaultLoraTargets?.();
-    if (!def || !def.length) throw new Error('Please specify `targetModules` in the LoraConfig: this model has no default LoRA targets');
+    const def = defaultTargetsFor(model);
+    if (!def) throw new Error('Please specify `targetModules` in the LoraConfig: this model has no default LoRA targets');
     config.targetModules = [...def];
   }
   if (config.taskType === 'SEQ_CLS' || config.taskType === 'TOKEN_CLS') {
@@ -129,6 +137,15 @@ export function warnTiedMerge(model: ModelLike, targeted: string[]): void {
 export function injectAdapter(model: ModelLike, config: LoraConfig, name: string, activeAdapters: string[], rng: Rng = defaultRng()): string[] {
   const internal = internalNames(model);
   const keys = [...model.namedModules()].map(([k]) => k).filter((k) => k && !internal.has(k));
+  const tm = config.targetModules;
+  if (Array.isArray(tm) && tm.length >= MIN_TARGET_MODULES_FOR_OPTIMIZATION) {
+    // peft condenses a long list (all-linear on a deep model) to the suffixes that tell the
+    // targets apart, and saves that list in adapter_config.json.
+    const suffixes = tm.map((t) => `.${t}`);
+    const others = keys.filter((k) => !tm.includes(k) && !suffixes.some((sfx) => k.endsWith(sfx)));
+    const minimal = minimalTargetModules(tm, others);
+    if (minimal.length < tm.length) config.targetModules = minimal;
+  }
   const targeted: string[] = [];
   let excluded = 0;
   for (const key of keys) {

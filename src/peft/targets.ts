@@ -64,3 +64,31 @@ export function alphaFor(config: LoraConfig, module: string): number {
 export function matchesModulesToSave(names: string[], key: string): boolean {
   return names.some((n) => key.endsWith(n));
 }
+
+/** peft's MIN_TARGET_MODULES_FOR_OPTIMIZATION: from this many targets on, the list is condensed. */
+export const MIN_TARGET_MODULES_FOR_OPTIMIZATION = 20;
+
+/**
+ * peft's _find_minimal_target_modules: the fewest name suffixes that match every target and
+ * no other module (targets visited in the order of their suffix lists, shortest suffix first).
+ */
+export function minimalTargetModules(targets: string[], others: string[]): string[] {
+  const suffixesOf = (s: string): string[] => {
+    const parts = s.split('.');
+    return parts.map((_, i) => parts.slice(i).join('.')).reverse();
+  };
+  const otherSuffixes = new Set(others.flatMap(suffixesOf));
+  const cmp = (a: string[], b: string[]): number => {
+    for (let i = 0; i < Math.min(a.length, b.length); i++) if (a[i] !== b[i]) return a[i] < b[i] ? -1 : 1;
+    return a.length - b.length;
+  };
+  const items = [...new Set(targets)].map((t) => [t, suffixesOf(t)] as const).sort((x, y) => cmp(x[1], y[1]));
+  const required: string[] = [];
+  for (const [item, suffixes] of items) {
+    for (const sfx of suffixes) {
+      if (required.includes(sfx) || otherSuffixes.has(sfx)) continue;
+      if (!required.some((r) => item.endsWith(`.${r}`))) { required.push(sfx); break; }
+    }
+  }
+  return required.length ? required : [...new Set(targets)];
+}

@@ -1,6 +1,6 @@
 // peft-ts inspect: the linear and embedding layers LoRA can target, and the trainable-parameter line for LoRA flags.
 import { getPeftModel } from '../../peft/model.js';
-import { inspectModules } from '../../peft/inject.js';
+import { defaultTargetsFor, inspectModules } from '../../peft/inject.js';
 import { num, str } from '../args.js';
 import { Flags, checkKnown, commandFlags, loadBaseModel, loraConfigFrom, modelDir, taskOf } from '../common.js';
 import { LORA_FLAGS } from './train.js';
@@ -25,8 +25,8 @@ export async function inspectCommand(argv: string[]): Promise<void> {
   const w = Math.max(4, ...mods.map((m) => m.name.length));
   console.log(`${'name'.padEnd(w)}  ${'type'.padEnd(10)}  in -> out`);
   for (const m of mods) console.log(`${m.name.padEnd(w)}  ${m.type.padEnd(10)}  ${m.inFeatures} -> ${m.outFeatures}`);
-  const defaults = model.defaultLoraTargets?.();
-  if (defaults?.length) console.log(`default LoRA targets: ${defaults.join(', ')}`);
+  const defaults = defaultTargetsFor(model);
+  console.log(defaults ? `default LoRA targets: ${defaults.join(', ')}` : `default LoRA targets: none for model_type '${model.config.modelType}' (pass --target-modules)`);
   const peft = getPeftModel(model, loraConfigFrom(flags, task, model));
   const targeted = peft.loraLayers().map(([p]) => p);
   console.log(`LoRA layers (${targeted.length}): ${targeted.join(', ')}`);
