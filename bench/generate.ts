@@ -28,7 +28,7 @@ setNumThreads(threads);
 const root = (() => { let d = dirname(fileURLToPath(import.meta.url)); while (!existsSync(join(d, 'package.json'))) d = dirname(d); return d; })();
 const model = long
   ? AutoModelForCausalLM.fromConfig({ model_type: 'gpt2', vocab_size: 4096, n_positions: 2048, n_embd: 256, n_layer: 4, n_head: 4 }, { rng: new Rng(0) })
-  : AutoModelForCausalLM.fromPretrained(join(root, 'assets', 'default-model'));
+  : AutoModelForCausalLM.fromPretrainedSync(join(root, 'assets', 'default-model'));
 model.train(false);
 
 const cases = long ? [{ batch: 1, prompt: 16 }]

@@ -16,10 +16,10 @@ import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, 
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import {
-  AutoModelForCausalLM, Linear, Linear4bit, Rng, quantizeModel, nativeInfo, backendName, getBackend, registerBackend, randn,
-  tidy, withBackend, dequantizeNF4Range, blockScales, setLinear4bitTileElements,
-} from '../src/index.js';
+import { AutoModelForCausalLM, nativeInfo, backendName } from '../src/index.js';
+import { Rng, getBackend, registerBackend, randn, tidy, withBackend } from '../src/tensor/index.js';
+import { Linear } from '../src/nn/index.js';
+import { Linear4bit, quantizeModel, dequantizeNF4Range, blockScales, setLinear4bitTileElements } from '../src/quant/index.js';
 
 const argv = process.argv.slice(2);
 const flag = (n: string, d?: string) => { const i = argv.indexOf('--' + n); return i >= 0 ? argv[i + 1] : d; };
@@ -107,8 +107,8 @@ function child(mode: string, dir: string): Record<string, unknown> {
   if (mode === 'bare') return { mode, peak_rss: before.hwm, rss: before.rss };
   const t0 = performance.now();
   const model = mode === 'load4bit'
-    ? AutoModelForCausalLM.fromPretrained(dir, { logger: () => {}, quantizationConfig: { loadIn4bit: true, bnb4bitUseDoubleQuant: true } })
-    : AutoModelForCausalLM.fromPretrained(dir, { logger: () => {} });
+    ? AutoModelForCausalLM.fromPretrainedSync(dir, { logger: () => {}, quantizationConfig: { loadIn4bit: true, bnb4bitUseDoubleQuant: true } })
+    : AutoModelForCausalLM.fromPretrainedSync(dir, { logger: () => {} });
   if (mode === 'float32-then-quantize') quantizeModel(model);
   const loadS = (performance.now() - t0) / 1000;
   let qParams = 0, qHeld = 0, qPacked = 0, qLayers = 0;

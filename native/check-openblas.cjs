@@ -4,7 +4,7 @@
 const fs = require('fs');
 const path = require('path');
 
-const FIX = 'OpenBLAS development files not found. Install them with: apt-get install -y libopenblas-dev (then: npm run build:native)';
+const FIX = 'OpenBLAS development files not found. Install them with: apt-get install -y libopenblas-dev (then: npm rebuild peft-ts, or in a checkout npm run build:native)';
 const what = process.argv[2] || 'include';
 const arch = process.arch === 'arm64' ? 'aarch64-linux-gnu' : 'x86_64-linux-gnu';
 const env = (k) => (process.env[k] ? [process.env[k]] : []);

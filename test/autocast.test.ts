@@ -259,7 +259,7 @@ test('Trainer with bf16: true trains a LoRA GPT-2 (loss falls), its GEMMs in bf1
     const t = new Trainer({ model, args, trainDataset: rows, evalDataset: rows.slice(0, 4), progressStream: quiet });
     await t.train();
     const losses = t.state.logHistory.filter((h) => h.loss !== undefined).map((h) => h.loss as number);
-    return { losses, evalLoss: t.evaluate().eval_loss as number };
+    return { losses, evalLoss: (await t.evaluate()).eval_loss as number };
   };
   const b = await train(true), f = await train(false);
   const tail = b.losses.slice(-4).reduce((a, x) => a + x, 0) / 4;

@@ -34,7 +34,7 @@ test('deferred backend: kernels wait in a queue until the host reads', () => {
 
 function trainSteps(backend: string): { losses: number[]; lora: number[] } {
   return withBackend(backend, () => {
-    const model = AutoModelForCausalLM.fromPretrained(path.join(FIX, 'gpt2_lm'), { logger: () => {} });
+    const model = AutoModelForCausalLM.fromPretrainedSync(path.join(FIX, 'gpt2_lm'), { logger: () => {} });
     const pm = getPeftModel(model, new LoraConfig({ r: 4, loraAlpha: 8, targetModules: ['c_attn', 'c_fc'], initLoraWeights: 'gaussian' }), 'default', { rng: new Rng(5) });
     const opt = new AdamW([...pm.namedParameters()].filter(([, p]) => p.requiresGrad), { lr: 1e-2 });
     const ids = tensor([3, 5, 7, 9, 11, 13, 2, 4, 6, 8, 10, 12], [2, 6], { dtype: 'int32' });

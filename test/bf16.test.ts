@@ -147,7 +147,7 @@ test('fallback without matmulBf16 / embeddingBf16 (widened tiles with contract k
 
 function loadFix(name: string, opts: Record<string, unknown> = {}): HFModel {
   const auto = name.endsWith('_lm') ? AutoModelForCausalLM : AutoModelForSequenceClassification;
-  return auto.fromPretrained(path.join(FIX, name), { ...quiet, ...opts });
+  return auto.fromPretrainedSync(path.join(FIX, name), { ...quiet, ...opts });
 }
 
 /** Rounds every Linear / Conv1D / Embedding weight of a float32 model to bf16 values, in place. */
@@ -216,14 +216,14 @@ test('dtype options: torchDtype alias, auto follows config.json, conflicts and u
     assert.equal(hdr['model.layers.0.self_attn.q_proj.weight'].dtype, 'BF16');
     assert.equal(hdr['model.norm.weight'].dtype, 'F32');
     assert.equal(JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')).dtype, 'bfloat16');
-    const b = AutoModelForCausalLM.fromPretrained(dir, { ...quiet, dtype: 'auto' });
+    const b = AutoModelForCausalLM.fromPretrainedSync(dir, { ...quiet, dtype: 'auto' });
     assert.equal(weightsDtype(b), 'bfloat16');
     for (const [n, p] of a.stateDict()) {
       const q = b.stateDict().get(n)!;
       if (p.dtype === 'bfloat16') assert.deepEqual(q.halfBits, p.halfBits, n); else assert.deepEqual(q.data, p.data, n);
     }
     // read into float32 it gives the widened values
-    const c = AutoModelForCausalLM.fromPretrained(dir, quiet);
+    const c = AutoModelForCausalLM.fromPretrainedSync(dir, quiet);
     assert.deepEqual(c.stateDict().get('model.embed_tokens.weight')!.data, widen(a.stateDict().get('model.embed_tokens.weight')!.halfBits));
   } finally { fs.rmSync(dir, { recursive: true, force: true }); }
 });

@@ -47,14 +47,14 @@ function libraryScores(model: PeftModel): number[] {
 test("predict on Python peft's SEQ_CLS adapter: base from the adapter config, 3 labels from the saved head", () => {
   const p = predictJson('--adapter', `${FIX}/seqcls_adapter`);
   assert.deepEqual(Object.keys(p.scores), ['LABEL_0', 'LABEL_1', 'LABEL_2']);
-  const lib = captureWarnings(() => AutoPeftModelForSequenceClassification.fromPretrained(`${FIX}/seqcls_adapter`, { logger: () => {} })).result;
+  const lib = captureWarnings(() => AutoPeftModelForSequenceClassification.fromPretrainedSync(`${FIX}/seqcls_adapter`, { logger: () => {} })).result;
   const want = libraryScores(lib);
   Object.values(p.scores).forEach((v, i) => assert.ok(Math.abs(v - want[i]) < 1e-5, `score ${i}: ${v} vs ${want[i]}`));
 });
 
 test('predict on a library-saved classifier: label names from its config.json', () => {
   const labels = { 0: 'joy', 1: 'anger', 2: 'fear', 3: 'calm' };
-  const base = captureWarnings(() => AutoModelForSequenceClassification.fromPretrained(`${FIX}/bert_base`, {
+  const base = captureWarnings(() => AutoModelForSequenceClassification.fromPretrainedSync(`${FIX}/bert_base`, {
     logger: () => {}, configOverrides: { id2label: labels }, ignoreMismatchedSizes: true,
   })).result;
   const pm = getPeftModel(base, new LoraConfig({ r: 2, targetModules: ['query', 'value'], taskType: 'SEQ_CLS', initLoraWeights: false }));
@@ -92,7 +92,7 @@ test("the library reads a CLI-trained classifier: labels from label_mapping.json
   assert.equal(r.code, 0, r.stderr);
   const cfg = JSON.parse(fs.readFileSync(path.join(out, 'adapter_config.json'), 'utf8'));
   assert.equal(cfg.base_model_name_or_path, `${FIX}/bert_base`, 'the --model string, as given');
-  const lib = captureWarnings(() => AutoPeftModelForSequenceClassification.fromPretrained(out, { logger: () => {} })).result;
+  const lib = captureWarnings(() => AutoPeftModelForSequenceClassification.fromPretrainedSync(out, { logger: () => {} })).result;
   const mapping = JSON.parse(fs.readFileSync(path.join(out, 'label_mapping.json'), 'utf8'));
   assert.deepEqual((lib.getBaseModel() as unknown as { config: { id2label: unknown } }).config.id2label, mapping.id2label);
   const p = predictJson('--adapter', out);

@@ -33,7 +33,7 @@ test('sft: Alpaca rows -> prompt/completion, loss on the output; the adapter loa
   const cfg = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8'));
   assert.equal(cfg.r, 4);
   assert.deepEqual(cfg.target_modules, ['c_attn']);
-  const pm = PeftModel.fromPretrained(AutoModelForCausalLM.fromPretrained(join(root, 'assets/default-model'), { logger: () => {} }), out);
+  const pm = PeftModel.fromPretrainedSync(AutoModelForCausalLM.fromPretrainedSync(join(root, 'assets/default-model'), { logger: () => {} }), out);
   assert.ok([...pm.namedParameters()].some(([n]) => n.includes('lora_B')));
 });
 

@@ -24,7 +24,7 @@ test('loading, using and disposing the default model (and a LoRA on it) returns 
   const baseline = memoryStats().liveBytes;
   let first: number | null = null;
   for (let i = 0; i < 3; i++) {
-    const m = AutoModelForCausalLM.fromPretrained(DEFAULT, quiet);
+    const m = AutoModelForCausalLM.fromPretrainedSync(DEFAULT, quiet);
     const held = memoryStats().liveBytes - baseline;
     assert.ok(held > 1e6, `the model holds its weights (${held} bytes)`);
     const y = forward(m);
@@ -32,7 +32,7 @@ test('loading, using and disposing the default model (and a LoRA on it) returns 
     m.dispose();
     assert.equal(memoryStats().liveBytes, baseline, `after dispose #${i}`);
   }
-  const pm = getPeftModel(AutoModelForCausalLM.fromPretrained(DEFAULT, quiet), new LoraConfig({ r: 4, targetModules: ['c_attn'], modulesToSave: ['lm_head'] }));
+  const pm = getPeftModel(AutoModelForCausalLM.fromPretrainedSync(DEFAULT, quiet), new LoraConfig({ r: 4, targetModules: ['c_attn'], modulesToSave: ['lm_head'] }));
   forward(pm);
   pm.dispose();
   assert.equal(memoryStats().liveBytes, baseline, 'PeftModel.dispose releases base, LoRA and modules_to_save copies');
@@ -40,7 +40,7 @@ test('loading, using and disposing the default model (and a LoRA on it) returns 
 
 test('a Llama model releases its RoPE tables too; a disposed model refuses to run', () => {
   const baseline = memoryStats().liveBytes;
-  const m = AutoModelForCausalLM.fromPretrained(LLAMA, quiet);
+  const m = AutoModelForCausalLM.fromPretrainedSync(LLAMA, quiet);
   forward(m); // builds the cos/sin tables
   m.dispose();
   assert.equal(memoryStats().liveBytes, baseline);

@@ -30,7 +30,7 @@ function load(name: string) {
   const dir = path.join(ROOT, name);
   const exp = JSON.parse(fs.readFileSync(path.join(dir, 'expected.json'), 'utf8')) as Expected;
   const auto = exp.task === 'seq' ? AutoModelForSequenceClassification : AutoModelForTokenClassification;
-  return { exp, base: () => auto.fromPretrained(path.join(dir, 'base'), { logger: () => {} }), adapter: path.join(dir, 'adapter') };
+  return { exp, base: () => auto.fromPretrainedSync(path.join(dir, 'base'), { logger: () => {} }), adapter: path.join(dir, 'adapter') };
 }
 
 function run(m: Fwd, exp: Expected): { logits: Float32Array; loss: number } {
@@ -57,7 +57,7 @@ for (const name of CASES) {
     const b = run(model as unknown as Fwd, exp);
     assert.ok(maxDiff(b.logits, exp.base_logits) <= 1e-4, `base logits: ${maxDiff(b.logits, exp.base_logits)}`);
     assert.ok(Math.abs(b.loss - exp.base_loss) < 1e-4, `base loss ${b.loss} vs ${exp.base_loss}`);
-    const pm = PeftModel.fromPretrained(model, adapter);
+    const pm = PeftModel.fromPretrainedSync(model, adapter);
     const l = run(pm as unknown as Fwd, exp);
     assert.ok(maxDiff(exp.lora_logits, exp.base_logits) > 1e-2, 'fixture adapter must change the outputs');
     assert.ok(maxDiff(l.logits, exp.lora_logits) <= 1e-4, `LoRA logits: ${maxDiff(l.logits, exp.lora_logits)}`);
@@ -120,7 +120,7 @@ test('our encoder adapters export (checked by scripts/make_encoder_fixtures.py -
       pm.savePretrained(path.join(out, 'adapter'));
       const ours = run(pm as unknown as Fwd, exp).logits;
       assert.ok(maxDiff(ours, exp.base_logits) > 1e-2);
-      const again = PeftModel.fromPretrained(base(), path.join(out, 'adapter'));
+      const again = PeftModel.fromPretrainedSync(base(), path.join(out, 'adapter'));
       assert.ok(maxDiff(run(again as unknown as Fwd, exp).logits, ours) <= 1e-6, `${name}: reloaded own adapter`);
       fs.writeFileSync(path.join(out, 'ours.json'), JSON.stringify({ input_ids: exp.input_ids, attention_mask: exp.attention_mask, logits: Array.from(ours) }));
     }

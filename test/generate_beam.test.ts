@@ -23,7 +23,7 @@ const models = new Map<string, HFModel>();
 function model(name: string): HFModel {
   if (!models.has(name)) {
     const dir = name === 'default-model' ? join(root, 'assets', 'default-model') : join(root, 'test', 'fixtures', 'models', name);
-    models.set(name, AutoModelForCausalLM.fromPretrained(dir, { logger: () => {} }));
+    models.set(name, AutoModelForCausalLM.fromPretrainedSync(dir, { logger: () => {} }));
   }
   return models.get(name)!;
 }

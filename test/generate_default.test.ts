@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { tensor } from '../src/tensor/index.js';
 import { AutoModelForCausalLM } from '../src/models/index.js';
 import { Tokenizer } from '../src/io/index.js';
-import { generate, generateText, TextStreamer } from '../src/generate/index.js';
+import { generate, generateText, generateTextSync, TextStreamer } from '../src/generate/index.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = [resolve(here, '../..'), process.cwd()].find((p) => existsSync(join(p, 'assets', 'default-model')))!;
@@ -22,7 +22,7 @@ test('default model + tokenizer reproduce transformers greedy generation', () =>
   };
   assert.ok(ref.cases.length >= 2, 'the reference has prompts to compare');
   const tok = Tokenizer.fromFile(MODEL);
-  const model = AutoModelForCausalLM.fromPretrained(MODEL);
+  const model = AutoModelForCausalLM.fromPretrainedSync(MODEL);
   assert.equal(model.config.vocabSize, 4096);
   assert.equal(tok.eosTokenId, 0);
   for (const c of ref.cases) {
@@ -38,20 +38,41 @@ test('default model + tokenizer reproduce transformers greedy generation', () =>
   }
 });
 
-test('generateText: a left-padded batch gives each prompt its own greedy continuation', () => {
+test('generateText: a left-padded batch gives each prompt its own greedy continuation (async and sync alike)', async () => {
   const ref = JSON.parse(readFileSync(join(root, 'test', 'fixtures', 'generate', 'default-model-greedy.json'), 'utf8')) as {
     maxNewTokens: number; cases: { prompt: string; promptIds: number[]; sequence: number[] }[];
   };
-  const tok = Tokenizer.fromFile(MODEL);
-  const model = AutoModelForCausalLM.fromPretrained(MODEL);
+  const tok = await Tokenizer.fromPretrained(MODEL);
+  const model = await AutoModelForCausalLM.fromPretrained(MODEL);
   const prompts = ref.cases.map((c) => c.prompt);
   const want = ref.cases.map((c) => tok.decode(c.sequence.slice(c.promptIds.length), { skipSpecialTokens: true }));
-  assert.deepEqual(generateText(model, tok, prompts, { maxNewTokens: ref.maxNewTokens }), want);
-  assert.equal(generateText(model, tok, prompts[0], { maxNewTokens: ref.maxNewTokens, returnFullText: true }),
+  assert.deepEqual(await generateText(model, tok, prompts, { maxNewTokens: ref.maxNewTokens }), want);
+  assert.deepEqual(generateTextSync(model, tok, prompts, { maxNewTokens: ref.maxNewTokens }), want);
+  assert.equal(await generateText(model, tok, prompts[0], { maxNewTokens: ref.maxNewTokens, returnFullText: true }),
     prompts[0] + want[0]);
-  const sampled = generateText(model, tok, prompts[0], { maxNewTokens: 12, doSample: true, seed: 1, topP: 0.9 });
-  assert.equal(sampled, generateText(model, tok, prompts[0], { maxNewTokens: 12, doSample: true, seed: 1, topP: 0.9 }));
+  const sampled = await generateText(model, tok, prompts[0], { maxNewTokens: 12, doSample: true, seed: 1, topP: 0.9 });
+  assert.equal(sampled, generateTextSync(model, tok, prompts[0], { maxNewTokens: 12, doSample: true, seed: 1, topP: 0.9 }));
   assert.ok(sampled.length > 0);
+  // Beam search through the async driver gives what the sync one gives.
+  assert.deepEqual(await generateText(model, tok, prompts, { maxNewTokens: 8, numBeams: 3 }), generateTextSync(model, tok, prompts, { maxNewTokens: 8, numBeams: 3 }));
+});
+
+test('generateText leaves the event loop free between tokens; a signal stops it', async () => {
+  const tok = await Tokenizer.fromPretrained(MODEL);
+  const model = await AutoModelForCausalLM.fromPretrained(MODEL);
+  // Counts macrotask turns: a timer callback re-armed with setImmediate runs once per loop turn.
+  let turns = 0, on = true;
+  const spin = () => { if (on) { turns++; setImmediate(spin); } };
+  setImmediate(spin);
+  const text = await generateText(model, tok, 'And God said', { maxNewTokens: 20, eosTokenId: null });
+  on = false;
+  assert.ok(text.length > 0);
+  assert.ok(turns >= 15, `the event loop turned ${turns} times while 20 tokens were decoded`);
+  const ac = new AbortController();
+  let steps = 0;
+  const p = generateText(model, tok, 'And God said', { maxNewTokens: 20, eosTokenId: null, streamer: () => { if (++steps === 3) ac.abort(); }, signal: ac.signal });
+  await assert.rejects(p, (e: Error) => e.name === 'AbortError');
+  assert.ok(steps <= 4, `decoded ${steps} tokens after the abort at 3`);
 });
 
 function readJsonl(name: string): Record<string, string>[] {

@@ -33,7 +33,7 @@ const ids = () => tensor(Int32Array.from(fx.inputIds.flat()), [2, 6], { dtype: '
 const mask = () => tensor(Int32Array.from(fx.attentionMask.flat()), [2, 6], { dtype: 'int32' });
 
 test('GPT-2 greedy generate matches transformers token for token', () => {
-  const model = AutoModelForCausalLM.fromPretrained(join(FIX, 'tiny-gpt2'));
+  const model = AutoModelForCausalLM.fromPretrainedSync(join(FIX, 'tiny-gpt2'));
   for (const c of fx.cases) {
     const out = generate(model, ids(), { ...toOptions(c.options), attentionMask: mask() });
     const got = Array.from({ length: 2 }, (_, b) => Array.from(out.ints.subarray(b * out.shape[1], (b + 1) * out.shape[1])));
@@ -42,7 +42,7 @@ test('GPT-2 greedy generate matches transformers token for token', () => {
 });
 
 test('GPT-2: cached and uncached greedy agree, with and without padding, and nothing leaks', () => {
-  const model = AutoModelForCausalLM.fromPretrained(join(FIX, 'tiny-gpt2'));
+  const model = AutoModelForCausalLM.fromPretrainedSync(join(FIX, 'tiny-gpt2'));
   generate(model, ids(), { maxNewTokens: 2, attentionMask: mask() });
   const before = memoryStats().liveBytes;
   for (const am of [mask(), null]) {

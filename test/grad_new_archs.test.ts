@@ -15,13 +15,13 @@ const FIX = [path.join(here, 'fixtures'), path.join(here, '..', '..', 'test', 'f
 const ids2 = (a: number[][]) => tensor(Int32Array.from(a.flat()), [a.length, a[0].length], { dtype: 'int32' });
 
 const CASES: [string, string, () => HFModel, string[]][] = [
-  ['seq2seq/t5', 'seq2seq', () => AutoModelForSeq2SeqLM.fromPretrained(path.join(FIX, 'seq2seq/t5/base'), { logger: () => {} }),
+  ['seq2seq/t5', 'seq2seq', () => AutoModelForSeq2SeqLM.fromPretrainedSync(path.join(FIX, 'seq2seq/t5/base'), { logger: () => {} }),
     ['encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight', 'decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight', 'decoder.block.1.layer.1.EncDecAttention.k.weight']],
-  ['seq2seq/bart', 'seq2seq', () => AutoModelForSeq2SeqLM.fromPretrained(path.join(FIX, 'seq2seq/bart/base'), { logger: () => {} }),
+  ['seq2seq/bart', 'seq2seq', () => AutoModelForSeq2SeqLM.fromPretrainedSync(path.join(FIX, 'seq2seq/bart/base'), { logger: () => {} }),
     ['model.decoder.embed_positions.weight', 'model.encoder.layers.1.self_attn.q_proj.weight']],
-  ['encoders/modernbert_tokcls', 'tok', () => AutoModelForTokenClassification.fromPretrained(path.join(FIX, 'encoders/modernbert_tokcls/base'), { logger: () => {} }),
+  ['encoders/modernbert_tokcls', 'tok', () => AutoModelForTokenClassification.fromPretrainedSync(path.join(FIX, 'encoders/modernbert_tokcls/base'), { logger: () => {} }),
     ['model.layers.1.attn.Wqkv.weight', 'model.layers.2.mlp.Wi.weight']],
-  ['encoders/deberta_v2_seqcls', 'seq', () => AutoModelForSequenceClassification.fromPretrained(path.join(FIX, 'encoders/deberta_v2_seqcls/base'), { logger: () => {} }),
+  ['encoders/deberta_v2_seqcls', 'seq', () => AutoModelForSequenceClassification.fromPretrainedSync(path.join(FIX, 'encoders/deberta_v2_seqcls/base'), { logger: () => {} }),
     ['deberta.encoder.rel_embeddings.weight', 'deberta.encoder.layer.1.attention.self.key_proj.weight', 'deberta.encoder.LayerNorm.weight']],
 ];
 
@@ -58,7 +58,7 @@ test('dtype bfloat16: the new architectures load with bf16 weights and stay clos
   for (const [name, kind, , ] of CASES) {
     const exp = JSON.parse(fs.readFileSync(path.join(FIX, name, 'expected.json'), 'utf8'));
     const auto = kind === 'seq2seq' ? AutoModelForSeq2SeqLM : kind === 'seq' ? AutoModelForSequenceClassification : AutoModelForTokenClassification;
-    const m = auto.fromPretrained(path.join(FIX, name, 'base'), { dtype: 'bfloat16', logger: () => {} });
+    const m = auto.fromPretrainedSync(path.join(FIX, name, 'base'), { dtype: 'bfloat16', logger: () => {} });
     const labels = kind === 'seq' ? tensor(Int32Array.from(exp.labels), [exp.labels.length], { dtype: 'int32' }) : ids2(exp.labels);
     const lg = tidy(() => noGrad(() => m.forward({ inputIds: ids2(exp.input_ids), attentionMask: ids2(exp.attention_mask), labels }).logits.toFloat32Array()));
     let worst = 0, scale = 0;

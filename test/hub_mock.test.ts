@@ -42,7 +42,7 @@ function run(model: { forward(i: { inputIds: ReturnType<typeof tensor> }): { log
 }
 const quiet = { logger: () => {} };
 function adapterModel() {
-  const base = captureWarnings(() => AutoModelForCausalLM.fromPretrained(`${FIX}/gpt2_base`, quiet)).result;
+  const base = captureWarnings(() => AutoModelForCausalLM.fromPretrainedSync(`${FIX}/gpt2_base`, quiet)).result;
   return getPeftModel(base, new LoraConfig({ r: 2, loraAlpha: 4, targetModules: ['c_attn'], taskType: 'CAUSAL_LM', initLoraWeights: false }));
 }
 
@@ -75,15 +75,15 @@ test('PeftModel.pushToHub: repo created, adapter + peft model card committed; do
   assert.equal(hub.commitTitles.at(-1), 'second push');
 
   const cacheDir = path.join(tmp, 'cache-a');
-  const back = await captureWarnings(() => AutoPeftModelForCausalLM.fromPretrainedAsync('me/tiny-lora', { ...quiet, cacheDir })).result;
+  const back = await captureWarnings(() => AutoPeftModelForCausalLM.fromPretrained('me/tiny-lora', { ...quiet, cacheDir })).result;
   assertClose(run(back), run(pm.eval()), { atol: 1e-6, msg: 'adapter downloaded by id' });
   // offline: the cache serves it with no request at all; a repo never downloaded is a clear error
   const n = hub.requests.length;
   process.env.HF_HUB_OFFLINE = '1';
   try {
-    const again = captureWarnings(() => AutoPeftModelForCausalLM.fromPretrained('me/tiny-lora', { ...quiet, cacheDir })).result;
+    const again = captureWarnings(() => AutoPeftModelForCausalLM.fromPretrainedSync('me/tiny-lora', { ...quiet, cacheDir })).result;
     assertClose(run(again), run(pm), { atol: 1e-6 });
-    await assert.rejects(AutoPeftModelForCausalLM.fromPretrainedAsync('me/never-downloaded', { cacheDir }),
+    await assert.rejects(AutoPeftModelForCausalLM.fromPretrained('me/never-downloaded', { cacheDir }),
       /cannot find model "me\/never-downloaded" \(revision main\): it is not in the local cache and offline mode is on/);
   } finally { delete process.env.HF_HUB_OFFLINE; }
   assert.equal(hub.requests.length, n, 'offline made no request');
@@ -109,7 +109,7 @@ test('private repos need the token; a branch (revision) is created and read back
   await assert.rejects(pm.pushToHub('not a repo id'), /is not a Hub repo id/);
 });
 
-test('merged model and tokenizer pushed to one repo load back with fromPretrainedAsync', async () => {
+test('merged model and tokenizer pushed to one repo load back with fromPretrained', async () => {
   const pm = adapterModel();
   const want = run(pm.eval());
   const merged = pm.mergeAndUnload() as unknown as HFModel;
@@ -120,7 +120,7 @@ test('merged model and tokenizer pushed to one repo load back with fromPretraine
   for (const f of ['config.json', 'model.safetensors', 'README.md', 'tokenizer.json', 'tokenizer_config.json']) assert.ok(files.has(f), f);
   assert.match(files.get('README.md')!.toString(), /library_name: transformers/);
   const cacheDir = path.join(tmp, 'cache-c');
-  const back = await AutoModelForCausalLM.fromPretrainedAsync('me/merged', { ...quiet, cacheDir });
+  const back = await AutoModelForCausalLM.fromPretrained('me/merged', { ...quiet, cacheDir });
   assert.equal(back.nameOrPath, 'me/merged');
   assertClose(run(back), want, { atol: 1e-5, msg: 'merged model from the Hub' });
   const snap = await resolveModelPath('me/merged', { cacheDir });

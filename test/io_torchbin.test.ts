@@ -39,8 +39,8 @@ for (const [name, binDir, auto, tol] of [
   ['bert_seqcls', 'bert_seqcls', AutoModelForSequenceClassification, 5e-2],
 ] as const) {
   test(`${binDir}: pytorch .bin checkpoint gives the safetensors model's logits`, () => {
-    const st = auto.fromPretrained(path.join(FIX, 'models', name), quiet);
-    const bin = auto.fromPretrained(path.join(BIN, binDir), quiet);
+    const st = auto.fromPretrainedSync(path.join(FIX, 'models', name), quiet);
+    const bin = auto.fromPretrainedSync(path.join(BIN, binDir), quiet);
     assert.deepEqual(bin.loadingInfo!.missingKeys, st.loadingInfo!.missingKeys);
     const ids = IDS.map((r) => r.map((x) => x % 64));
     const d = maxAbsDiff(logits(bin, ids), logits(st, ids));
@@ -84,11 +84,11 @@ test('odd tensors: strided views, offsets, shared storage and dtypes match torch
 
 test('peft adapter_model.bin loads like adapter_model.safetensors', () => {
   const baseDir = path.join(FIX, 'peft', 'gpt2_lora', 'base');
-  const base = () => captureWarnings(() => AutoModelForCausalLM.fromPretrained(baseDir, quiet)).result;
+  const base = () => captureWarnings(() => AutoModelForCausalLM.fromPretrainedSync(baseDir, quiet)).result;
   const ids = IDS.map((r) => r.map((x) => x % 64));
   const plain = logits(base(), ids);
-  const st = logits(PeftModel.fromPretrained(base(), path.join(FIX, 'peft', 'gpt2_lora', 'adapter')), ids);
-  const bin = logits(PeftModel.fromPretrained(base(), path.join(BIN, 'gpt2_lora_adapter')), ids);
+  const st = logits(PeftModel.fromPretrainedSync(base(), path.join(FIX, 'peft', 'gpt2_lora', 'adapter')), ids);
+  const bin = logits(PeftModel.fromPretrainedSync(base(), path.join(BIN, 'gpt2_lora_adapter')), ids);
   assert.ok(maxAbsDiff(st, plain) > 1e-3, 'the adapter must change the outputs');
   assert.equal(maxAbsDiff(bin, st), 0);
 });

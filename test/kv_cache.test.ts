@@ -26,7 +26,7 @@ const ids = (row: number[]) => tensor(Int32Array.from(row), [1, row.length], { d
 
 for (const name of ['gpt2_lm', 'llama_lm']) {
   test(`${name}: in-place KV cache doubles its capacity and matches the full forward`, () => {
-    const model = AutoModelForCausalLM.fromPretrained(path.join(FIX, name), { logger: () => {} });
+    const model = AutoModelForCausalLM.fromPretrainedSync(path.join(FIX, name), { logger: () => {} });
     const seq = [3, 17, 5, 9, 2, 11, 4, 8, 13, 6, 7, 1];
     const v = model.config.vocabSize;
     tidy(() => noGrad(() => {
@@ -58,7 +58,7 @@ for (const name of ['gpt2_lm', 'llama_lm']) {
 }
 
 test('with a graph recorded the cache is concatenated (exact size, differentiable)', () => {
-  const model = AutoModelForCausalLM.fromPretrained(path.join(FIX, 'gpt2_lm'), { logger: () => {} });
+  const model = AutoModelForCausalLM.fromPretrainedSync(path.join(FIX, 'gpt2_lm'), { logger: () => {} });
   tidy(() => {
     // A noGrad cache with spare capacity, then one step with grad on.
     let cache = noGrad(() => model.forward({ inputIds: ids([3, 17, 5]), useCache: true }).pastKeyValues!);
@@ -74,7 +74,7 @@ test('with a graph recorded the cache is concatenated (exact size, differentiabl
 });
 
 test('maxCacheLength stops the doubling at the length the caller will reach', () => {
-  const model = AutoModelForCausalLM.fromPretrained(path.join(FIX, 'gpt2_lm'), { logger: () => {} });
+  const model = AutoModelForCausalLM.fromPretrainedSync(path.join(FIX, 'gpt2_lm'), { logger: () => {} });
   tidy(() => noGrad(() => {
     let cache = model.forward({ inputIds: ids([3, 17, 5]), useCache: true, maxCacheLength: 8 }).pastKeyValues!;
     const caps: number[] = [];
@@ -97,7 +97,7 @@ test('attentionBias: keys past the filled length are -inf, the rest as before', 
 });
 
 test('generate frees its cache: live tensors are back where they started', () => {
-  const model = AutoModelForCausalLM.fromPretrained(path.join(FIX, 'llama_lm'), { logger: () => {} });
+  const model = AutoModelForCausalLM.fromPretrainedSync(path.join(FIX, 'llama_lm'), { logger: () => {} });
   const input: Tensor = ids([3, 17, 5]);
   generate(model, input, { maxNewTokens: 4 }).dispose(); // warm lazily built tables (rope)
   const before = memoryStats();
@@ -108,7 +108,7 @@ test('generate frees its cache: live tensors are back where they started', () =>
 
 for (const name of ['gpt2_lm', 'llama_lm']) {
   test(`${name}: logitsToKeep returns the last positions' logits only, equal to the full forward's`, () => {
-    const model = AutoModelForCausalLM.fromPretrained(path.join(FIX, name), { logger: () => {} });
+    const model = AutoModelForCausalLM.fromPretrainedSync(path.join(FIX, name), { logger: () => {} });
     const seq = [[3, 17, 5, 9, 2, 11], [4, 8, 13, 6, 7, 1]];
     const v = model.config.vocabSize;
     tidy(() => noGrad(() => {

@@ -49,7 +49,7 @@ for (const [backend, skip] of BACKENDS) {
 for (const name of ['gpt2_lm', 'llama_lm']) {
   test(`${name}: returnLogits false gives the same loss and LoRA gradients without logits`, () => {
     const run = (returnLogits: boolean) => {
-      const model = AutoModelForCausalLM.fromPretrained(path.join(FIX, name), { logger: () => {} });
+      const model = AutoModelForCausalLM.fromPretrainedSync(path.join(FIX, name), { logger: () => {} });
       const pm = getPeftModel(model, new LoraConfig({ r: 4, loraAlpha: 8, targetModules: 'all-linear', initLoraWeights: 'gaussian' }), 'default', { rng: new Rng(2) });
       const ids = tensor(new Int32Array([3, 5, 7, 9, 11, 13, 2, 4, 6, 8, 10, 12]), [2, 6]);
       const labels = tensor(new Int32Array([3, 5, 7, 9, -100, -100, 2, 4, 6, 8, 10, 12]), [2, 6]);

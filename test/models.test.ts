@@ -37,7 +37,7 @@ export function relErr(got: Float32Array | number[], want: Float32Array | number
 
 function load(name: string, dir = path.join(FIX, name)): { model: HFModel; warnings: string[] } {
   const warnings: string[] = [];
-  const model = autoFor(name).fromPretrained(dir, { logger: (m) => warnings.push(m) });
+  const model = autoFor(name).fromPretrainedSync(dir, { logger: (m) => warnings.push(m) });
   return { model, warnings };
 }
 
@@ -108,20 +108,20 @@ test('a checkpoint saved without the base-model prefix loads (GPT-2 hub layout, 
 
 test('numLabels override, size mismatch and unexpected keys are reported clearly', () => {
   const dir = path.join(FIX, 'bert_seqcls');
-  assert.throws(() => AutoModelForSequenceClassification.fromPretrained(dir, { numLabels: 7, logger: () => {} }), /size mismatch.*classifier\.(weight|bias).*ignoreMismatchedSizes/s);
+  assert.throws(() => AutoModelForSequenceClassification.fromPretrainedSync(dir, { numLabels: 7, logger: () => {} }), /size mismatch.*classifier\.(weight|bias).*ignoreMismatchedSizes/s);
   const warnings: string[] = [];
-  const m = AutoModelForSequenceClassification.fromPretrained(dir, { numLabels: 7, ignoreMismatchedSizes: true, logger: (w) => warnings.push(w) });
+  const m = AutoModelForSequenceClassification.fromPretrainedSync(dir, { numLabels: 7, ignoreMismatchedSizes: true, logger: (w) => warnings.push(w) });
   assert.deepEqual(m.loadingInfo!.newlyInitialized.sort(), ['classifier.bias', 'classifier.weight']);
   assert.equal((m.configForSave().id2label as Record<string, string>)['6'], 'LABEL_6');
   // A sequence-classification checkpoint into token classification: the pooler is
   // ignored (transformers' _keys_to_ignore_on_load_unexpected) and the head is new.
   const w2: string[] = [];
-  const tok = AutoModelForTokenClassification.fromPretrained(dir, { logger: (w) => w2.push(w) });
+  const tok = AutoModelForTokenClassification.fromPretrainedSync(dir, { logger: (w) => w2.push(w) });
   assert.deepEqual(tok.loadingInfo!.unexpectedKeys, []);
   assert.equal(tok.loadingInfo!.missingKeys.length, 0, 'classifier shapes match (3 labels) so it loads');
   // Causal LM checkpoint into sequence classification: lm_head unexpected, score new.
   const w3: string[] = [];
-  const sc = AutoModelForSequenceClassification.fromPretrained(path.join(FIX, 'llama_lm'), { logger: (w) => w3.push(w) });
+  const sc = AutoModelForSequenceClassification.fromPretrainedSync(path.join(FIX, 'llama_lm'), { logger: (w) => w3.push(w) });
   assert.deepEqual(sc.loadingInfo!.unexpectedKeys, ['lm_head.weight']);
   assert.deepEqual(sc.loadingInfo!.newlyInitialized, ['score.weight']);
   assert.match(w3.join('\n'), /not used when initializing LlamaForSequenceClassification: lm_head\.weight/);
@@ -131,9 +131,9 @@ test('numLabels override, size mismatch and unexpected keys are reported clearly
   assert.ok(std > 0.01 && std < 0.03, `score std ${std}`);
   const bw = m.getSubmodule('classifier').getParameter('weight')!.data, bb = m.getSubmodule('classifier').getParameter('bias')!.data;
   assert.ok(bw.some((x) => x !== 0) && bb.every((x) => x === 0), 're-initialised classifier: normal weight, zero bias');
-  assert.throws(() => AutoModelForTokenClassification.fromPretrained(path.join(FIX, 'llama_lm')), /'llama' is not supported for TOKEN_CLS/);
-  assert.throws(() => AutoModelForCausalLM.fromPretrained(path.join(FIX, 'nope')), /neither an existing folder nor a Hub model id/);
-  assert.throws(() => AutoModelForCausalLM.fromPretrained('org/not-cached', { cacheDir: os.tmpdir() }), /not in the local cache/);
+  assert.throws(() => AutoModelForTokenClassification.fromPretrainedSync(path.join(FIX, 'llama_lm')), /'llama' is not supported for TOKEN_CLS/);
+  assert.throws(() => AutoModelForCausalLM.fromPretrainedSync(path.join(FIX, 'nope')), /neither an existing folder nor a Hub model id/);
+  assert.throws(() => AutoModelForCausalLM.fromPretrainedSync('org/not-cached', { cacheDir: os.tmpdir() }), /not in the local cache/);
 });
 
 test('architecture metadata: LoRA targets, heads, layer prefixes', () => {

@@ -41,7 +41,7 @@ function relErr(got: Float32Array, want: Float32Array): number {
 
 function load(name: string): { model: HFModel; warnings: string[] } {
   const warnings: string[] = [];
-  const model = AutoModelForCausalLM.fromPretrained(path.join(FIX, name), { logger: (m) => warnings.push(m) });
+  const model = AutoModelForCausalLM.fromPretrainedSync(path.join(FIX, name), { logger: (m) => warnings.push(m) });
   return { model, warnings };
 }
 
@@ -92,7 +92,7 @@ for (const name of CASES) {
       const lw = exp.get(`${side}_loss`)!.data[0];
       assert.ok(Math.abs(loss! - lw) / Math.abs(lw) < 1e-4, `${name} ${side}: loss ${loss} vs ${lw}`);
     }
-    const pm = PeftModel.fromPretrained(model, path.join(FIX, name, 'adapter'));
+    const pm = PeftModel.fromPretrainedSync(model, path.join(FIX, name, 'adapter'));
     for (const side of ['left', 'right']) {
       const got = logitsOf(pm as unknown as Fwd, exp, side).logits;
       assert.ok(relErr(exp.get(`${side}_lora`)!.data, exp.get(`${side}_base`)!.data) > 1e-2, 'the adapter changes the outputs');
@@ -111,7 +111,7 @@ for (const name of CASES) {
     assert.deepEqual(generated(model, meta.generate.greedy), meta.generate.greedy.sequences, 'greedy');
     assert.deepEqual(generated(model, meta.generate.greedy, false), meta.generate.greedy.sequences, 'greedy without cache');
     assert.deepEqual(generated(model, meta.generate.beam), meta.generate.beam.sequences, 'beam');
-    const pm = PeftModel.fromPretrained(model, path.join(FIX, name, 'adapter'));
+    const pm = PeftModel.fromPretrainedSync(model, path.join(FIX, name, 'adapter'));
     assert.deepEqual(generated(pm as unknown as HFModel, meta.generate.greedy_lora), meta.generate.greedy_lora.sequences, 'greedy with adapter');
   });
 
@@ -161,11 +161,11 @@ test('our adapters and merged models of every decoder save and reload (exported 
       fs.mkdirSync(out, { recursive: true });
       pm.savePretrained(path.join(out, 'adapter'));
       const ours = run(pm as unknown as Fwd);
-      const again = PeftModel.fromPretrained(load(name).model, path.join(out, 'adapter'));
+      const again = PeftModel.fromPretrainedSync(load(name).model, path.join(out, 'adapter'));
       assert.ok(relErr(run(again as unknown as Fwd), ours) < 1e-6, `${name}: reloaded adapter`);
       const merged = pm.mergeAndUnload() as unknown as HFModel;
       merged.savePretrained(path.join(out, 'merged'));
-      const reloaded = AutoModelForCausalLM.fromPretrained(path.join(out, 'merged'), { logger: () => {} });
+      const reloaded = AutoModelForCausalLM.fromPretrainedSync(path.join(out, 'merged'), { logger: () => {} });
       assert.deepEqual(reloaded.loadingInfo!.missingKeys, [], `${name}: merged checkpoint complete`);
       assert.ok(relErr(run(reloaded), ours) < 1e-5, `${name}: saved merged model`);
       const savedKeys = [...readSafetensors(path.join(out, 'merged', 'model.safetensors')).keys()];
@@ -176,7 +176,7 @@ test('our adapters and merged models of every decoder save and reload (exported 
         shape: [ids.shape[0], ids.shape[1], ours.length / ids.size], logits: Array.from(ours), merged_logits: Array.from(ours),
       }));
       // SEQ_CLS: our classifier (saved as the base), a peft-default adapter with the score head trained in full.
-      const cls = AutoModelForSequenceClassification.fromPretrained(path.join(FIX, name), { numLabels: 3, logger: () => {}, rng });
+      const cls = AutoModelForSequenceClassification.fromPretrainedSync(path.join(FIX, name), { numLabels: 3, logger: () => {}, rng });
       const clsDir = path.join(root, `${name}_seqcls`);
       cls.savePretrained(path.join(clsDir, 'base'));
       const cpm = captureWarnings(() => getPeftModel(cls, new LoraConfig({ r: 4, loraAlpha: 8, taskType: 'SEQ_CLS', targetModules: name.startsWith('phi3') ? ['qkv_proj'] : null }), 'default', { rng })).result;
@@ -290,7 +290,7 @@ for (const name of CASES.filter((n) => fs.existsSync(path.join(FIX, n, 'seqcls')
     for (const [k, v] of readSafetensors(path.join(dir, 'expected.safetensors'))) exp.set(k, v);
     const meta = JSON.parse(fs.readFileSync(path.join(dir, 'expected.json'), 'utf8')) as { architecture: string; trainable: [number, number] };
     const load3 = () => {
-      const m = AutoModelForSequenceClassification.fromPretrained(path.join(FIX, name), { numLabels: 3, logger: () => {} });
+      const m = AutoModelForSequenceClassification.fromPretrainedSync(path.join(FIX, name), { numLabels: 3, logger: () => {} });
       assert.deepEqual(m.loadingInfo!.newlyInitialized, ['score.weight']);
       m.getSubmodule('score').getParameter('weight')!.data.set(readSafetensors(path.join(dir, 'score.safetensors')).get('score.weight')!.data);
       return m;
@@ -303,7 +303,7 @@ for (const name of CASES.filter((n) => fs.existsSync(path.join(FIX, n, 'seqcls')
       const lw = exp.get(`${side}_loss`)!.data[0];
       assert.ok(Math.abs(loss! - lw) / Math.abs(lw) < 1e-4, `${side}: loss ${loss} vs ${lw}`);
     }
-    const pm = PeftModel.fromPretrained(model, path.join(dir, 'adapter'));
+    const pm = PeftModel.fromPretrainedSync(model, path.join(dir, 'adapter'));
     for (const side of ['left', 'right']) {
       const got = logitsOf(pm as unknown as Fwd, exp, side).logits;
       assert.ok(relErr(exp.get(`${side}_lora`)!.data, exp.get(`${side}_base`)!.data) > 1e-2, 'the adapter changes the outputs');

@@ -36,7 +36,7 @@ function relErr(got: Float32Array, want: Float32Array): number {
   return maxDiff / Math.max(maxAbs, 1e-12);
 }
 
-const load = (name: string, rng?: Rng): HFModel => autoFor(name).fromPretrained(path.join(FIX, name), { logger: () => {}, rng });
+const load = (name: string, rng?: Rng): HFModel => autoFor(name).fromPretrainedSync(path.join(FIX, name), { logger: () => {}, rng });
 const expected = (name: string) => readSafetensors(path.join(FIX, name, 'expected.safetensors'));
 
 /** Columns [a, b) of an int32 [B, T] tensor (slice() copies float32 only). */
@@ -187,7 +187,7 @@ test('savePretrained round trip: same logits, tied weights left out, transformer
       assert.equal(header.metadata.format, 'pt');
       for (const k of model.tiedWeightKeys()) assert.ok(!(k in header.tensors), `${name}: tied ${k} not saved`);
       assert.equal(fs.readdirSync(dir).filter((f) => f.includes('.tmp')).length, 0, 'no temp files left');
-      const back = autoFor(name).fromPretrained(dir, { logger: (m) => assert.fail(`${name} reload warned: ${m}`) });
+      const back = autoFor(name).fromPretrainedSync(dir, { logger: (m) => assert.fail(`${name} reload warned: ${m}`) });
       const exp = expected(name);
       tidy(() => noGrad(() => {
         const inp = { inputIds: exp.get('input_ids')!, attentionMask: exp.get('attention_mask')!, tokenTypeIds: exp.get('token_type_ids') ?? null };

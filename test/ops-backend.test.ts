@@ -19,10 +19,10 @@ test('missing addon: reference stays active, one warning line names the fix, loa
   assert.equal(r.status, 0, r.err);
   const [name, msg] = r.out.split('\n');
   assert.equal(name, 'reference');
-  assert.match(msg, /not built.*apt-get install -y libopenblas-dev && npm run build:native/);
+  assert.match(msg, /not built.*apt-get install -y build-essential libopenblas-dev python3, then: npm rebuild peft-ts/);
   const lines = r.err.trim().split('\n');
   assert.equal(lines.length, 1, r.err);
-  assert.match(lines[0], /apt-get install -y libopenblas-dev && npm run build:native/);
+  assert.match(lines[0], /apt-get install -y build-essential libopenblas-dev python3, then: npm rebuild peft-ts/);
 });
 
 test('cpu is picked by default; PEFT_TS_BACKEND=reference forces the reference backend', { skip: SKIP_CPU }, () => {

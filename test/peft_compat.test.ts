@@ -29,7 +29,7 @@ function load(name: string) {
   const dir = path.join(ROOT, name);
   const exp = JSON.parse(fs.readFileSync(path.join(dir, 'expected.json'), 'utf8')) as Expected;
   const auto = CASES[name] === 'SEQ_CLS' ? AutoModelForSequenceClassification : AutoModelForCausalLM;
-  const base = () => captureWarnings(() => auto.fromPretrained(path.join(dir, 'base'))).result;
+  const base = () => captureWarnings(() => auto.fromPretrainedSync(path.join(dir, 'base'))).result;
   return { dir, exp, base, adapter: path.join(dir, 'adapter') };
 }
 
@@ -58,7 +58,7 @@ for (const name of Object.keys(CASES)) {
     const { exp, base, adapter } = load(name);
     const model = base();
     close(run(model, exp.input_ids), exp.base, 1e-4, 'base model');
-    const pm = PeftModel.fromPretrained(model, adapter);
+    const pm = PeftModel.fromPretrainedSync(model, adapter);
     const out = run(pm, exp.input_ids);
     assert.ok(maxDiff(exp.lora, exp.base) > 1e-2, 'fixture adapter must change the outputs');
     close(out, exp.lora, 1e-4, 'with adapter');
@@ -108,7 +108,7 @@ for (const name of Object.keys(CASES)) {
         assert.deepEqual(ourCfg[k], cfgJson[k], `adapter_config.json "${k}"`);
       }
       // and it round-trips through our loader
-      const again = PeftModel.fromPretrained(base(), tmp);
+      const again = PeftModel.fromPretrainedSync(base(), tmp);
       close(run(again, exp.input_ids), run(pm, exp.input_ids), 1e-6, 'reloaded own adapter');
     } finally { fs.rmSync(tmp, { recursive: true, force: true }); }
   });
@@ -116,7 +116,7 @@ for (const name of Object.keys(CASES)) {
 
 test('llama: several adapters switch, disable and delete', () => {
   const { exp, base, adapter } = load('llama_rslora');
-  const pm = PeftModel.fromPretrained(base(), adapter);
+  const pm = PeftModel.fromPretrainedSync(base(), adapter);
   pm.loadAdapter(path.join(adapter, 'second'), 'second');
   close(run(pm, exp.input_ids), exp.lora, 1e-4, 'default stays active after loadAdapter');
   pm.setAdapter('second');
@@ -152,7 +152,7 @@ test('target not found lists the linear modules (GPT-2 q_attn)', () => {
 
 test('isTrainable: true keeps the loaded adapter trainable', () => {
   const { base, adapter } = load('bert_seqcls');
-  const pm = PeftModel.fromPretrained(base(), adapter, { isTrainable: true });
+  const pm = PeftModel.fromPretrainedSync(base(), adapter, { isTrainable: true });
   const trainable = [...pm.namedParameters()].filter(([, p]) => p.requiresGrad).map(([n]) => n);
   assert.ok(trainable.some((n) => n.endsWith('lora_A.default.weight')));
   assert.ok(trainable.includes('base_model.model.classifier.modules_to_save.default.weight'));
@@ -188,7 +188,7 @@ test('our adapters + merged models export (checked by scripts/peft_check_ours.py
       const oursMerged = run(merged, exp.input_ids);
       merged.savePretrained(path.join(out, 'merged'));
       const auto = CASES[name] === 'SEQ_CLS' ? AutoModelForSequenceClassification : AutoModelForCausalLM;
-      const reloaded = captureWarnings(() => auto.fromPretrained(path.join(out, 'merged'))).result;
+      const reloaded = captureWarnings(() => auto.fromPretrainedSync(path.join(out, 'merged'))).result;
       close(run(reloaded, exp.input_ids), oursMerged, 1e-5, `${name}: saved merged model`);
       fs.writeFileSync(path.join(out, 'ours.json'), JSON.stringify({
         base_dir: path.resolve(path.join(dir, 'base')), task: CASES[name], input_ids: exp.input_ids, shape: exp.shape, logits: Array.from(ours), merged_logits: Array.from(oursMerged),

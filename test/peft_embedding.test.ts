@@ -152,11 +152,11 @@ test('embedding LoRA saves lora_embedding_A/B without ".weight"; save_embedding_
     const keys = [...readSafetensors(path.join(tmp, 'adapter_model.safetensors')).keys()].sort();
     assert.deepEqual(keys, ['base_model.model.embed.lora_embedding_A', 'base_model.model.embed.lora_embedding_B', 'base_model.model.embed.lora_magnitude_vector',
       'base_model.model.proj.lora_A.weight', 'base_model.model.proj.lora_B.weight', 'base_model.model.proj.lora_magnitude_vector']);
-    const again = PeftModel.fromPretrained(new Toy(), tmp);
+    const again = PeftModel.fromPretrainedSync(new Toy(), tmp);
     close(out(again), out(pm.eval()), 1e-6, 'round trip');
 
     // a tied Llama with embed_tokens targeted: peft warns (tied), and saves the table as base_layer.weight
-    const llama = () => captureWarnings(() => AutoModelForCausalLM.fromPretrained(path.join('test', 'fixtures', 'peft', 'llama_emb_dora', 'base'))).result;
+    const llama = () => captureWarnings(() => AutoModelForCausalLM.fromPretrainedSync(path.join('test', 'fixtures', 'peft', 'llama_emb_dora', 'base'))).result;
     const made = captureWarnings(() => getPeftModel(llama(), new LoraConfig({ r: 2, targetModules: ['embed_tokens'] })));
     assert.ok(made.warnings.some((w) => w.includes('tie_word_embeddings=True') && w.includes('ensure_weight_tying')), made.warnings.join('\n'));
     const saved = captureWarnings(() => made.result.savePretrained(path.join(tmp, 'llama')));
@@ -172,7 +172,7 @@ test('embedding LoRA saves lora_embedding_A/B without ".weight"; save_embedding_
 });
 
 test('training LoRA on GPT-2 wte + c_attn lowers the loss', () => {
-  const base = captureWarnings(() => AutoModelForCausalLM.fromPretrained(path.join('test', 'fixtures', 'peft', 'gpt2_emb', 'base'))).result;
+  const base = captureWarnings(() => AutoModelForCausalLM.fromPretrainedSync(path.join('test', 'fixtures', 'peft', 'gpt2_emb', 'base'))).result;
   const pm = getPeftModel(base, new LoraConfig({ r: 4, loraAlpha: 8, targetModules: ['wte', 'c_attn'] }), 'default', { rng: new Rng(11) });
   pm.train();
   const params = [...pm.namedParameters()].filter(([, p]) => p.requiresGrad);

@@ -19,8 +19,8 @@ const ROOT = path.resolve(import.meta.dirname, '..', '..', 'test/fixtures/peft_w
 function load(name: string) {
   const dir = path.join(ROOT, name);
   const exp = JSON.parse(fs.readFileSync(path.join(dir, 'expected.json'), 'utf8'));
-  const base = AutoModelForCausalLM.fromPretrained(path.join(dir, 'base'), { logger: () => {} });
-  const pm = PeftModel.fromPretrained(base, path.join(dir, 'a'), { adapterName: 'a' });
+  const base = AutoModelForCausalLM.fromPretrainedSync(path.join(dir, 'base'), { logger: () => {} });
+  const pm = PeftModel.fromPretrainedSync(base, path.join(dir, 'a'), { adapterName: 'a' });
   pm.loadAdapter(path.join(dir, 'b'), 'b');
   pm.loadAdapter(path.join(dir, 'c'), 'c');
   pm.eval();

@@ -23,7 +23,7 @@ function softmax(x: number[]): number[] { const m = Math.max(...x); const e = x.
 /** A GPT-2 classifier folder with named labels (config.json + weights + tokenizer). */
 function classifierDir(): string {
   const dir = path.join(tmp, 'cls');
-  const m = AutoModelForSequenceClassification.fromPretrained(DEFAULT, { ...quiet, numLabels: 3, rng: new Rng(5), configOverrides: { id2label: { 0: 'law', 1: 'prophets', 2: 'gospels' } } });
+  const m = AutoModelForSequenceClassification.fromPretrainedSync(DEFAULT, { ...quiet, numLabels: 3, rng: new Rng(5), configOverrides: { id2label: { 0: 'law', 1: 'prophets', 2: 'gospels' } } });
   m.savePretrained(dir);
   for (const f of ['tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(DEFAULT, f), path.join(dir, f));
   return dir;
@@ -36,7 +36,7 @@ test("text-classification: [{label, score}] for a text, flat for a batch at top_
   const one = await clf(texts[0]);
   assert.equal(one.length, 1);
   const tok = Tokenizer.fromFile(dir);
-  const m = AutoModelForSequenceClassification.fromPretrained(dir, quiet);
+  const m = AutoModelForSequenceClassification.fromPretrainedSync(dir, quiet);
   for (const [i, t] of texts.entries()) {
     const logits = noGrad(() => Array.from(m.forward({ inputIds: tok.encodeBatch([t]).toTensors().inputIds }).logits.data));
     const p = softmax(logits);
@@ -61,7 +61,7 @@ test("text-classification: [{label, score}] for a text, flat for a batch at top_
 
 test('text-classification over a PeftModel and over a model folder + adapter folder', async () => {
   const dir = classifierDir();
-  const base = AutoModelForSequenceClassification.fromPretrained(dir, quiet);
+  const base = AutoModelForSequenceClassification.fromPretrainedSync(dir, quiet);
   const pm = getPeftModel(base, new LoraConfig({ r: 2, targetModules: ['c_attn'], taskType: 'SEQ_CLS' }));
   for (const [n, p] of pm.namedParameters()) if (n.includes('lora_B')) p.data.fill(0.05);
   const tok = Tokenizer.fromFile(dir);
@@ -92,7 +92,7 @@ test('Hub ids from the local cache (offline): a model repo, and an adapter repo 
   };
   const modelSnap = snap('peft-ts/tiny-cls');
   for (const f of fs.readdirSync(dir)) fs.copyFileSync(path.join(dir, f), path.join(modelSnap, f));
-  const pm = getPeftModel(AutoModelForSequenceClassification.fromPretrained(dir, quiet), new LoraConfig({ r: 2, targetModules: ['c_attn'], taskType: 'SEQ_CLS' }));
+  const pm = getPeftModel(AutoModelForSequenceClassification.fromPretrainedSync(dir, quiet), new LoraConfig({ r: 2, targetModules: ['c_attn'], taskType: 'SEQ_CLS' }));
   for (const [n, p] of pm.namedParameters()) if (n.includes('lora_B')) p.data.fill(0.05);
   const adapterSnap = snap('peft-ts/tiny-adapter');
   pm.savePretrained(adapterSnap);
@@ -119,7 +119,7 @@ test('token-classification: entities per token (special tokens and ignore_labels
   const tok = Tokenizer.fromFile(dir);
   const ids = tok.encode(text);
   assert.equal(ents.length, ids.length - 2, 'every token but [CLS] and [SEP]');
-  const m = AutoModelForTokenClassification.fromPretrained(dir, quiet);
+  const m = AutoModelForTokenClassification.fromPretrainedSync(dir, quiet);
   const logits = noGrad(() => m.forward({ inputIds: tok.encodeBatch([text]).toTensors().inputIds }).logits);
   const C = logits.shape[2];
   for (const e of ents) {
@@ -146,7 +146,7 @@ test('text-generation: [{generated_text}] with the prompt (return_full_text), ch
   assert.equal(out.length, 1);
   const text = (out[0] as { generated_text: string }).generated_text;
   const tok = Tokenizer.fromFile(DEFAULT);
-  const m = AutoModelForCausalLM.fromPretrained(DEFAULT, quiet);
+  const m = AutoModelForCausalLM.fromPretrainedSync(DEFAULT, quiet);
   const cont = generateText(m, tok, prompt, { maxNewTokens: 5 });
   assert.equal(text, prompt + cont);
   const only = await gen(prompt, { max_new_tokens: 5, return_full_text: false });

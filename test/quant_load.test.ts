@@ -66,10 +66,10 @@ test('initEmptyWeights: no weight buffer, no random draws; materializeEmptyWeigh
 for (const name of ['llama_lm', 'gpt2_lm', 'gpt2_seqcls', 'bert_seqcls', 'distilbert_tokcls']) {
   test(`${name}: fromPretrained in 4 bit gives the same bits as loading in float32 then quantizeModel`, () => {
     const dir = path.join(FIX, name);
-    const ref = autoFor(name).fromPretrained(dir, quiet);
+    const ref = autoFor(name).fromPretrainedSync(dir, quiet);
     const replaced = quantizeModel(ref);
     const want = logits(ref);
-    const m = autoFor(name).fromPretrained(dir, { ...quiet, quantizationConfig: { loadIn4bit: true, bnb4bitUseDoubleQuant: true } });
+    const m = autoFor(name).fromPretrainedSync(dir, { ...quiet, quantizationConfig: { loadIn4bit: true, bnb4bitUseDoubleQuant: true } });
     assert.deepEqual(m.loadingInfo!.missingKeys, []);
     assert.deepEqual(m.loadingInfo!.unexpectedKeys, []);
     assert.equal(m.training, false);
@@ -108,7 +108,7 @@ test('loading in 4 bit never allocates the float32 weights of quantized layers (
     clearPool();
     const live0 = memoryStats().liveBytes;
     resetPeakMemory();
-    const m = AutoModelForCausalLM.fromPretrained(dir, { ...quiet, quantizationConfig: { loadIn4bit: true } });
+    const m = AutoModelForCausalLM.fromPretrainedSync(dir, { ...quiet, quantizationConfig: { loadIn4bit: true } });
     const peak = memoryStats().peakLiveBytes - live0;
     // Only the float parameters (embeddings, norms, head) are tensors; a quantized weight's
     // float32 copy would add quantParams * 4 bytes.
@@ -120,7 +120,7 @@ test('loading in 4 bit never allocates the float32 weights of quantized layers (
     clearPool();
     const live1 = memoryStats().liveBytes;
     resetPeakMemory();
-    const f = AutoModelForCausalLM.fromPretrained(dir, quiet);
+    const f = AutoModelForCausalLM.fromPretrainedSync(dir, quiet);
     quantizeModel(f);
     assert.ok(memoryStats().peakLiveBytes - live1 >= quantParams * 4);
     assert.deepEqual(logits(m), logits(f));
@@ -131,7 +131,7 @@ test('a folder saved in bitsandbytes format (quantization_config + uint8 keys) l
   const dir = tmpDir(), out = tmpDir();
   try {
     saveSynthetic(dir, LLAMA);
-    const q = AutoModelForCausalLM.fromPretrained(dir, { ...quiet, quantizationConfig: { loadIn4bit: true, bnb4bitUseDoubleQuant: true } });
+    const q = AutoModelForCausalLM.fromPretrainedSync(dir, { ...quiet, quantizationConfig: { loadIn4bit: true, bnb4bitUseDoubleQuant: true } });
     const want = logits(q);
     const state = new Map<string, Tensor>();
     for (const [p, mod] of q.namedModules()) if (mod instanceof Linear4bit) for (const [k, v] of mod.stateTensors(p)) state.set(k, v);
@@ -139,7 +139,7 @@ test('a folder saved in bitsandbytes format (quantization_config + uint8 keys) l
     writeSafetensors(path.join(out, 'model.safetensors'), state, { format: 'pt' }, { uint8Keys: isUint8Key });
     const cfg = { ...q.configForSave(), quantization_config: bnbConfigToDict({ bnb4bitUseDoubleQuant: true }) };
     fs.writeFileSync(path.join(out, 'config.json'), JSON.stringify(cfg));
-    const m = AutoModelForCausalLM.fromPretrained(out, quiet);
+    const m = AutoModelForCausalLM.fromPretrainedSync(out, quiet);
     assert.deepEqual(m.loadingInfo!.missingKeys, []);
     assert.deepEqual(m.loadingInfo!.unexpectedKeys, []);
     const a = m.getSubmodule('model.layers.1.mlp.down_proj') as Linear4bit;
@@ -149,7 +149,7 @@ test('a folder saved in bitsandbytes format (quantization_config + uint8 keys) l
     // a state entry missing is an error naming what is there
     const partial = new Map([...state].filter(([k]) => k !== 'model.layers.0.self_attn.q_proj.weight.quant_map'));
     writeSafetensors(path.join(out, 'model.safetensors'), partial, { format: 'pt' }, { uint8Keys: isUint8Key });
-    assert.throws(() => AutoModelForCausalLM.fromPretrained(out, quiet), /incomplete.*q_proj\.weight \(incomplete 4-bit state: have/);
+    assert.throws(() => AutoModelForCausalLM.fromPretrainedSync(out, quiet), /incomplete.*q_proj\.weight \(incomplete 4-bit state: have/);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
     fs.rmSync(out, { recursive: true, force: true });
@@ -164,7 +164,7 @@ test('a 4-bit layer missing from the checkpoint is drawn, quantized and reported
     sd.delete('model.layers.0.mlp.up_proj.weight');
     writeSafetensors(path.join(dir, 'model.safetensors'), sd, { format: 'pt' });
     const warnings: string[] = [];
-    const m = AutoModelForCausalLM.fromPretrained(dir, { logger: (w) => warnings.push(w), quantizationConfig: { loadIn4bit: true } });
+    const m = AutoModelForCausalLM.fromPretrainedSync(dir, { logger: (w) => warnings.push(w), quantizationConfig: { loadIn4bit: true } });
     assert.deepEqual(m.loadingInfo!.missingKeys, ['model.layers.0.mlp.up_proj.weight']);
     assert.match(warnings.join('\n'), /newly initialized: model\.layers\.0\.mlp\.up_proj\.weight/);
     const up = m.getSubmodule('model.layers.0.mlp.up_proj') as Linear4bit;
@@ -175,7 +175,7 @@ test('a 4-bit layer missing from the checkpoint is drawn, quantized and reported
     const std = Math.sqrt(ss / w.length);
     assert.ok(std > 0.015 && std < 0.025, `drawn with initializer_range 0.02: std ${std}`);
     assert.ok(logits(m).every(Number.isFinite));
-    assert.throws(() => AutoModelForCausalLM.fromPretrained(dir, { ...quiet, strict: true, quantizationConfig: { loadIn4bit: true } }),
+    assert.throws(() => AutoModelForCausalLM.fromPretrainedSync(dir, { ...quiet, strict: true, quantizationConfig: { loadIn4bit: true } }),
       /weights missing.*up_proj/);
   } finally { fs.rmSync(dir, { recursive: true, force: true }); }
 });

@@ -34,7 +34,7 @@ type Fwd = { forward(i: Record<string, unknown>): ModelOutput };
 function load(name: string) {
   const dir = path.join(ROOT, name);
   const exp = JSON.parse(fs.readFileSync(path.join(dir, 'expected.json'), 'utf8')) as Expected;
-  const base = () => AutoModelForSeq2SeqLM.fromPretrained(path.join(dir, 'base'), { logger: () => {} });
+  const base = () => AutoModelForSeq2SeqLM.fromPretrainedSync(path.join(dir, 'base'), { logger: () => {} });
   return { dir, exp, base, adapter: path.join(dir, 'adapter') };
 }
 
@@ -89,7 +89,7 @@ for (const name of CASES) {
     const d = run(model as unknown as Fwd, exp, { decoderInputIds: ids2(exp.decoder_input_ids) });
     close(d.logits, b.logits, 0, 'decoderInputIds');
 
-    const pm = PeftModel.fromPretrained(model, adapter);
+    const pm = PeftModel.fromPretrainedSync(model, adapter);
     const l = run(pm as unknown as Fwd, exp);
     assert.ok(maxDiff(exp.lora_logits, exp.base_logits) > 1e-2, 'fixture adapter must change the outputs');
     close(l.logits, exp.lora_logits, 1e-4, 'LoRA logits');
@@ -141,7 +141,7 @@ for (const name of CASES) {
     assert.deepEqual(Array.from(sm.ints), exp.greedy.flatMap((r) => [...r, ...r]), 'top-1 samples');
     // without a cache the same ids
     assert.deepEqual(Array.from(generate(model, ids2(exp.input_ids), { ...opts, useCache: false }).ints), exp.greedy.flat(), 'greedy, no cache');
-    const pm = PeftModel.fromPretrained(model, adapter);
+    const pm = PeftModel.fromPretrainedSync(model, adapter);
     assert.deepEqual(Array.from(generate(pm, ids2(exp.input_ids), opts).ints), exp.lora_greedy.flat(), 'LoRA greedy');
     assert.deepEqual(Array.from(generate(pm, ids2(exp.input_ids), { ...opts, numBeams: exp.num_beams }).ints), exp.lora_beam.flat(), 'LoRA beam');
   });
@@ -222,9 +222,9 @@ test('Trainer + LoRA fine-tunes a T5 (loss falls; greedy output becomes the targ
       model: pm, tokenizer: tok, trainDataset: feats, evalDataset: feats, progressStream: { write: () => true },
       args: { outputDir: tmp, maxSteps: 150, learningRate: 2e-2, perDeviceTrainBatchSize: 2, saveStrategy: 'no', loggingSteps: 10, plotCurves: false, reportTo: 'none' },
     });
-    const before = trainer.evaluate().eval_loss;
+    const before = (await trainer.evaluate()).eval_loss;
     await trainer.train();
-    const after = trainer.evaluate().eval_loss;
+    const after = (await trainer.evaluate()).eval_loss;
     assert.ok(after < before / 5, `eval loss ${before} -> ${after}`);
     const enc = tok.encodeBatch(rows.map((r) => r.source), { padding: true }).toTensors();
     const out = generate(pm, enc.inputIds, { attentionMask: enc.attentionMask, maxNewTokens: 16 });
@@ -249,7 +249,7 @@ test('our seq2seq adapters export (checked by scripts/make_seq2seq_fixtures.py -
       pm.savePretrained(path.join(out, 'adapter'));
       const ours = run(pm as unknown as Fwd, exp).logits;
       assert.ok(maxDiff(ours, exp.base_logits) > 1e-2);
-      const again = PeftModel.fromPretrained(base(), path.join(out, 'adapter'));
+      const again = PeftModel.fromPretrainedSync(base(), path.join(out, 'adapter'));
       close(run(again as unknown as Fwd, exp).logits, ours, 1e-6, `${name}: reloaded own adapter`);
       fs.writeFileSync(path.join(out, 'ours.json'), JSON.stringify({
         input_ids: exp.input_ids, attention_mask: exp.attention_mask, labels: exp.labels, logits: Array.from(ours),

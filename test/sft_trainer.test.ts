@@ -24,7 +24,7 @@ const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'sft-'));
 
 test('packed batches: our loss equals transformers on TRL\'s collated batch (bfd padding-free, wrapped)', () => {
   const tok = Tokenizer.fromFile(MODEL);
-  const model = AutoModelForCausalLM.fromPretrained(MODEL, { logger: () => {} });
+  const model = AutoModelForCausalLM.fromPretrainedSync(MODEL, { logger: () => {} });
   model.eval();
   for (const [name, strategy] of [['pack_bfd', 'bfd'], ['pack_wrapped', 'wrapped']] as const) {
     const ds = prepareSFTDataset(texts, tok, { packing: true, maxLength: 16, packingStrategy: strategy });
@@ -77,11 +77,11 @@ test('SFTTrainer: model folder + peftConfig -> LoRA applied by the trainer; pack
 
 test('SFTTrainer: prompt-completion data masks prompts; errors as TRL raises them', () => {
   const tok = Tokenizer.fromFile(MODEL);
-  const model = AutoModelForCausalLM.fromPretrained(MODEL, { logger: () => {} });
+  const model = AutoModelForCausalLM.fromPretrainedSync(MODEL, { logger: () => {} });
   const t = new SFTTrainer({ model, processingClass: tok, args: { outputDir: tmp() }, trainDataset: fx.inputs.prompt_completion, progressStream: quiet });
   assert.equal(t.completionOnlyLoss, true);
   assert.deepEqual(t.trainDataset!.rows.map((r) => r.labels), fx.cases.prompt_completion.rows.map((r: { labels: number[] }) => r.labels));
-  const pm = getPeftModel(AutoModelForCausalLM.fromPretrained(MODEL, { logger: () => {} }), new LoraConfig({ r: 2, targetModules: ['c_attn'] }));
+  const pm = getPeftModel(AutoModelForCausalLM.fromPretrainedSync(MODEL, { logger: () => {} }), new LoraConfig({ r: 2, targetModules: ['c_attn'] }));
   assert.throws(() => new SFTTrainer({ model: pm, processingClass: tok, args: { outputDir: tmp() }, trainDataset: texts, peftConfig: new LoraConfig({ r: 2 }) }), /PeftModel together with a peftConfig/);
   // evalPacking false keeps the eval rows whole while the training rows are packed.
   const ev = new SFTTrainer({ model, processingClass: tok, args: { outputDir: tmp(), packing: true, maxLength: 16, evalPacking: false }, trainDataset: texts, evalDataset: texts, progressStream: quiet });

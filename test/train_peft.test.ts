@@ -30,7 +30,7 @@ function seqClsRows(n: number, seed: number): Row[] {
 
 function loraClassifier() {
   defaultRng().setState(new Rng(7).getState()); // LoRA init draws from the shared generator
-  const base = AutoModelForSequenceClassification.fromPretrained(path.join(FIX, 'models', 'gpt2_seqcls'), { logger: () => {} });
+  const base = AutoModelForSequenceClassification.fromPretrainedSync(path.join(FIX, 'models', 'gpt2_seqcls'), { logger: () => {} });
   return getPeftModel(base, new LoraConfig({ taskType: 'SEQ_CLS', r: 4, loraAlpha: 8, loraDropout: 0.1 }));
 }
 
@@ -62,7 +62,7 @@ test('GPT-2 + LoRA: checkpoints hold the peft adapter, and resume is bitwise exa
 
 test('GPT-2 tokenizer + causal LM + LoRA: chat-formatted data trains and the loss falls', async () => {
   const tok = Tokenizer.fromFile(path.join(FIX, 'io', 'tok_gpt2'));
-  const base = AutoModelForCausalLM.fromPretrained(path.join(FIX, 'models', 'gpt2_lm'), { logger: () => {} });
+  const base = AutoModelForCausalLM.fromPretrainedSync(path.join(FIX, 'models', 'gpt2_lm'), { logger: () => {} });
   const vocab = base.config.vocabSize;
   const model = getPeftModel(base, new LoraConfig({ taskType: 'CAUSAL_LM', r: 8, loraAlpha: 16 }));
   // The tiny model has a small vocabulary: map the real tokenizer's ids into it.
@@ -76,9 +76,9 @@ test('GPT-2 tokenizer + causal LM + LoRA: chat-formatted data trains and the los
   assert.ok(feats.rows[0].labels.includes(-100));
   const t = new Trainer({ model, trainDataset: feats, evalDataset: feats, dataCollator: DataCollatorForLanguageModeling({ padTokenId: 0 }), progressStream: quiet,
     args: { outputDir: tmp('clm'), perDeviceTrainBatchSize: 4, numTrainEpochs: 10, learningRate: 5e-2, saveStrategy: 'no', loggingSteps: 5, plotCurves: false } });
-  const before = t.evaluate().eval_loss;
+  const before = (await t.evaluate()).eval_loss;
   await t.train();
-  const after = t.evaluate().eval_loss;
+  const after = (await t.evaluate()).eval_loss;
   // The fixture's frozen tied embeddings have std 0.02, which caps how far LoRA on attention
   // can move the logits (full fine-tuning of the same data reaches ~0.02); a clear drop is the check.
   assert.ok(after < before - 0.2, `${after} vs ${before}`);

@@ -173,11 +173,11 @@ test('evaluate / predict on a classifier: loss, softmax scores, labels, metrics'
   const evalRows = rows(7, 6, 9);
   const t = new Trainer({ model, trainDataset: rows(32), evalDataset: evalRows, progressStream: quiet, computeMetrics: classificationMetrics,
     args: { outputDir: tmp('pred'), perDeviceTrainBatchSize: 4, perDeviceEvalBatchSize: 3, numTrainEpochs: 1, learningRate: 0.05, saveStrategy: 'no', plotCurves: false } });
-  const before = t.evaluate();
+  const before = (await t.evaluate());
   await t.train();
-  const after = t.evaluate();
+  const after = (await t.evaluate());
   assert.ok(after.eval_loss < before.eval_loss, `${after.eval_loss} !< ${before.eval_loss}`);
-  const p = t.predict(evalRows);
+  const p = await t.predict(evalRows);
   assert.deepEqual(p.predictionsShape, [7, 2]);
   assert.deepEqual(Array.from(p.labels!), evalRows.map((r) => r.labels as number));
   for (let i = 0; i < 7; i++) assert.ok(Math.abs(p.scores![2 * i] + p.scores![2 * i + 1] - 1) < 1e-6);
@@ -193,15 +193,15 @@ test('causal LM: prompt-masked features, padded batches, loss goes down, memory 
   const t = new Trainer({ model, trainDataset: feats, evalDataset: feats, tokenizer: tok, progressStream: quiet,
     dataCollator: DataCollatorForLanguageModeling({ tokenizer: tok }),
     args: { outputDir: tmp('clm'), perDeviceTrainBatchSize: 4, numTrainEpochs: 8, learningRate: 3e-2, saveStrategy: 'no', loggingSteps: 4, plotCurves: false } });
-  const before = t.evaluate().eval_loss;
+  const before = (await t.evaluate()).eval_loss;
   await t.train();
   const live1 = memoryStats().liveBytes;
   await t.train();
   const live2 = memoryStats().liveBytes;
   assert.ok(Math.abs(live2 - live1) < 64 * 1024, `live memory grew ${live1} -> ${live2}`);
-  const after = t.evaluate().eval_loss;
+  const after = (await t.evaluate()).eval_loss;
   assert.ok(after < before * 0.7, `${after} vs ${before}`);
-  const p = t.predict(feats.select([0, 1, 2]));
+  const p = await t.predict(feats.select([0, 1, 2]));
   assert.equal(p.predictionsShape.length, 3);
   assert.equal(p.scores, null);
 });

@@ -2,7 +2,6 @@
 // flags, loading models / tokenizers / adapters, and the label mapping saved beside an adapter.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Tokenizer } from '../io/tokenizer.js';
 import { resolveModelPath } from '../io/hub.js';
 import {
@@ -18,6 +17,7 @@ import { inspectModules } from '../peft/inject.js';
 import type { Module } from '../nn/module.js';
 import '../quant/load.js'; // registers the 4-bit loader behind fromPretrained({ quantizationConfig })
 import { Rng } from '../tensor/random.js';
+import { assetPath, defaultModelPath, packageRoot } from '../io/assets.js';
 import { UsageError, bool, camel, list, num, parseArgs, str } from './args.js';
 
 export type Flags = Record<string, unknown>;
@@ -25,19 +25,8 @@ export type CliTask = 'seq-cls' | 'token-cls' | 'causal-lm' | 'seq2seq-lm';
 export const TASKS: CliTask[] = ['seq-cls', 'token-cls', 'causal-lm', 'seq2seq-lm'];
 export { LABEL_MAPPING_FILE };
 
-/** The package root: walk up from this file to the folder with package.json, else the cwd. */
-export function packageRoot(): string {
-  let d = path.dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    if (fs.existsSync(path.join(d, 'package.json')) && fs.existsSync(path.join(d, 'assets'))) return d;
-    const up = path.dirname(d);
-    if (up === d) return process.cwd();
-    d = up;
-  }
-}
-
-export const assetPath = (...p: string[]): string => path.join(packageRoot(), 'assets', ...p);
-export const defaultModelDir = (): string => assetPath('default-model');
+export { packageRoot, assetPath };
+export const defaultModelDir = (): string => defaultModelPath;
 
 /**
  * Flags of a command: parsed argv, over a --config JSON file (same names, camelCase or kebab).
@@ -129,7 +118,7 @@ export function loadBaseModel(task: CliTask, dir: string, o: LoadModelOptions = 
   const auto = task === 'seq-cls' ? AutoModelForSequenceClassification : task === 'token-cls' ? AutoModelForTokenClassification
     : task === 'seq2seq-lm' ? AutoModelForSeq2SeqLM : AutoModelForCausalLM;
   // In 4 bit the Linear weights are quantized as they are read: never whole in float32.
-  const model = auto.fromPretrained(dir, o.load4bit ? { ...opts, quantizationConfig: { loadIn4bit: true } } : opts);
+  const model = auto.fromPretrainedSync(dir, o.load4bit ? { ...opts, quantizationConfig: { loadIn4bit: true } } : opts);
   model.nameOrPath = o.nameOrPath ?? dir;
   return model;
 }
@@ -221,7 +210,7 @@ export async function loadWithAdapter(flags: Flags, taskHint?: CliTask): Promise
     const id2label = Object.fromEntries(labelNames(base.config).map((n, i) => [String(i), n]));
     mapping = { ...(fileMapping ?? {}), task, id2label, label2id: Object.fromEntries(Object.entries(id2label).map(([k, v]) => [v, Number(k)])) };
   }
-  const model = adapter ? PeftModel.fromPretrained(base, adapter) : base;
+  const model = adapter ? await PeftModel.fromPretrained(base, adapter) : base;
   model.eval();
   return { model, task, mapping, tokenizer: loadTokenizer(dir), baseDir: dir };
 }

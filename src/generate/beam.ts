@@ -33,8 +33,8 @@ const NEG = -1e9;
  * Returns numReturnSequences rows per prompt, best first, padded to a common length with
  * transformers' fill value (pad, else the first eos).
  */
-export function beamSearch(model: CausalLM, prompts: number[][], promptMask: number[][], maxNew: number, eos: number[],
-  pad: number | null, processors: LogitsProcessor[], useCache: boolean, opts: BeamSearchOptions): number[][] {
+export function* beamSearch(model: CausalLM, prompts: number[][], promptMask: number[][], maxNew: number, eos: number[],
+  pad: number | null, processors: LogitsProcessor[], useCache: boolean, opts: BeamSearchOptions): Generator<void, number[][]> {
   const K = opts.numBeams, lp = opts.lengthPenalty ?? 1, es = opts.earlyStopping ?? false;
   const R = opts.numReturnSequences ?? 1;
   if (!Number.isInteger(K) || K < 1) throw new RangeError(`numBeams must be a positive integer, got ${K}`);
@@ -122,6 +122,7 @@ export function beamSearch(model: CausalLM, prompts: number[][], promptMask: num
       const allDone = fin.every((hs) => hs.every((h) => h.done));
       const goOn = unsatisfied.some(Boolean) && !(allDone && es === true) && !allHit;
       if (!goOn) break;
+      yield; // a step boundary: the async driver lets the event loop run here
     }
   } finally {
     disposeCache(cache);

@@ -10,6 +10,7 @@ import { ProcessorOptions, applyProcessors, buildLogitsProcessors } from './proc
 import type { Streamer } from './streamer.js';
 import { beamSearch, disposeCache, forwardStep, replaceCache } from './beam.js';
 import { generateSeq2Seq, isEncoderDecoder } from './seq2seq.js';
+import { throwIfAborted, yieldToEventLoop } from '../tensor/yield.js';
 
 /** What generate() needs from a model: PreTrainedModel satisfies it. */
 export interface CausalLM {
@@ -66,6 +67,30 @@ export interface GenerateOptions extends ProcessorOptions {
  * [B * numReturnSequences, 1 + n], starting with its decoder start token, as transformers.
  */
 export function generate(model: CausalLM, inputIds: Tensor, opts: GenerateOptions = {}): Tensor {
+  const it = decodeSteps(model, inputIds, opts);
+  for (;;) { const r = it.next(); if (r.done) return r.value; }
+}
+
+/**
+ * generate() that lets the event loop run between decoding steps (timers, I/O and other
+ * requests go on while it decodes); signal stops it with an AbortError.
+ */
+export async function generateAsync(model: CausalLM, inputIds: Tensor, opts: GenerateOptions & { signal?: AbortSignal } = {}): Promise<Tensor> {
+  const it = decodeSteps(model, inputIds, opts);
+  try {
+    for (;;) {
+      throwIfAborted(opts.signal, 'generate');
+      const r = it.next();
+      if (r.done) return r.value;
+      await yieldToEventLoop();
+    }
+  } finally {
+    it.return(undefined as never); // runs the loop's finally: frees the KV cache, restores training mode
+  }
+}
+
+/** The decoding loop, one yield per new token; generate / generateAsync drive it. */
+function* decodeSteps(model: CausalLM, inputIds: Tensor, opts: GenerateOptions): Generator<void, Tensor> {
   if (inputIds.ndim !== 2 || inputIds.dtype !== 'int32') {
     throw new TypeError(`generate: inputIds must be int32 [B, T], got ${inputIds.dtype} ${inputIds.label()}`);
   }
@@ -82,7 +107,7 @@ export function generate(model: CausalLM, inputIds: Tensor, opts: GenerateOption
     const ids = tensor(rep(inputIds.ints), [b0 * numReturn, t0], { dtype: 'int32' });
     const m = opts.attentionMask;
     const mask = m ? tensor(rep(m.dtype === 'int32' ? m.ints : m.toFloat32Array()), [b0 * numReturn, t0], { dtype: 'int32' }) : null;
-    try { return generate(model, ids, { ...opts, numReturnSequences: 1, attentionMask: mask }); } finally { ids.dispose(); mask?.dispose(); }
+    try { return yield* decodeSteps(model, ids, { ...opts, numReturnSequences: 1, attentionMask: mask }); } finally { ids.dispose(); mask?.dispose(); }
   }
   const [batch, promptLen] = inputIds.shape;
   if (promptLen === 0) throw new Error('generate: the prompt is empty (inputIds has no columns)');
@@ -136,7 +161,7 @@ export function generate(model: CausalLM, inputIds: Tensor, opts: GenerateOption
     const wasTr = model.training === true && typeof model.train === 'function';
     if (wasTr) model.train!(false);
     try {
-      const rows = beamSearch(model, seqs, mask, maxNew, eos, pad, processors, useCache, {
+      const rows = yield* beamSearch(model, seqs, mask, maxNew, eos, pad, processors, useCache, {
         numBeams, lengthPenalty: opts.lengthPenalty, earlyStopping: opts.earlyStopping, numReturnSequences: numReturn,
       });
       return tensor(Int32Array.from(rows.flat()), [rows.length, rows[0].length], { dtype: 'int32' });
@@ -176,6 +201,7 @@ export function generate(model: CausalLM, inputIds: Tensor, opts: GenerateOption
       }
       if (streamer) streamer.put(seqs.map((s) => s[s.length - 1]));
       if (!unfinished.some(Boolean)) break;
+      yield;
     }
   } finally {
     disposeCache(cache);

@@ -1,4 +1,4 @@
-export { generate, argmaxRows, sampleRows } from './generate.js';
+export { generate, generateAsync, argmaxRows, sampleRows } from './generate.js';
 export { isEncoderDecoder } from './seq2seq.js';
 export type { CausalLM, GenerateOptions } from './generate.js';
 export {
@@ -8,7 +8,7 @@ export {
 export type { LogitsProcessor, ProcessorOptions } from './processors.js';
 export { TextStreamer } from './streamer.js';
 export type { Streamer, Decoder, TextStreamerOptions } from './streamer.js';
-export { generateText, leftPad } from './text.js';
+export { generateText, generateTextSync, leftPad } from './text.js';
 export type { TextTokenizer, GenerateTextOptions } from './text.js';
 export { pipeline } from './pipeline.js';
 export type {

@@ -236,7 +236,7 @@ export async function pipeline(task: PipelineTask, model: string | Module, opts:
       returnFullText: chats ? false : (o.returnFullText ?? o.return_full_text ?? true),
     };
     for (const k of Object.keys(g) as (keyof GenerateTextOptions)[]) if (g[k] === undefined) delete g[k];
-    const texts2 = generateText(m as never, tok, prompts, g);
+    const texts2 = await generateText(m as never, tok, prompts, g);
     const per = texts2.length / prompts.length;
     const out: GeneratedText[][] = prompts.map((_, i) => texts2.slice(i * per, (i + 1) * per).map((t) => ({
       generated_text: chats ? [...chats[i], { role: 'assistant', content: t }] : t,

@@ -2,7 +2,7 @@
 // new tokens (like transformers' text-generation pipeline with return_full_text=False).
 import type { Tensor } from '../tensor/tensor.js';
 import { tensor } from '../tensor/ops/basic.js';
-import { generate, CausalLM, GenerateOptions } from './generate.js';
+import { generate, generateAsync, CausalLM, GenerateOptions } from './generate.js';
 
 /** What generateText needs from a tokenizer (src/io's Tokenizer fits). */
 export interface TextTokenizer {
@@ -17,6 +17,8 @@ export interface GenerateTextOptions extends GenerateOptions {
   skipSpecialTokens?: boolean;
   /** Return prompt + continuation instead of the continuation only. Default false. */
   returnFullText?: boolean;
+  /** generateText only: stops decoding with an AbortError. */
+  signal?: AbortSignal;
 }
 
 /** Left-pads token lists into int32 inputIds / attentionMask [B, maxLen]. */
@@ -33,25 +35,48 @@ export function leftPad(batch: number[][], padId: number): { inputIds: Tensor; a
   };
 }
 
-export function generateText(model: CausalLM, tokenizer: TextTokenizer, prompts: string, opts?: GenerateTextOptions): string;
-export function generateText(model: CausalLM, tokenizer: TextTokenizer, prompts: string[], opts?: GenerateTextOptions): string[];
+export function generateText(model: CausalLM, tokenizer: TextTokenizer, prompts: string, opts?: GenerateTextOptions): Promise<string>;
+export function generateText(model: CausalLM, tokenizer: TextTokenizer, prompts: string[], opts?: GenerateTextOptions): Promise<string[]>;
 /**
- * With numReturnSequences R, an array of prompts gives R texts per prompt (consecutive,
- * best first for beam search); a single prompt string gives the first one only.
+ * Text in, text out, as a Promise: the event loop runs between decoding steps, and
+ * opts.signal stops it (AbortError). With numReturnSequences R, an array of prompts gives R
+ * texts per prompt (consecutive, best first for beam search); a single prompt string gives
+ * the first one only.
  */
-export function generateText(model: CausalLM, tokenizer: TextTokenizer, prompts: string | string[], opts: GenerateTextOptions = {}): string | string[] {
+export async function generateText(model: CausalLM, tokenizer: TextTokenizer, prompts: string | string[], opts: GenerateTextOptions = {}): Promise<string | string[]> {
+  const job = prepare(tokenizer, prompts, opts);
+  if (!job) return [];
+  return finish(job, tokenizer, prompts, opts, await generateAsync(model, job.inputIds, job.genOpts));
+}
+
+export function generateTextSync(model: CausalLM, tokenizer: TextTokenizer, prompts: string, opts?: GenerateTextOptions): string;
+export function generateTextSync(model: CausalLM, tokenizer: TextTokenizer, prompts: string[], opts?: GenerateTextOptions): string[];
+/** generateText without the Promise (holds the thread until every token is decoded). */
+export function generateTextSync(model: CausalLM, tokenizer: TextTokenizer, prompts: string | string[], opts: GenerateTextOptions = {}): string | string[] {
+  const job = prepare(tokenizer, prompts, opts);
+  if (!job) return [];
+  return finish(job, tokenizer, prompts, opts, generate(model, job.inputIds, job.genOpts));
+}
+
+interface TextJob { encoded: number[][]; eos: number | number[] | null | undefined; inputIds: Tensor; attentionMask: Tensor; genOpts: GenerateOptions }
+
+function prepare(tokenizer: TextTokenizer, prompts: string | string[], opts: GenerateTextOptions): TextJob | null {
   const list = Array.isArray(prompts) ? prompts : [prompts];
-  if (list.length === 0) return [];
+  if (list.length === 0) return null;
   const encoded = list.map((p) => tokenizer.encode(p));
   const empty = encoded.findIndex((e) => e.length === 0);
   if (empty >= 0) throw new Error(`generateText: prompt ${empty} encodes to no tokens; give it some text`);
   const eos = opts.eosTokenId !== undefined ? opts.eosTokenId : tokenizer.eosTokenId;
   const pad = opts.padTokenId ?? tokenizer.padTokenId ?? (Array.isArray(eos) ? eos[0] : eos) ?? 0;
   const { inputIds, attentionMask } = leftPad(encoded, pad);
-  const out = generate(model, inputIds, { ...opts, eosTokenId: eos, padTokenId: pad, attentionMask });
+  return { encoded, eos, inputIds, attentionMask, genOpts: { ...opts, eosTokenId: eos, padTokenId: pad, attentionMask } };
+}
+
+function finish(job: TextJob, tokenizer: TextTokenizer, prompts: string | string[], opts: GenerateTextOptions, out: Tensor): string | string[] {
+  const { encoded, eos, inputIds, attentionMask } = job;
   const [b, n] = out.shape, t = inputIds.shape[1];
   // numReturnSequences R gives R consecutive rows per prompt.
-  const per = b / list.length;
+  const per = b / encoded.length;
   const texts: string[] = [];
   for (let r = 0; r < b; r++) {
     const i = Math.floor(r / per);

@@ -9,6 +9,8 @@ import { Tokenizer as HFTokenizer } from '@huggingface/tokenizers';
 import { Template } from '@huggingface/jinja';
 import { Tensor } from '../tensor/tensor.js';
 import { tensor } from '../tensor/ops/basic.js';
+import { yieldToEventLoop } from '../tensor/yield.js';
+import { resolveLocalModelPath, resolveModelPath, type ResolveOptions } from './hub.js';
 
 export type PaddingStrategy = 'longest' | 'max_length' | false;
 export type Side = 'left' | 'right';
@@ -133,6 +135,21 @@ export class Tokenizer {
     const jinja = path.join(dir, 'chat_template.jinja');
     const tpl = fs.existsSync(jinja) ? fs.readFileSync(jinja, 'utf8') : null;
     return new Tokenizer(readJson(tj), cfg, tpl);
+  }
+
+  /**
+   * AutoTokenizer.from_pretrained: a model folder or a Hub id (downloaded into the cache when
+   * missing, unless offline), as a Promise (transformers.js).
+   */
+  static async fromPretrained(dirOrId: string, opts: ResolveOptions = {}): Promise<Tokenizer> {
+    const dir = await resolveModelPath(dirOrId, opts);
+    await yieldToEventLoop();
+    return Tokenizer.fromFile(dir);
+  }
+
+  /** fromPretrained without the Promise: a local folder, or a Hub id already in the cache. */
+  static fromPretrainedSync(dirOrId: string, opts: ResolveOptions = {}): Tokenizer {
+    return Tokenizer.fromFile(resolveLocalModelPath(dirOrId, opts));
   }
 
   /**

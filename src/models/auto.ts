@@ -1,6 +1,7 @@
 // AutoModelFor*: pick the architecture from config.json, build it, load a safetensors
 // checkpoint folder into it with transformers' key handling (base-model prefix added or
 // kept, legacy LayerNorm gamma/beta, old buffers skipped), and save it back.
+import { yieldToEventLoop } from '../tensor/yield.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Tensor } from '../tensor/tensor.js';
@@ -234,17 +235,11 @@ export function loadWeights(model: HFModel, dir: string, opts: FromPretrainedOpt
   return { missingKeys: missing, unexpectedKeys: unexpected, newlyInitialized, mismatchedKeys: mismatched };
 }
 
-function fromPretrained(task: TaskType, dirOrId: string, opts: FromPretrainedOptions = {}): HFModel {
-  return named(fromDir(task, resolveLocalModelPath(dirOrId, opts), opts), dirOrId);
+function fromPretrainedSync(task: TaskType, dirOrId: string, opts: FromPretrainedOptions = {}): HFModel {
+  return fromDir(task, resolveLocalModelPath(dirOrId, opts), opts, dirOrId);
 }
 
-/** Records what the model was loaded from, as transformers' name_or_path (the string as given). */
-function named(model: HFModel, dirOrId: string): HFModel {
-  model.nameOrPath = dirOrId;
-  return model;
-}
-
-function fromDir(task: TaskType, dir: string, opts: FromPretrainedOptions): HFModel {
+function fromDir(task: TaskType, dir: string, opts: FromPretrainedOptions, nameOrPath: string): HFModel {
   const raw = { ...readConfigJson(dir), ...(opts.configOverrides ?? {}) };
   if (opts.quantizationConfig || raw.quantization_config) {
     if (!quantizedLoader) throw new Error(`loading ${dir} in 4 bit needs the quant module: import 'peft-ts' (or its src/quant) first`);
@@ -266,17 +261,25 @@ function fromDir(task: TaskType, dir: string, opts: FromPretrainedOptions): HFMo
   const info = loadWeights(model, dir, opts);
   model.initParameters(info.missingKeys); // what the checkpoint lacked gets transformers' init
   model.loadingInfo = info;
+  model.nameOrPath = nameOrPath;
   model.eval(); // transformers returns models in eval mode
   return model;
 }
 
 function autoClass(task: TaskType) {
   return {
-    /** Loads a local model folder, or a Hub id already in the Hugging Face cache (no network). */
-    fromPretrained: (dirOrId: string, opts: FromPretrainedOptions = {}): HFModel => fromPretrained(task, dirOrId, opts),
-    /** Like fromPretrained, but downloads a Hub id into the cache when it is missing (unless offline). */
-    fromPretrainedAsync: async (dirOrId: string, opts: FromPretrainedOptions = {}): Promise<HFModel> =>
-      named(fromDir(task, await resolveModelPath(dirOrId, opts), opts), dirOrId),
+    /**
+     * Loads a local model folder or a Hub id (downloaded into the Hugging Face cache when
+     * missing, unless offline), as transformers.js's from_pretrained: a Promise, the download
+     * runs without blocking the event loop.
+     */
+    fromPretrained: async (dirOrId: string, opts: FromPretrainedOptions = {}): Promise<HFModel> => {
+      const dir = await resolveModelPath(dirOrId, opts);
+      await yieldToEventLoop();
+      return fromDir(task, dir, opts, dirOrId);
+    },
+    /** fromPretrained without the Promise: a local folder, or a Hub id already in the cache (no network). */
+    fromPretrainedSync: (dirOrId: string, opts: FromPretrainedOptions = {}): HFModel => fromPretrainedSync(task, dirOrId, opts),
     /**
      * A randomly initialised model from a config.json object. dtype 'bfloat16' (transformers'
      * from_config(torch_dtype=...)) draws each Linear / Conv1D / Embedding weight in float32 one

@@ -21,8 +21,8 @@ import type { LoraConfig } from './config.js';
 type PeftTask = TaskType | 'SEQ_2_SEQ_LM';
 
 interface AutoModelClass {
-  fromPretrained(dirOrId: string, opts?: FromPretrainedOptions): HFModel;
-  fromPretrainedAsync(dirOrId: string, opts?: FromPretrainedOptions): Promise<HFModel>;
+  fromPretrained(dirOrId: string, opts?: FromPretrainedOptions): Promise<HFModel>;
+  fromPretrainedSync(dirOrId: string, opts?: FromPretrainedOptions): HFModel;
 }
 
 /** The AutoModel class that loads each task's base (a new task is one line here). */
@@ -85,27 +85,27 @@ function finish(p: Plan, model: HFModel, opts: AutoPeftOptions): PeftModel {
       throw new Error(`the tokenizer saved with the adapter in ${p.adapterDir} has ${n} tokens, more than the ${rows} embeddings of ${p.base}; resizing token embeddings is not supported`);
     }
   }
-  return PeftModel.fromPretrained(model, p.adapterDir, { isTrainable: opts.isTrainable, adapterName: opts.adapterName });
+  return PeftModel.fromPretrainedSync(model, p.adapterDir, { isTrainable: opts.isTrainable, adapterName: opts.adapterName });
 }
 
 function autoPeftClass(task: PeftTask) {
   return {
     /**
-     * Loads base model + adapter from an adapter folder, or a Hub id already in the cache (no
-     * network): the base is the adapter config's base_model_name_or_path. Classifier heads get
-     * their label count and names from the adapter (config.json, label_mapping.json, or the
-     * saved head's shape) unless numLabels is given.
+     * Loads base model + adapter from an adapter folder or a Hub id (adapter and base are
+     * downloaded when missing, unless offline), as a Promise: the base is the adapter config's
+     * base_model_name_or_path. Classifier heads get their label count and names from the
+     * adapter (config.json, label_mapping.json, or the saved head's shape) unless numLabels is given.
      */
-    fromPretrained(adapterDirOrId: string, opts: AutoPeftOptions = {}): PeftModel {
-      const dir = resolveLocalModelPath(adapterDirOrId, { ...opts, requiredFile: ADAPTER_CONFIG_NAME });
-      const p = plan(task, dir, opts);
-      return finish(p, p.auto.fromPretrained(p.base, p.baseOpts), opts);
-    },
-    /** Like fromPretrained, but downloads the adapter and the base from the Hub when missing (unless offline). */
-    async fromPretrainedAsync(adapterDirOrId: string, opts: AutoPeftOptions = {}): Promise<PeftModel> {
+    async fromPretrained(adapterDirOrId: string, opts: AutoPeftOptions = {}): Promise<PeftModel> {
       const dir = await resolveModelPath(adapterDirOrId, { ...opts, requiredFile: ADAPTER_CONFIG_NAME });
       const p = plan(task, dir, opts);
-      return finish(p, await p.auto.fromPretrainedAsync(p.base, p.baseOpts), opts);
+      return finish(p, await p.auto.fromPretrained(p.base, p.baseOpts), opts);
+    },
+    /** fromPretrained without the Promise: an adapter folder, or a Hub id already in the cache (no network). */
+    fromPretrainedSync(adapterDirOrId: string, opts: AutoPeftOptions = {}): PeftModel {
+      const dir = resolveLocalModelPath(adapterDirOrId, { ...opts, requiredFile: ADAPTER_CONFIG_NAME });
+      const p = plan(task, dir, opts);
+      return finish(p, p.auto.fromPretrainedSync(p.base, p.baseOpts), opts);
     },
   };
 }

@@ -1,6 +1,7 @@
 // PeftModel: a model with LoRA adapters, laid out like peft's (PeftModel.base_model is the
 // LoraModel, whose .model is the wrapped transformers-style model), so parameter names are
 // "base_model.model.<path>" exactly as in peft.
+import { yieldToEventLoop } from '../tensor/yield.js';
 import { Rng, defaultRng } from '../tensor/random.js';
 import { Module } from '../nn/module.js';
 import type { ModelInputs, ModelOutput, PreTrainedModel } from '../models/types.js';
@@ -245,7 +246,7 @@ export class PeftModel extends Module {
     const frozen = [...this.peftConfig.entries()].filter(([, c]) => c.inferenceMode).map(([n]) => n);
     if (t === 0 && frozen.length) {
       s += `\nNote: adapter(s) ${frozen.map((n) => `'${n}'`).join(', ')} were loaded for inference, so their LoRA weights are frozen. `
-        + 'To train a loaded adapter, pass { isTrainable: true } to PeftModel.fromPretrained() or loadAdapter().';
+        + 'To train a loaded adapter, pass { isTrainable: true } to PeftModel.fromPretrainedSync() or loadAdapter().';
     }
     return s;
   }
@@ -284,7 +285,13 @@ export class PeftModel extends Module {
    * By default (isTrainable=false) the adapter is frozen and the model in eval mode:
    * printTrainableParameters() then shows 0 trainable params. Pass { isTrainable: true } to train.
    */
-  static fromPretrained(model: Module, dir: string, opts: LoadAdapterOptions & { adapterName?: string } = {}): PeftModel {
+  static async fromPretrained(model: Module, dir: string, opts: LoadAdapterOptions & { adapterName?: string } = {}): Promise<PeftModel> {
+    await yieldToEventLoop();
+    return PeftModel.fromPretrainedSync(model, dir, opts);
+  }
+
+  /** fromPretrained without the Promise. */
+  static fromPretrainedSync(model: Module, dir: string, opts: LoadAdapterOptions & { adapterName?: string } = {}): PeftModel {
     const cfg = readAdapterConfig(dir);
     cfg.inferenceMode = !opts.isTrainable;
     const pm = new PeftModel(model, cfg, opts.adapterName ?? 'default');

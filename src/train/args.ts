@@ -54,6 +54,8 @@ export interface TrainingArgumentsInit {
   removeUnusedColumns?: boolean;
   /** SVG chart of loss / eval metrics in outputDir (default true). */
   plotCurves?: boolean;
+  /** Names the run in the chart's title (transformers' run_name; default: the output folder's name). */
+  runName?: string | null;
 }
 
 export class TrainingArguments {
@@ -95,6 +97,7 @@ export class TrainingArguments {
   dataloaderDropLast = false;
   removeUnusedColumns = true;
   plotCurves = true;
+  runName: string | null = null;
 
   constructor(init: TrainingArgumentsInit) {
     const unknown = Object.keys(init).filter((k) => !(k in this) && k !== 'outputDir');

@@ -71,6 +71,8 @@ export interface TrainerCallback {
   onEpochEnd?(a: CallbackArgs): void;
   onLog?(a: CallbackArgs & { logs: LogEntry }): void;
   onEvaluate?(a: CallbackArgs & { metrics: LogEntry }): void;
+  /** After each evaluation / prediction batch: rows done so far of total. */
+  onPredictionStep?(a: CallbackArgs & { step: number; total: number }): void;
   onSave?(a: CallbackArgs & { checkpoint: string }): void;
   onTrainEnd?(a: CallbackArgs): void;
   /** Saved into trainer_state.json and given back on resume. */
@@ -114,36 +116,84 @@ function fmtTime(s: number): string {
 }
 
 /**
- * Progress on stderr: a redrawn bar on a TTY (step/total, loss, it/s, tokens/s, ETA), else one
- * plain line per log. disableTqdm silences both.
+ * One log value as the console shows it, the same way every time: epoch with 2 decimals,
+ * learning rate in exponent form, counts as integers, rates with 1 decimal, losses and
+ * metrics with 4.
+ */
+export function formatLogValue(key: string, v: number): string {
+  if (!Number.isFinite(v)) return String(v);
+  if (key === 'epoch') return v.toFixed(2);
+  if (key === 'step' || key.endsWith('_steps') || key === 'total_flos') return String(Math.round(v));
+  if (key.includes('learning_rate')) return v.toExponential(2);
+  if (key.endsWith('per_second')) return v.toFixed(1);
+  if (key.endsWith('runtime')) return v.toFixed(2);
+  return v.toFixed(4);
+}
+
+/** `k=v k=v ...` of a log entry (without step, which the caller prints). */
+export function formatLogEntry(logs: LogEntry): string {
+  return Object.entries(logs).filter(([k]) => k !== 'step').map(([k, v]) => `${k}=${formatLogValue(k, v)}`).join(' ');
+}
+
+/**
+ * Progress on stderr. On a TTY: a bar redrawn in place (step/total, loss, it/s, tokens/s,
+ * ETA) with every log line (training and evaluation) printed above it, and an
+ * "evaluating rows/total" notice on the bar while evaluation runs. Elsewhere: one plain line
+ * per log. disableTqdm silences both. it/s and the ETA count training-step time only, so an
+ * evaluation does not make them jump.
  */
 export class ProgressCallback implements TrainerCallback {
   readonly name = 'ProgressCallback';
-  private start = 0;
+  private stepStart = 0;
+  private stepSeconds = 0;
   private startStep = 0;
+  private tokensAtStart = 0;
   private lastLoss: number | null = null;
+  private barShown = false;
   constructor(private readonly stream: NodeJS.WriteStream | { write(s: string): unknown; isTTY?: boolean } = process.stderr) {}
   private get tty(): boolean { return Boolean((this.stream as { isTTY?: boolean }).isTTY); }
-  onTrainBegin({ state }: CallbackArgs): void { this.start = Date.now(); this.startStep = state.globalStep; }
+  onTrainBegin({ state }: CallbackArgs): void {
+    this.stepSeconds = 0; this.startStep = state.globalStep; this.tokensAtStart = state.numInputTokensSeen; this.barShown = false;
+  }
+  onStepBegin(): void { this.stepStart = performance.now(); }
   onStepEnd({ args, state }: CallbackArgs): void {
+    this.stepSeconds += (performance.now() - this.stepStart) / 1000;
     if (args.disableTqdm || !this.tty) return;
-    const el = (Date.now() - this.start) / 1000;
-    const done = state.globalStep - this.startStep;
-    const rate = done / Math.max(el, 1e-9);
-    const tps = state.numInputTokensSeen / Math.max(el, 1e-9);
+    this.drawBar(state, this.stepsLine(state));
+  }
+  private bar(state: TrainerState): string {
     const frac = state.maxSteps ? state.globalStep / state.maxSteps : 0;
     const w = 24, fill = Math.round(frac * w);
-    const bar = '█'.repeat(fill) + '░'.repeat(w - fill);
+    return `${'█'.repeat(fill)}${'░'.repeat(w - fill)} ${state.globalStep}/${state.maxSteps}`;
+  }
+  private stepsLine(state: TrainerState): string {
+    const done = state.globalStep - this.startStep;
+    const t = Math.max(this.stepSeconds, 1e-9);
+    const rate = done / t;
+    const tps = (state.numInputTokensSeen - this.tokensAtStart) / t;
     const loss = this.lastLoss === null ? '' : ` loss ${this.lastLoss.toFixed(4)}`;
-    this.stream.write(`\r${bar} ${state.globalStep}/${state.maxSteps}${loss} ${rate.toFixed(2)} it/s ${tps.toFixed(0)} tok/s ETA ${fmtTime((state.maxSteps - state.globalStep) / rate)}\x1b[K`);
+    return `${loss} ${rate.toFixed(2)} it/s ${tps.toFixed(0)} tok/s ETA ${fmtTime((state.maxSteps - state.globalStep) / rate)}`;
+  }
+  private drawBar(state: TrainerState, tail: string): void {
+    this.stream.write(`\r${this.bar(state)}${tail}\x1b[K`);
+    this.barShown = true;
+  }
+  onPredictionStep({ args, state, step, total }: CallbackArgs & { step: number; total: number }): void {
+    // Only while training: a standalone evaluate() has no bar to annotate.
+    if (args.disableTqdm || !this.tty || !this.barShown) return;
+    this.drawBar(state, ` evaluating ${step}/${total}…`);
   }
   onLog({ args, state, logs }: CallbackArgs & { logs: LogEntry }): void {
     if (logs.loss !== undefined) this.lastLoss = logs.loss;
     if (args.disableTqdm) return;
-    if (!this.tty) {
-      const parts = Object.entries(logs).map(([k, v]) => `${k}=${Number.isInteger(v) ? v : v.toPrecision(5)}`);
-      this.stream.write(`[step ${state.globalStep}/${state.maxSteps}] ${parts.join(' ')}\n`);
-    }
+    const line = `[step ${state.globalStep}/${state.maxSteps}] ${formatLogEntry(logs)}`;
+    if (!this.tty) { this.stream.write(line + '\n'); return; }
+    // Above the bar: clear its line, print, redraw it underneath.
+    this.stream.write(`\r\x1b[K${line}\n`);
+    if (this.barShown) this.drawBar(state, this.stepsLine(state));
   }
-  onTrainEnd({ args }: CallbackArgs): void { if (!args.disableTqdm && this.tty) this.stream.write('\n'); }
+  onTrainEnd({ args }: CallbackArgs): void {
+    if (!args.disableTqdm && this.tty && this.barShown) this.stream.write('\n');
+    this.barShown = false;
+  }
 }

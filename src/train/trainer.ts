@@ -1,6 +1,7 @@
 // Trainer: the transformers training loop (gradient accumulation, clipping, AdamW + schedule,
 // logging / evaluation / saving by steps or epochs, best-model tracking, exact resume) over
 // this library's models. One micro-batch = one tidy() scope, so memory stays flat.
+import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Tensor, noGrad } from '../tensor/tensor.js';
@@ -8,6 +9,7 @@ import { tidy } from '../tensor/memory.js';
 import { autocast } from '../tensor/autocast.js';
 import { mulScalar, zeros } from '../tensor/ops/basic.js';
 import { Rng, defaultRng } from '../tensor/random.js';
+import { AbortError, yieldToEventLoop } from '../tensor/yield.js';
 import type { Module } from '../nn/module.js';
 import type { ModelInputs, ModelOutput } from '../models/types.js';
 import { Dataset, Row } from '../data/dataset.js';
@@ -51,6 +53,46 @@ export interface PredictionOutput {
 
 export interface TrainOutput { globalStep: number; trainingLoss: number; metrics: LogEntry }
 
+export interface TrainOptions {
+  /** true: the latest checkpoint-<step> in outputDir; a string: that checkpoint folder. */
+  resumeFromCheckpoint?: string | boolean | null;
+  /**
+   * Stops training at the next optimizer-step boundary (or evaluation batch): a checkpoint of
+   * the last finished step is saved first, then train() rejects with an AbortError whose
+   * `checkpoint` names it; `train({ resumeFromCheckpoint: true })` continues exactly.
+   */
+  signal?: AbortSignal;
+}
+
+/** Emitted as 'progress' after every optimizer step. */
+export interface TrainProgress {
+  globalStep: number;
+  maxSteps: number;
+  epoch: number;
+  /** Loss of the last logged window (null before the first log). */
+  loss: number | null;
+  /** Seconds since train() started. */
+  elapsed: number;
+}
+
+/** The AbortError train() rejects with: the checkpoint it saved (null when no step had finished). */
+export class TrainingAbortedError extends AbortError {
+  constructor(readonly checkpoint: string | null, readonly globalStep: number, cause?: unknown) {
+    super(`training was aborted at step ${globalStep}${checkpoint ? `; resumable checkpoint: ${checkpoint}` : ''}`, { cause });
+  }
+}
+
+/**
+ * Events (besides TrainerCallback hooks): 'progress' (TrainProgress, every optimizer step),
+ * 'log' (LogEntry), 'evaluate' (eval metrics), 'save' (checkpoint folder).
+ */
+export interface TrainerEvents {
+  progress: [TrainProgress];
+  log: [LogEntry];
+  evaluate: [LogEntry];
+  save: [string];
+}
+
 export interface TrainerOptions {
   model: TrainableModel;
   args: TrainingArguments | TrainingArgumentsInit;
@@ -84,7 +126,7 @@ function modelPadId(model: TrainableModel): number {
   return typeof p === 'number' ? p : 0;
 }
 
-export class Trainer {
+export class Trainer extends EventEmitter<TrainerEvents> {
   readonly model: TrainableModel;
   readonly args: TrainingArguments;
   trainDataset?: Dataset;
@@ -98,10 +140,17 @@ export class Trainer {
   optimizer: AdamW | null = null;
   lrScheduler: LRScheduler | null = null;
   private logFile: string | null = null;
+  private signal: AbortSignal | null = null;
+  /** The last evaluation made while training and the step it was made at. */
+  private lastEval: { step: number; metrics: LogEntry } | null = null;
+  private lastLoss: number | null = null;
+  private runStartStep = 0;
+  private lastSavedStep = -1;
   /** The job's processes (one unless launched by mpirun); rank 0 logs, evaluates and writes. */
   readonly collective: Collective;
 
   constructor(o: TrainerOptions) {
+    super();
     if (!o.model || typeof o.model.forward !== 'function') throw new Error('Trainer: model must have forward({inputIds, attentionMask, labels})');
     this.model = o.model;
     this.args = o.args instanceof TrainingArguments ? o.args : new TrainingArguments(o.args);
@@ -169,16 +218,30 @@ export class Trainer {
    * Under mpirun every rank calls it: each trains on its shard of every global batch, gradients
    * are averaged, rank 0 logs, evaluates and writes. An error on one rank ends the whole job.
    */
-  async train(opts: { resumeFromCheckpoint?: string | boolean | null } = {}): Promise<TrainOutput> {
+  async train(opts: TrainOptions = {}): Promise<TrainOutput> {
+    if (!this.trainDataset || this.trainDataset.length === 0) throw new Error('Trainer.train: no trainDataset (or it is empty)');
+    if (opts.signal?.aborted) throw new TrainingAbortedError(null, this.state.globalStep, opts.signal.reason);
+    this.signal = opts.signal ?? null;
+    this.lastEval = null;
+    this.lastLoss = null;
+    this.lastSavedStep = -1;
+    try {
+      return await this.trainOnRanks(opts);
+    } finally {
+      this.signal = null;
+    }
+  }
+
+  private async trainOnRanks(opts: TrainOptions): Promise<TrainOutput> {
     const c = this.collective;
-    if (c.worldSize === 1) return this.trainLoop(opts);
+    if (c.worldSize === 1) return this.trainAbortable(opts);
     const onTerm = () => {
       process.stderr.write(`[rank ${c.rank}/${c.worldSize}] stopped: the job was terminated (another rank failed or the launcher was interrupted)\n`);
       process.exit(143);
     };
     process.once('SIGTERM', onTerm);
     try {
-      return await this.trainLoop(opts);
+      return await this.trainAbortable(opts);
     } catch (e) {
       process.stderr.write(`[rank ${c.rank}/${c.worldSize}] training failed: ${(e as Error)?.stack ?? e}\n` +
         `[rank ${c.rank}/${c.worldSize}] ending every rank of the job (checkpoints already written are complete)\n`);
@@ -188,7 +251,25 @@ export class Trainer {
     }
   }
 
-  private async trainLoop(opts: { resumeFromCheckpoint?: string | boolean | null }): Promise<TrainOutput> {
+  /** The training loop; an abort (signal) ends it with a checkpoint of the last finished step. */
+  private async trainAbortable(opts: TrainOptions): Promise<TrainOutput> {
+    try {
+      return await this.trainLoop(opts);
+    } catch (e) {
+      if (!(e instanceof AbortError) || e instanceof TrainingAbortedError || !this.signal?.aborted) throw e;
+      // Stopped between steps: a checkpoint of the last finished step lets a resume redo the rest exactly.
+      let ckpt: string | null = null;
+      const step = this.state.globalStep;
+      if (step > this.runStartStep || this.lastSavedStep === step) {
+        if (this.lastSavedStep !== step) await this.saveCheckpoint(null);
+        ckpt = path.join(this.args.outputDir, `checkpoint-${step}`);
+      }
+      if (this.args.gradientCheckpointing) this.setGradientCheckpointing(false);
+      throw new TrainingAbortedError(ckpt, step, this.signal.reason);
+    }
+  }
+
+  private async trainLoop(opts: TrainOptions): Promise<TrainOutput> {
     const args = this.args;
     const { rank, worldSize } = this.collective;
     const ds = this.trainDataset;
@@ -250,6 +331,7 @@ export class Trainer {
     this.optimizer.zeroGrad();
     const start = Date.now();
     const startStep = this.state.globalStep;
+    this.runStartStep = startStep;
     let trLoss = 0, stepsSinceLog = 0, totalLoss = 0, lastGradNorm = NaN, lastLr = NaN;
     let tokensSinceLog = 0, logClock = Date.now();
     this.fire('onTrainBegin');
@@ -285,6 +367,7 @@ export class Trainer {
           if (!Number.isFinite(loss)) trLoss += trLoss / (1 + stepsSinceLog);
           else trLoss += loss;
           groupTokens += tokens;
+          await yieldToEventLoop();
         }
         if (worldSize > 1) {
           const extra = new Float64Array([groupTokens]);
@@ -306,6 +389,8 @@ export class Trainer {
         this.fire('onStepEnd');
         const r = await this.maybeLogSaveEvaluate({ trLoss, stepsSinceLog, gradNorm: lastGradNorm, lr: lastLr, tokensSinceLog, logClock });
         if (r.logged) { totalLoss += r.lossSum; trLoss = 0; stepsSinceLog = 0; tokensSinceLog = 0; logClock = Date.now(); }
+        this.emit('progress', { globalStep: this.state.globalStep, maxSteps, epoch: this.state.epoch, loss: this.lastLoss, elapsed: (Date.now() - start) / 1000 });
+        if (this.signal?.aborted) throw new AbortError('aborted', { cause: this.signal.reason });
         if (this.control.shouldEpochStop || this.control.shouldTrainingStop) break;
       }
       this.control.shouldEpochStop = false;
@@ -373,6 +458,7 @@ export class Trainer {
     if (c.shouldEvaluate) {
       c.shouldEvaluate = false;
       metrics = await this.evaluateOnMain();
+      this.lastEval = { step: this.state.globalStep, metrics };
       this.determineBestMetric(metrics);
     }
     if (c.shouldSave) {
@@ -394,7 +480,7 @@ export class Trainer {
   private async evaluateOnMain(): Promise<LogEntry> {
     const c = this.collective;
     if (c.worldSize === 1) return this.evaluate();
-    const mine = this.isMain ? this.evaluate() : undefined;
+    const mine = this.isMain ? await this.evaluate() : undefined;
     await c.barrier(); // the others sleep here (not spin in MPI) while rank 0 evaluates
     const metrics = await broadcastJson(c, mine, 0);
     if (!this.isMain) {
@@ -410,6 +496,20 @@ export class Trainer {
     this.state.logHistory.push(entry);
     if (this.logFile) fs.appendFileSync(this.logFile, JSON.stringify(entry) + '\n');
     for (const cb of this.callbacks) cb.onLog?.({ args: this.args, state: this.state, control: this.control, logs: entry });
+    if (logs.loss !== undefined) this.lastLoss = logs.loss;
+    this.emit('log', entry);
+  }
+
+  /**
+   * The metrics of the evaluation train() made at its last step, when the weights are still
+   * those it evaluated (null otherwise): callers that report a final evaluation reuse it
+   * instead of running (and logging) the same evaluation twice.
+   */
+  finalEvaluation(): LogEntry | null {
+    const e = this.lastEval;
+    if (!e || e.step !== this.state.globalStep) return null;
+    if (this.args.loadBestModelAtEnd && this.state.bestGlobalStep !== null && this.state.bestGlobalStep !== e.step) return null;
+    return e.metrics;
   }
 
   private truncateLog(step: number): void {
@@ -422,7 +522,21 @@ export class Trainer {
   }
 
   private writeCurves(): void {
-    fs.writeFileSync(path.join(this.args.outputDir, 'training_curves.svg'), trainingCurvesSvg(this.state.logHistory));
+    fs.writeFileSync(path.join(this.args.outputDir, 'training_curves.svg'), trainingCurvesSvg(this.state.logHistory, { ...this.curvesHeading(), maxSteps: this.state.maxSteps }));
+  }
+
+  /** The chart's heading: run and model, then the hyperparameters that shape the curves. */
+  private curvesHeading(): { title: string; subtitle: string } {
+    const a = this.args;
+    const m = this.model as unknown as { getBaseModel?(): unknown; activePeftConfig?: { r: number; loraAlpha: number; useDora?: boolean; targetModules?: unknown } };
+    const base = (m.getBaseModel?.() ?? m) as { nameOrPath?: string; architecture?: string; constructor: { name: string } };
+    const model = base.nameOrPath ?? base.architecture ?? base.constructor.name;
+    const hp = [`lr ${a.learningRate.toExponential(1)} (${a.lrSchedulerType})`, `batch ${a.perDeviceTrainBatchSize}${a.gradientAccumulationSteps > 1 ? `x${a.gradientAccumulationSteps}` : ''}`, `${this.state.maxSteps} steps`];
+    const lora = m.activePeftConfig;
+    if (lora) hp.push(`${lora.useDora ? 'DoRA' : 'LoRA'} r=${lora.r} alpha=${lora.loraAlpha}`);
+    if (a.weightDecay) hp.push(`wd ${a.weightDecay}`);
+    hp.push(`seed ${a.seed}`);
+    return { title: `${a.runName ?? path.basename(path.resolve(a.outputDir))} · ${model}`, subtitle: hp.join(', ') };
   }
 
   private metricKey(): string {
@@ -482,7 +596,9 @@ export class Trainer {
       rotateCheckpoints(a.outputDir, a.saveTotalLimit, this.state.bestModelCheckpoint);
     }
     await this.collective.barrier();
+    this.lastSavedStep = this.state.globalStep;
     for (const cb of this.callbacks) cb.onSave?.({ args: this.args, state: this.state, control: this.control, checkpoint: dir });
+    this.emit('save', dir);
   }
 
   /** Saves the final model (adapter via savePretrained, else trainable weights) to dir. */
@@ -501,7 +617,7 @@ export class Trainer {
   }
 
   /** Runs the model over a dataset without gradients; loss is the example-weighted mean. */
-  private loop(ds: Dataset, wantOutputs: boolean): { loss: number | null; logits: Float32Array | null; shape: number[]; labels: Int32Array | null } {
+  private async loop(ds: Dataset, wantOutputs: boolean, signal: AbortSignal | null): Promise<{ loss: number | null; logits: Float32Array | null; shape: number[]; labels: Int32Array | null }> {
     const bs = this.args.perDeviceEvalBatchSize;
     const wasTraining = this.model.training;
     this.model.eval();
@@ -520,6 +636,10 @@ export class Trainer {
             if (batch.labels) labelParts.push({ data: Int32Array.from(batch.labels.ints), shape: batch.labels.shape.slice() });
           }
         }));
+        const a = { args: this.args, state: this.state, control: this.control, step: Math.min(i + bs, ds.length), total: ds.length };
+        for (const cb of this.callbacks) cb.onPredictionStep?.(a);
+        await yieldToEventLoop();
+        if (signal?.aborted) throw new AbortError('evaluation was aborted', { cause: signal.reason });
       }
     } finally { this.model.train(wasTraining); }
     const loss = haveLoss && n ? lossSum / n : null;
@@ -529,12 +649,15 @@ export class Trainer {
     return { loss, logits: logits.data, shape: logits.shape, labels: labels?.data ?? null };
   }
 
-  /** Evaluation loss and computeMetrics on evalDataset, keys prefixed "eval_". */
-  evaluate(evalDataset?: Dataset | Row[], metricKeyPrefix = 'eval'): LogEntry {
+  /**
+   * Evaluation loss and computeMetrics on evalDataset, keys prefixed "eval_". The event loop
+   * runs between batches; opts.signal stops it (AbortError).
+   */
+  async evaluate(evalDataset?: Dataset | Row[], metricKeyPrefix = 'eval', opts: { signal?: AbortSignal } = {}): Promise<LogEntry> {
     const ds = asDataset(evalDataset) ?? this.evalDataset;
     if (!ds || ds.length === 0) throw new Error('Trainer.evaluate: no evalDataset');
     const t0 = Date.now();
-    const r = this.loop(ds, this.computeMetrics !== undefined);
+    const r = await this.loop(ds, this.computeMetrics !== undefined, opts.signal ?? this.signal);
     const metrics: LogEntry = {};
     if (r.loss !== null) metrics[`${metricKeyPrefix}_loss`] = r.loss;
     if (this.computeMetrics && r.logits && r.labels) {
@@ -546,14 +669,15 @@ export class Trainer {
     metrics[`${metricKeyPrefix}_samples_per_second`] = ds.length / Math.max(rt, 1e-9);
     this.log(metrics);
     for (const cb of this.callbacks) cb.onEvaluate?.({ args: this.args, state: this.state, control: this.control, metrics });
+    this.emit('evaluate', metrics);
     return metrics;
   }
 
-  /** Logits (and softmax scores), labels and "test_" metrics over a dataset. */
-  predict(testDataset: Dataset | Row[], metricKeyPrefix = 'test'): PredictionOutput {
-    const ds = asDataset(testDataset)!;
-    if (ds.length === 0) throw new Error('Trainer.predict: empty dataset');
-    const r = this.loop(ds, true);
+  /** Logits (and softmax scores), labels and "test_" metrics over a dataset; the event loop runs between batches. */
+  async predict(testDataset: Dataset | Row[], metricKeyPrefix = 'test', opts: { signal?: AbortSignal } = {}): Promise<PredictionOutput> {
+    const ds = asDataset(testDataset);
+    if (!ds || ds.length === 0) throw new Error('Trainer.predict: empty dataset');
+    const r = await this.loop(ds, true, opts.signal ?? null);
     const C = r.shape[r.shape.length - 1];
     const metrics: LogEntry = {};
     if (r.loss !== null) metrics[`${metricKeyPrefix}_loss`] = r.loss;

@@ -19,7 +19,7 @@ const tok = Tokenizer.fromFile(modelDir);
 const raw = readFileSync(join(root, 'assets', 'data', 'kjv_section_train.jsonl'), 'utf8').trim().split('\n').slice(0, 96);
 const rows = tokenizeClassification(new Dataset(raw.map((l) => JSON.parse(l) as Record<string, unknown>)), tok, { textColumn: 'text', maxLength: 32 });
 
-const model = AutoModelForSequenceClassification.fromPretrained(modelDir, { numLabels: 4 });
+const model = AutoModelForSequenceClassification.fromPretrainedSync(modelDir, { numLabels: 4 });
 const peft = getPeftModel(model, new LoraConfig({ r: 4, loraAlpha: 8, loraDropout: 0, taskType: 'SEQ_CLS', targetModules: ['c_attn'] }));
 const rank = getCollective().rank;
 const die: TrainerCallback = {

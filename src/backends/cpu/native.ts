@@ -7,7 +7,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AddonKernels } from '../addon-kernels.js';
 
-export const BUILD_HINT = 'apt-get install -y libopenblas-dev && npm run build:native';
+export const BUILD_HINT = 'sudo apt-get install -y build-essential libopenblas-dev python3, then: npm rebuild peft-ts (in a peft-ts checkout: npm run build:native)';
 const REL = join('native', 'build', 'Release', 'peft_native.node');
 
 type F32 = Float32Array;

@@ -51,7 +51,7 @@ export async function demoCommand(argv: string[]): Promise<void> {
   const testFeats = featuresFor('seq-cls', testDs, tok, cols, {});
   const id2label = testFeats.id2label!;
   const base = loadBaseModel('seq-cls', modelDir, { numLabels: 4, seed, quiet: true });
-  const before = evaluateModel(base, 'seq-cls', testFeats.dataset, tok);
+  const before = await evaluateModel(base, 'seq-cls', testFeats.dataset, tok);
   line(`untrained classifier (pretrained body, new head) on ${testDs.length} test verses: accuracy ${fmtPct(before.eval_accuracy)}, macro-F1 ${before.eval_f1.toFixed(3)}`);
   line();
   line('-- 2. LoRA fine-tuning (c_attn/c_proj/c_fc + score head as modules_to_save) --');
@@ -97,11 +97,11 @@ export async function demoCommand(argv: string[]): Promise<void> {
     const ccols = columnsFrom({});
     const lm = loadBaseModel('causal-lm', modelDir, { quiet: true });
     const clmFeats = featuresFor('causal-lm', compTestDs, tok, ccols, {});
-    const lmBefore = evaluateModel(lm, 'causal-lm', clmFeats.dataset, tok);
+    const lmBefore = await evaluateModel(lm, 'causal-lm', clmFeats.dataset, tok);
     const prompts = [0, 1, 2, 3].map((i) => compTestDs.rows[i * 23 % compTestDs.length]);
-    const gen = (m: CausalLM) => generateText(m, tok, prompts.map((p) => p.prompt as string), { maxNewTokens: 24, noRepeatNgramSize: 3 })
+    const gen = async (m: CausalLM) => (await generateText(m, tok, prompts.map((p) => p.prompt as string), { maxNewTokens: 24, noRepeatNgramSize: 3 }))
       .map((s) => s.split('\n')[0]);
-    const genBefore = gen(lm);
+    const genBefore = await gen(lm);
     const clmDir = path.join(out, 'completion');
     const clmSteps = num(flags, 'clmSteps', 250)!;
     const tclm = Date.now();
@@ -111,7 +111,7 @@ export async function demoCommand(argv: string[]): Promise<void> {
       evalSteps: String(Math.max(1, Math.round(clmSteps / 3))), loggingSteps: '10', warmupRatio: '0.06', scheduler: 'cosine', seed: String(seed), maxLength: '96',
     });
     const clmSeconds = (Date.now() - tclm) / 1000;
-    const genAfter = gen(clm.peft);
+    const genAfter = await gen(clm.peft);
     const lmAfter = clm.evalMetrics!;
     line();
     line(`completion loss on kjv_complete_test: ${lmBefore.eval_loss.toFixed(3)} (perplexity ${lmBefore.eval_perplexity.toFixed(1)}) -> ${lmAfter.eval_loss.toFixed(3)} (perplexity ${lmAfter.eval_perplexity.toFixed(1)}), ${clm.globalStep} steps in ${clmSeconds.toFixed(0)} s`);

@@ -30,14 +30,14 @@ Prints accuracy and macro-F1 (seq-cls), token accuracy and entity-level precisio
 const KNOWN = ['data', 'adapter', 'model', 'task', 'numLabels', 'textColumn', 'labelColumn', 'promptColumn', 'completionColumn', 'template', 'maxLength', 'batchSize', 'seed', 'loadIn4bit', 'dtype', 'json', 'tokensColumn', 'tagsColumn', 'labels', 'revision', 'adapterRevision', 'sourceColumn', 'targetColumn', 'maxTargetLength'];
 
 /** Evaluation metrics of `model` on tokenized features (no log files written). */
-export function evaluateModel(model: ConstructorParameters<typeof Trainer>[0]['model'], task: CliTask, features: Dataset, tok: Tokenizer, batchSize = 16,
-  id2label?: Record<string, string>): LogEntry {
+export async function evaluateModel(model: ConstructorParameters<typeof Trainer>[0]['model'], task: CliTask, features: Dataset, tok: Tokenizer, batchSize = 16,
+  id2label?: Record<string, string>): Promise<LogEntry> {
   const trainer = new Trainer({
     model, tokenizer: tok, args: { outputDir: '.', reportTo: 'none', perDeviceEvalBatchSize: batchSize, plotCurves: false },
     computeMetrics: metricsFor(task, id2label), progressStream: { write: () => true },
     dataCollator: task === 'token-cls' ? DataCollatorForTokenClassification({ tokenizer: tok }) : undefined,
   });
-  const m = trainer.evaluate(features);
+  const m = await trainer.evaluate(features);
   if ((task === 'causal-lm' || task === 'seq2seq-lm') && m.eval_loss !== undefined) m.eval_perplexity = Math.exp(m.eval_loss);
   return m;
 }
@@ -67,7 +67,7 @@ export async function evalCommand(argv: string[]): Promise<void> {
     source: str(flags, 'sourceColumn') ?? mapping?.sourceColumn ?? cols.source, target: str(flags, 'targetColumn') ?? mapping?.targetColumn ?? cols.target,
   };
   const feats = featuresFor(task, ds, tokenizer, c, flags, fromAdapter ?? label2id);
-  const m = evaluateModel(model, task, feats.dataset, tokenizer, num(flags, 'batchSize', 16), feats.id2label);
+  const m = await evaluateModel(model, task, feats.dataset, tokenizer, num(flags, 'batchSize', 16), feats.id2label);
   if (flags.json) { console.log(JSON.stringify(m)); return; }
   console.log(`evaluation on ${file} (${ds.length} rows):`);
   printMetrics(m);

@@ -1,6 +1,6 @@
 // peft-ts generate: text continuation of a prompt, streamed to stdout, with or without an adapter.
 import { tensor } from '../../tensor/index.js';
-import { generate } from '../../generate/generate.js';
+import { generateAsync } from '../../generate/generate.js';
 import { TextStreamer } from '../../generate/streamer.js';
 import { UsageError, bool, num, str } from '../args.js';
 import { Flags, checkKnown, commandFlags, loadWithAdapter } from '../common.js';
@@ -42,7 +42,7 @@ export async function generateCommand(argv: string[]): Promise<void> {
   const stream = bool(flags, 'stream', true) && numBeams === 1;
   let text = '';
   const streamer = new TextStreamer(tokenizer, { skipPrompt: bool(flags, 'skipPrompt'), skipSpecialTokens: true, write: stream ? (s) => { process.stdout.write(s); } : (s) => { text += s; } });
-  const out = generate(model, tensor(Int32Array.from(ids), [1, ids.length]), {
+  const out = await generateAsync(model, tensor(Int32Array.from(ids), [1, ids.length]), {
     maxNewTokens: num(flags, 'maxNewTokens', 40), doSample: bool(flags, 'doSample'), numBeams,
     temperature: num(flags, 'temperature'), topK: num(flags, 'topK'), topP: num(flags, 'topP'),
     noRepeatNgramSize: num(flags, 'noRepeatNgramSize'), repetitionPenalty: num(flags, 'repetitionPenalty'),

@@ -108,5 +108,5 @@ export async function sftCommand(argv: string[]): Promise<void> {
     if (fs.existsSync(path.join(dir, f))) fs.copyFileSync(path.join(dir, f), path.join(args.outputDir, f));
   }
   console.log(`saved the adapter to ${args.outputDir} (${out.globalStep} steps, train loss ${out.trainingLoss.toFixed(4)})`);
-  if (evalDs) { console.log('final evaluation:'); printMetrics(trainer.evaluate()); }
+  if (evalDs) { console.log('final evaluation:'); printMetrics(await trainer.evaluate()); }
 }

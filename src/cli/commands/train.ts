@@ -139,7 +139,8 @@ export async function runTrain(flags: Flags, log: (s: string) => void = (s) => c
   }
   let evalMetrics: LogEntry | null = null;
   if (evalFeats) {
-    evalMetrics = trainer.evaluate();
+    // The evaluation train() made at its last step, unless the weights changed since (best model reloaded).
+    evalMetrics = { ...(trainer.finalEvaluation() ?? await trainer.evaluate()) };
     if ((task === 'causal-lm' || task === 'seq2seq-lm') && evalMetrics.eval_loss !== undefined) evalMetrics.eval_perplexity = Math.exp(evalMetrics.eval_loss);
   }
   return { outputDir, task, peft, trainer, evalMetrics, globalStep: out.globalStep, rank: 0 };
