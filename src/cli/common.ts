@@ -15,11 +15,12 @@ import { inspectModules } from '../peft/inject.js';
 import type { Module } from '../nn/module.js';
 import '../quant/load.js'; // registers the 4-bit loader behind fromPretrained({ quantizationConfig })
 import { Rng } from '../tensor/random.js';
-import { UsageError, bool, camel, list, num, parseArgs, str } from './args.js';
+import { UsageError } from './args.js';
+import { readJsonObject, specialFileKind } from '../io/files.js';
+import { TASKS, type CliTask, type LoraOptions, type ModelOptions } from './options.js';
 
-export type Flags = Record<string, unknown>;
-export type CliTask = 'seq-cls' | 'token-cls' | 'causal-lm';
-export const TASKS: CliTask[] = ['seq-cls', 'token-cls', 'causal-lm'];
+export type { CliTask } from './options.js';
+export { TASKS } from './options.js';
 export const LABEL_MAPPING_FILE = 'label_mapping.json';
 
 /** The package root: walk up from this file to the folder with package.json, else the cwd. */
@@ -36,50 +37,18 @@ export function packageRoot(): string {
 export const assetPath = (...p: string[]): string => path.join(packageRoot(), 'assets', ...p);
 export const defaultModelDir = (): string => assetPath('default-model');
 
-/**
- * Flags of a command: parsed argv, over a --config JSON file (same names, camelCase or kebab).
- * Flags given on the command line win over the file.
- */
-export function commandFlags(argv: string[], booleans: string[]): Flags {
-  const { positionals, flags } = parseArgs(argv, new Set(booleans));
-  if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}' (flags start with --)`);
-  let merged: Flags = {};
-  if (typeof flags.config === 'string') {
-    const file = flags.config;
-    if (!fs.existsSync(file)) throw new UsageError(`--config: no such file ${file}`);
-    let raw: unknown;
-    try { raw = JSON.parse(fs.readFileSync(file, 'utf8')); } catch (e) { throw new UsageError(`${file}: invalid JSON (${(e as Error).message})`); }
-    if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new UsageError(`${file}: expected a JSON object of options`);
-    for (const [k, v] of Object.entries(raw as Record<string, unknown>)) merged[camel(k.replace(/_/g, '-'))] = v;
-  } else if (flags.config === true) throw new UsageError('--config needs a file');
-  merged = { ...merged, ...flags };
-  delete merged.config;
-  return merged;
-}
-
-/** Throws a usage error for flags the command does not know (typos otherwise pass silently). */
-export function checkKnown(flags: Flags, known: string[], cmd: string): void {
-  const k = new Set([...known, 'help']);
-  const bad = Object.keys(flags).filter((f) => !k.has(f));
-  if (bad.length) throw new UsageError(`${cmd}: unknown option(s) ${bad.map((b) => '--' + b.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())).join(', ')} (see ${cmd} --help)`);
-}
-
 export function requireFile(file: string | undefined, what: string): string {
   if (!file) throw new UsageError(`${what} is required`);
   if (!fs.existsSync(file)) throw new UsageError(`${what}: no such file ${file}`);
+  const special = specialFileKind(file);
+  if (special) throw new UsageError(`${what} ${file}: is ${special}, not a regular file`);
   return file;
-}
-
-export function taskOf(v: string | undefined): CliTask | undefined {
-  if (v === undefined) return undefined;
-  if (!TASKS.includes(v as CliTask)) throw new UsageError(`--task must be one of ${TASKS.join(', ')}, got '${v}'`);
-  return v as CliTask;
 }
 
 export const peftTask = (t: CliTask) => (t === 'seq-cls' ? 'SEQ_CLS' : t === 'token-cls' ? 'TOKEN_CLS' : 'CAUSAL_LM') as 'SEQ_CLS' | 'TOKEN_CLS' | 'CAUSAL_LM';
 
-export function modelDir(flags: Flags): string {
-  const m = str(flags, 'model') ?? defaultModelDir();
+export function modelDir(o: { model?: string }): string {
+  const m = o.model ?? defaultModelDir();
   try { return resolveLocalModelPath(m); } catch (e) { throw new Error(`--model ${m}: ${(e as Error).message}`); }
 }
 
@@ -106,24 +75,20 @@ export function loadBaseModel(task: CliTask, dir: string, o: LoadModelOptions = 
   return auto.fromPretrained(dir, o.load4bit ? { ...opts, quantizationConfig: { loadIn4bit: true } } : opts);
 }
 
-/** LoraConfig from the LoRA flags (peft defaults where not given). */
-export function loraConfigFrom(flags: Flags, task: CliTask, model?: Module): LoraConfig {
+/** LoraConfig from the LoRA options (peft defaults where not given). */
+export function loraConfigFrom(o: LoraOptions, task: CliTask, model?: Module): LoraConfig {
   // GPT-2's Conv1D stores weights transposed; say so up front instead of letting peft warn.
   const fanInFanOut = model ? inspectModules(model).some((m) => m.type === 'Conv1D') : false;
-  const tm = flags.targetModules;
+  const tm = o.targetModules;
   let targetModules: string[] | string | null = null;
-  if (Array.isArray(tm)) targetModules = tm.map(String);
-  else if (typeof tm === 'string') {
+  if (tm !== undefined) {
     // A single name with regex characters is a regex (peft's str form); "all-linear" passes as is.
-    targetModules = tm === 'all-linear' || /[\\^$*+?()[\]|]/.test(tm) ? tm : list(flags, 'targetModules')!;
+    targetModules = tm === 'all-linear' || /[\\^$*+?()[\]|]/.test(tm) ? tm : tm.split(',').map((t) => t.trim()).filter(Boolean);
+    if (Array.isArray(targetModules) && !targetModules.length) throw new UsageError('--target-modules names no module');
   }
-  const bias = str(flags, 'bias', 'none');
-  if (!['none', 'all', 'lora_only'].includes(bias!)) throw new UsageError(`--bias must be none, all or lora_only, got '${bias}'`);
   return new LoraConfig({
-    taskType: peftTask(task),
-    r: num(flags, 'r', 8), loraAlpha: num(flags, 'loraAlpha', 16), loraDropout: num(flags, 'loraDropout', 0.05),
-    targetModules, bias: bias as 'none', useDora: bool(flags, 'useDora'), useRslora: bool(flags, 'useRslora'),
-    modulesToSave: list(flags, 'modulesToSave') ?? null, fanInFanOut,
+    taskType: peftTask(task), r: o.r, loraAlpha: o.loraAlpha, loraDropout: o.loraDropout,
+    targetModules, bias: o.bias, useDora: o.useDora, useRslora: o.useRslora, modulesToSave: o.modulesToSave ?? null, fanInFanOut,
   });
 }
 
@@ -138,29 +103,38 @@ export function writeLabelMapping(dir: string, m: LabelMappingFile): void {
   fs.writeFileSync(path.join(dir, LABEL_MAPPING_FILE), JSON.stringify(m, null, 2) + '\n');
 }
 
+/** label_mapping.json beside an adapter (written by train), checked before use. */
 export function readLabelMapping(dir: string): LabelMappingFile | null {
   const f = path.join(dir, LABEL_MAPPING_FILE);
   if (!fs.existsSync(f)) return null;
-  try { return JSON.parse(fs.readFileSync(f, 'utf8')) as LabelMappingFile; } catch (e) { throw new Error(`${f}: invalid JSON (${(e as Error).message})`); }
+  const m = readJsonObject(f);
+  const isMap = (v: unknown) => !!v && typeof v === 'object' && !Array.isArray(v);
+  if (!TASKS.includes(m.task as CliTask)) throw new Error(`${f}: "task" must be one of ${TASKS.join(', ')}, got ${JSON.stringify(m.task)}`);
+  if (!isMap(m.id2label) || !Object.values(m.id2label as object).every((v) => typeof v === 'string')) throw new Error(`${f}: "id2label" must be an object of label names`);
+  if (!isMap(m.label2id) || !Object.values(m.label2id as object).every((v) => Number.isInteger(v))) throw new Error(`${f}: "label2id" must be an object of integer ids`);
+  for (const k of ['textColumn', 'tokensColumn', 'tagsColumn'] as const) if (m[k] !== undefined && typeof m[k] !== 'string') throw new Error(`${f}: "${k}" must be a string`);
+  if (m.maxLength !== undefined && !(Number.isInteger(m.maxLength) && (m.maxLength as number) > 0)) throw new Error(`${f}: "maxLength" must be a positive integer`);
+  return m as unknown as LabelMappingFile;
 }
 
-/** --dtype float32|bfloat16 (bf16 base weights); 4-bit and bf16 exclude each other. */
-export function dtypeFlag(flags: Flags): 'float32' | 'bfloat16' {
-  const dtype = str(flags, 'dtype', 'float32');
-  if (dtype !== 'float32' && dtype !== 'bfloat16') throw new UsageError(`--dtype must be float32 or bfloat16, got '${dtype}'`);
-  if (bool(flags, 'loadIn4bit') && dtype === 'bfloat16') throw new UsageError('--dtype bfloat16 and --load-in-4bit do not go together (the 4-bit layers are NF4)');
-  return dtype;
+/** bf16 base weights; 4-bit and bf16 exclude each other. */
+export function dtypeOf(o: ModelOptions): 'float32' | 'bfloat16' {
+  if (o.loadIn4bit && o.dtype === 'bfloat16') throw new UsageError('--dtype bfloat16 and --load-in-4bit do not go together (the 4-bit layers are NF4)');
+  return o.dtype;
 }
+
+/** What loadWithAdapter reads. */
+export interface AdapterLoadOptions extends ModelOptions { adapter?: string; task?: CliTask; numLabels?: number; seed?: number }
 
 /** Base model + adapter (frozen, eval mode), the task and labels taken from the adapter dir when known. */
-export function loadWithAdapter(flags: Flags, taskHint?: CliTask): { model: HFModel | PeftModel; task: CliTask; mapping: LabelMappingFile | null; tokenizer: Tokenizer; baseDir: string } {
-  const adapter = str(flags, 'adapter');
+export function loadWithAdapter(o: AdapterLoadOptions, taskHint?: CliTask): { model: HFModel | PeftModel; task: CliTask; mapping: LabelMappingFile | null; tokenizer: Tokenizer; baseDir: string } {
+  const adapter = o.adapter;
   if (adapter !== undefined && !fs.existsSync(path.join(adapter, 'adapter_config.json'))) throw new Error(`--adapter ${adapter}: no adapter_config.json there`);
   const mapping = adapter ? readLabelMapping(adapter) : null;
-  const task = taskOf(str(flags, 'task')) ?? mapping?.task ?? taskHint ?? 'causal-lm';
-  const dir = modelDir(flags);
-  const numLabels = mapping ? Object.keys(mapping.id2label).length : num(flags, 'numLabels');
-  const base = loadBaseModel(task, dir, { numLabels, seed: num(flags, 'seed', 42), load4bit: bool(flags, 'loadIn4bit'), dtype: dtypeFlag(flags), quiet: adapter !== undefined });
+  const task = o.task ?? mapping?.task ?? taskHint ?? 'causal-lm';
+  const dir = modelDir(o);
+  const numLabels = mapping ? Object.keys(mapping.id2label).length : o.numLabels;
+  const base = loadBaseModel(task, dir, { numLabels, seed: o.seed ?? 42, load4bit: o.loadIn4bit, dtype: dtypeOf(o), quiet: adapter !== undefined });
   const model = adapter ? PeftModel.fromPretrained(base, adapter) : base;
   model.eval();
   return { model, task, mapping, tokenizer: loadTokenizer(dir), baseDir: dir };

@@ -11,6 +11,7 @@
 //   are range-checked and a value outside int32 is an error naming the tensor).
 //   For raw access to packed bytes (e.g. 4-bit weights stored as U8) use readTensorBytes().
 import * as fs from 'node:fs';
+import { openRegularFile, readJsonObject, specialFileKind } from './files.js';
 import * as path from 'node:path';
 import { Tensor } from '../tensor/tensor.js';
 import { f32ToBf16, f32ToF16 } from './half.js';
@@ -139,10 +140,11 @@ export function readSafetensorsHeader(file: string): SafetensorsHeader {
 }
 
 function openOrFail(file: string): number {
-  if (fs.existsSync(file) && fs.statSync(file).isDirectory()) fail(file, 'is a folder, not a file (use loadCheckpointDir for checkpoint folders)');
-  try { return fs.openSync(file, 'r'); } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    fail(file, code === 'ENOENT' ? 'file not found' : `cannot open (${code ?? (e as Error).message})`);
+  if (specialFileKind(file) === 'a folder') fail(file, 'is a folder, not a file (use loadCheckpointDir for checkpoint folders)');
+  // O_NONBLOCK + fstat: a FIFO or a device named *.safetensors is refused, never read from.
+  try { return openRegularFile(file).fd; } catch (e) {
+    const m = (e as Error).message;
+    fail(file, m.startsWith(file + ': ') ? m.slice(file.length + 2).replace('no such file', 'file not found') : m);
   }
 }
 
@@ -382,10 +384,7 @@ export function openTensorFile(file: string): TensorFileReader {
 
 function readIndex(dir: string, indexName: string): { files: string[]; weightMap: Record<string, string> } {
   const indexPath = path.join(dir, indexName);
-  let idx: { weight_map?: unknown };
-  try { idx = JSON.parse(fs.readFileSync(indexPath, 'utf8')); } catch (e) {
-    throw new Error(`${indexPath}: not valid JSON (${(e as Error).message})`);
-  }
+  const idx: { weight_map?: unknown } = readJsonObject(indexPath, { maxBytes: 256 << 20 });
   const wm = idx.weight_map;
   if (!wm || typeof wm !== 'object' || Array.isArray(wm)) throw new Error(`${indexPath}: missing "weight_map" object`);
   const weightMap = wm as Record<string, string>;

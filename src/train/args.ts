@@ -48,6 +48,8 @@ export interface TrainingArgumentsInit {
   removeUnusedColumns?: boolean;
   /** SVG chart of loss / eval metrics in outputDir (default true). */
   plotCurves?: boolean;
+  /** A NaN / Inf loss or gradient norm: 'error' stops training (default), 'skip' skips that update. */
+  nonFiniteAction?: 'error' | 'skip';
 }
 
 export class TrainingArguments {
@@ -89,6 +91,7 @@ export class TrainingArguments {
   dataloaderDropLast = false;
   removeUnusedColumns = true;
   plotCurves = true;
+  nonFiniteAction: 'error' | 'skip' = 'error';
 
   constructor(init: TrainingArgumentsInit) {
     const unknown = Object.keys(init).filter((k) => !(k in this) && k !== 'outputDir');
@@ -122,6 +125,10 @@ export class TrainingArguments {
     }
     if (this.saveTotalLimit !== null && !(Number.isInteger(this.saveTotalLimit) && this.saveTotalLimit >= 1)) {
       throw new Error(`TrainingArguments: saveTotalLimit must be a positive integer or null, got ${this.saveTotalLimit}`);
+    }
+    if (this.nonFiniteAction !== 'error' && this.nonFiniteAction !== 'skip') throw new Error(`TrainingArguments: nonFiniteAction must be 'error' or 'skip', got '${String(this.nonFiniteAction)}'`);
+    for (const [n, v] of [['learningRate', this.learningRate], ['weightDecay', this.weightDecay], ['maxGradNorm', this.maxGradNorm], ['numTrainEpochs', this.numTrainEpochs], ['maxSteps', this.maxSteps]] as const) {
+      if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`TrainingArguments: ${n} must be a finite number, got ${String(v)}`);
     }
     if (this.bf16 && this.fp16) throw new Error('TrainingArguments: bf16 and fp16 cannot both be set');
   }

@@ -17,11 +17,12 @@ import { AdamW, clipGradNorm, paramGroups } from './optim.js';
 import { LRScheduler, warmupStepsFor } from './schedulers.js';
 import { CallbackArgs, EarlyStoppingCallback, LogEntry, ProgressCallback, TrainerCallback, TrainerControl, TrainerState } from './callbacks.js';
 import {
-  RNG_FILE, listCheckpoints, SCHEDULER_FILE, STATE_FILE, SavableModel, lastCheckpoint, loadCheckpointWeights,
+  RNG_FILE, listCheckpoints, prepareOutputDir, SCHEDULER_FILE, STATE_FILE, SavableModel, lastCheckpoint, loadCheckpointWeights,
   loadOptimizerState, readJson, rotateCheckpoints, saveCheckpoint,
 } from './checkpoint.js';
 import { softmaxRows } from './metrics.js';
 import { trainingCurvesSvg } from './curves.js';
+import { makeDirs } from '../io/files.js';
 
 /** What the trainer needs from a model: transformers' forward contract (+ optional savePretrained). */
 export interface TrainableModel extends SavableModel {
@@ -87,6 +88,7 @@ export class Trainer {
   optimizer: AdamW | null = null;
   lrScheduler: LRScheduler | null = null;
   private logFile: string | null = null;
+  private progressStream?: { write(s: string): unknown };
 
   constructor(o: TrainerOptions) {
     if (!o.model || typeof o.model.forward !== 'function') throw new Error('Trainer: model must have forward({inputIds, attentionMask, labels})');
@@ -100,11 +102,14 @@ export class Trainer {
       ? (o.model.task === 'CAUSAL_LM' ? DataCollatorForLanguageModeling({ tokenizer: o.tokenizer }) : DataCollatorWithPadding({ tokenizer: o.tokenizer }))
       : defaultDataCollator);
     this.callbacks = [new ProgressCallback(o.progressStream), ...(o.callbacks ?? [])];
+    this.progressStream = o.progressStream;
     const note = this.args.computeDtypeNote;
     if (note) process.emitWarning(note);
   }
 
   addCallback(cb: TrainerCallback): void { this.callbacks.push(cb); }
+
+  private progress(s: string): void { (this.progressStream ?? process.stderr).write(s); }
 
   private fire(ev: 'onTrainBegin' | 'onEpochBegin' | 'onStepBegin' | 'onStepEnd' | 'onEpochEnd' | 'onTrainEnd', extra: object = {}): void {
     const a = { args: this.args, state: this.state, control: this.control, ...extra } as CallbackArgs;
@@ -149,10 +154,12 @@ export class Trainer {
     const args = this.args;
     const ds = this.trainDataset;
     if (!ds || ds.length === 0) throw new Error('Trainer.train: no trainDataset (or it is empty)');
-    fs.mkdirSync(args.outputDir, { recursive: true });
+    let resume = opts.resumeFromCheckpoint ?? args.resumeFromCheckpoint;
+    // A fresh run never mixes with another run's checkpoints (they would be rotated with ours and
+    // picked up by a later resume): refused unless overwriteOutputDir (which removes them) or resume.
+    prepareOutputDir(args.outputDir, { resume: resume !== null && resume !== undefined && resume !== false, overwrite: args.overwriteOutputDir });
     this.logFile = args.reportTo.includes('jsonl') ? path.join(args.outputDir, 'trainer_log.jsonl') : null;
 
-    let resume = opts.resumeFromCheckpoint ?? args.resumeFromCheckpoint;
     if (resume === true) {
       const last = lastCheckpoint(args.outputDir);
       if (!last) throw new Error(`resumeFromCheckpoint: no checkpoint-<step> folder in ${args.outputDir}`);
@@ -197,6 +204,9 @@ export class Trainer {
     this.state.numTrainEpochs = numEpochs;
     this.state.trainBatchSize = bs;
 
+    // A finished run resumed trains no further (the loop below would redo the last epoch's tail).
+    const alreadyDone = this.state.globalStep >= maxSteps;
+    if (alreadyDone) this.progress(`resumed at step ${this.state.globalStep}, which reaches maxSteps ${maxSteps}: nothing left to train\n`);
     const params = this.trainableParams();
     const tensors = params.map(([, p]) => p);
     this.model.train();
@@ -207,7 +217,7 @@ export class Trainer {
     let tokensSinceLog = 0, logClock = Date.now();
     this.fire('onTrainBegin');
 
-    for (let epoch = epochsTrained; epoch < numEpochs && !this.control.shouldTrainingStop; epoch++) {
+    for (let epoch = epochsTrained; !alreadyDone && epoch < numEpochs && !this.control.shouldTrainingStop; epoch++) {
       const order = this.epochOrder(ds.length, epoch);
       const all = this.batches(ds, bs, order, args.dataloaderDropLast);
       this.fire('onEpochBegin');
@@ -219,6 +229,7 @@ export class Trainer {
         const nb = u === updatesPerEpoch - 1 ? remainder : gas;
         const group = all.slice(u * gas, u * gas + nb);
         this.fire('onStepBegin');
+        let badLoss: number | null = null;
         for (const idx of group) {
           step++;
           const rows = idx.map((i) => ds.rows[i]);
@@ -234,15 +245,29 @@ export class Trainer {
             return { loss: scaled.item(), tokens };
           });
           // transformers' logging_nan_inf_filter: a non-finite loss counts as the running average.
-          if (!Number.isFinite(loss)) trLoss += trLoss / (1 + stepsSinceLog);
+          if (!Number.isFinite(loss)) { badLoss = loss; trLoss += trLoss / (1 + stepsSinceLog); }
           else trLoss += loss;
           this.state.numInputTokensSeen += tokens;
           tokensSinceLog += tokens;
         }
-        lastGradNorm = clipGradNorm(tensors, args.maxGradNorm);
+        const gradNorm = clipGradNorm(tensors, args.maxGradNorm);
         lastLr = this.lrScheduler.lr();
         this.optimizer.lr = lastLr;
-        this.optimizer.step();
+        // A NaN / Inf loss or gradient would be written into every trainable weight by the
+        // optimizer (and saved): stop with a clear error, or with nonFiniteAction 'skip' leave
+        // the weights as they are for this step.
+        const nonFinite = badLoss !== null ? `loss ${badLoss}` : !Number.isFinite(gradNorm) ? `gradient norm ${gradNorm}` : null;
+        if (nonFinite && args.nonFiniteAction === 'error') {
+          throw new Error(`Trainer: non-finite ${nonFinite} at step ${this.state.globalStep + 1} (epoch ${epoch}); the weights are left as they were after step ${this.state.globalStep}. `
+            + `Lower the learning rate, check the data and weights, or skip such steps with nonFiniteAction 'skip' (--non-finite-action skip)`);
+        }
+        if (nonFinite) {
+          this.state.skippedSteps = (this.state.skippedSteps ?? 0) + 1;
+          this.progress(`step ${this.state.globalStep + 1}: non-finite ${nonFinite}, update skipped (nonFiniteAction 'skip')\n`);
+        } else {
+          lastGradNorm = gradNorm;
+          this.optimizer.step();
+        }
         this.lrScheduler.step();
         this.optimizer.zeroGrad();
         this.state.globalStep++;
@@ -404,7 +429,7 @@ export class Trainer {
 
   /** Saves the final model (adapter via savePretrained, else trainable weights) to dir. */
   async saveModel(dir = this.args.outputDir): Promise<void> {
-    fs.mkdirSync(dir, { recursive: true });
+    makeDirs(dir);
     if (typeof this.model.savePretrained === 'function') await this.model.savePretrained(dir);
     else {
       const { writeSafetensors } = await import('../io/safetensors.js');

@@ -1,25 +1,29 @@
 // peft-ts inspect: the linear and embedding layers LoRA can target, and the trainable-parameter line for LoRA flags.
 import { getPeftModel } from '../../peft/model.js';
 import { inspectModules } from '../../peft/inject.js';
-import { num, str } from '../args.js';
-import { Flags, checkKnown, commandFlags, loadBaseModel, loraConfigFrom, modelDir, taskOf } from '../common.js';
-import { LORA_FLAGS } from './train.js';
+import { type CommandDef, helpText, int, oneOf, parseCommand } from '../args.js';
+import { LORA, MODEL, TASKS } from '../options.js';
+import { dtypeOf, loadBaseModel, loraConfigFrom, modelDir } from '../common.js';
 
-export const INSPECT_HELP = `peft-ts inspect: targetable linear and embedding modules of a model, and what LoRA would train
+const INSPECT_OPTIONS = {
+  ...MODEL,
+  task: oneOf(TASKS, 'the head to build', { default: 'causal-lm' }),
+  'num-labels': int('classes for classifier heads', { min: 1, max: 1 << 20, default: 2 }),
+  ...LORA,
+} as const;
 
-  --model DIR|ID          model (default: assets/default-model)
-  --task T                causal-lm (default) | seq-cls | token-cls
-  --num-labels N          classes for classifier heads (default 2)
-  LoRA flags (--r, --lora-alpha, --target-modules, --use-dora, --modules-to-save, ...) as in train:
-  prints peft's "trainable params: ..." line for that configuration.`;
+export const INSPECT: CommandDef<typeof INSPECT_OPTIONS> = {
+  name: 'inspect', summary: 'targetable linear and embedding modules of a model, and what LoRA would train', options: INSPECT_OPTIONS,
+  epilog: `With LoRA flags (--r, --lora-alpha, --target-modules, --use-dora, --modules-to-save, ...) as in train,
+prints peft's "trainable params: ..." line for that configuration.`,
+};
 
 export async function inspectCommand(argv: string[]): Promise<void> {
-  const flags: Flags = commandFlags(argv, ['help', 'useDora', 'useRslora', 'loadIn4bit']);
-  if (flags.help) { console.log(INSPECT_HELP); return; }
-  checkKnown(flags, ['model', 'task', 'numLabels', 'loadIn4bit', ...LORA_FLAGS], 'inspect');
-  const task = taskOf(str(flags, 'task')) ?? 'causal-lm';
-  const dir = modelDir(flags);
-  const model = loadBaseModel(task, dir, { numLabels: task === 'causal-lm' ? undefined : num(flags, 'numLabels', 2), quiet: true, load4bit: flags.loadIn4bit === true });
+  const o = parseCommand(INSPECT, argv);
+  if (o.help) { console.log(helpText(INSPECT)); return; }
+  const task = o.task;
+  const dir = modelDir(o);
+  const model = loadBaseModel(task, dir, { numLabels: task === 'causal-lm' ? undefined : o.numLabels, quiet: true, load4bit: o.loadIn4bit, dtype: dtypeOf(o) });
   const mods = inspectModules(model);
   console.log(`${model.architecture} from ${dir}: ${mods.length} targetable modules (linear and embedding)`);
   const w = Math.max(4, ...mods.map((m) => m.name.length));
@@ -27,7 +31,7 @@ export async function inspectCommand(argv: string[]): Promise<void> {
   for (const m of mods) console.log(`${m.name.padEnd(w)}  ${m.type.padEnd(10)}  ${m.inFeatures} -> ${m.outFeatures}`);
   const defaults = model.defaultLoraTargets?.();
   if (defaults?.length) console.log(`default LoRA targets: ${defaults.join(', ')}`);
-  const peft = getPeftModel(model, loraConfigFrom(flags, task, model));
+  const peft = getPeftModel(model, loraConfigFrom(o, task, model));
   const targeted = peft.loraLayers().map(([p]) => p);
   console.log(`LoRA layers (${targeted.length}): ${targeted.join(', ')}`);
   console.log(peft.trainableParametersString());
