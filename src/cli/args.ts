@@ -10,7 +10,7 @@ import { readJsonFile } from '../io/files.js';
 
 export class UsageError extends Error {}
 
-export type Kind = 'string' | 'int' | 'number' | 'boolean' | 'list' | 'enum' | 'strings';
+export type Kind = 'string' | 'int' | 'number' | 'boolean' | 'list' | 'enum' | 'strings' | 'targets';
 
 /** One flag. The key in the schema is its kebab-case name (the TrainingArguments / LoraConfig field). */
 export interface OptionSpec {
@@ -47,6 +47,7 @@ type ValueOf<O> =
   O extends { kind: 'int' | 'number' } ? number :
   O extends { kind: 'boolean' } ? boolean :
   O extends { kind: 'list' | 'strings' } ? string[] :
+  O extends { kind: 'targets' } ? string | string[] :
   O extends { kind: 'enum'; choices: readonly (infer C)[] } ? C :
   O extends { optionalValue: true } ? string | true :
   string;
@@ -65,6 +66,8 @@ export const num = <const X extends Extra = {}>(help: string, x?: X) => ({ kind:
 export const flag = <const X extends Extra = {}>(help: string, x?: X) => ({ kind: 'boolean' as const, help, ...(x as X) });
 export const list = <const X extends Extra = {}>(help: string, x?: X) => ({ kind: 'list' as const, help, ...(x as X) });
 export const strings = <const X extends Extra = {}>(help: string, x?: X) => ({ kind: 'strings' as const, help, ...(x as X) });
+/** peft's target_modules: names a,b / a regex / all-linear on the command line, or a JSON list. */
+export const targets = <const X extends Extra = {}>(help: string, x?: X) => ({ kind: 'targets' as const, help, ...(x as X) });
 export const oneOf = <const C extends readonly string[], const X extends Extra = {}>(choices: C, help: string, x?: X) =>
   ({ kind: 'enum' as const, choices, help, ...(x as X) });
 
@@ -128,13 +131,17 @@ function convert(spec: OptionSpec, v: unknown, where: string): unknown {
       return n;
     }
     case 'enum':
-      if (typeof v !== 'string' || !spec.choices!.includes(v)) throw new UsageError(`${where} must be one of ${spec.choices!.join(', ')}, got ${got}`);
+      if (typeof v !== 'string' || !spec.choices!.includes(v)) throw new UsageError(`${where} must be ${choiceText(spec.choices!)}, got ${got}`);
       return v;
     case 'list': {
       const items = typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : v;
       if (!Array.isArray(items) || !items.every((s) => typeof s === 'string')) throw new UsageError(`${where} expects a list of names (a,b,c or a JSON array of strings), got ${got}`);
       return [...items];
     }
+    case 'targets':
+      if (typeof v === 'string' && v.trim()) return v;
+      if (Array.isArray(v) && v.length && v.every((s) => typeof s === 'string' && s)) return [...v];
+      throw new UsageError(`${where} expects a list of names or a regex string, got ${got}`);
     case 'strings': {
       const items = typeof v === 'string' ? [v] : v;
       if (!Array.isArray(items) || !items.every((s) => typeof s === 'string')) throw new UsageError(`${where} expects text (or a JSON array of strings), got ${got}`);
@@ -147,6 +154,8 @@ function convert(spec: OptionSpec, v: unknown, where: string): unknown {
       return v;
   }
 }
+
+const choiceText = (c: readonly string[]) => (c.length <= 3 ? `${c.slice(0, -1).join(', ')} or ${c[c.length - 1]}` : `one of ${c.join(', ')}`);
 
 function rangeText(s: OptionSpec): string {
   const lo = s.gt !== undefined ? `> ${s.gt}` : s.min !== undefined ? `>= ${s.min}` : '';
@@ -292,7 +301,7 @@ export function helpText(def: CommandDef): string {
   const groups = new Map<string, string[]>();
   const entries = Object.entries(def.options);
   const left = (k: string, s: OptionSpec) => {
-    const mv = s.kind === 'boolean' ? '' : ' ' + (s.metavar ?? (s.kind === 'enum' ? (s.choices!.join('|').length > 24 ? 'NAME' : s.choices!.join('|')) : s.kind === 'int' ? 'N' : s.kind === 'number' ? 'X' : s.kind === 'list' ? 'a,b,...' : 'S'));
+    const mv = s.kind === 'boolean' ? '' : ' ' + (s.metavar ?? (s.kind === 'enum' ? (s.choices!.join('|').length > 24 ? 'NAME' : s.choices!.join('|')) : s.kind === 'int' ? 'N' : s.kind === 'number' ? 'X' : s.kind === 'list' ? 'a,b,...' : s.kind === 'targets' ? 'a,b|REGEX' : 'S'));
     const opt = s.optionalValue ? ` [${(s.metavar ?? 'S')}]` : mv;
     return `  --${k}${opt}${(s.alias ?? []).map((a) => `, --${a}`).join('')}`;
   };

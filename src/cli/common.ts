@@ -83,7 +83,7 @@ export function loraConfigFrom(o: LoraOptions, task: CliTask, model?: Module): L
   let targetModules: string[] | string | null = null;
   if (tm !== undefined) {
     // A single name with regex characters is a regex (peft's str form); "all-linear" passes as is.
-    targetModules = tm === 'all-linear' || /[\\^$*+?()[\]|]/.test(tm) ? tm : tm.split(',').map((t) => t.trim()).filter(Boolean);
+    targetModules = Array.isArray(tm) ? tm : tm === 'all-linear' || /[\\^$*+?()[\]|]/.test(tm) ? tm : tm.split(',').map((t) => t.trim()).filter(Boolean);
     if (Array.isArray(targetModules) && !targetModules.length) throw new UsageError('--target-modules names no module');
   }
   return new LoraConfig({

@@ -2,7 +2,7 @@
 // (TrainingArguments, LoraConfig, generate's options); today's short names stay as aliases.
 // Adding a flag is one line here plus its use in the command.
 import { SCHEDULER_TYPES } from '../train/schedulers.js';
-import { type Options, flag, int, list, num, oneOf, str } from './args.js';
+import { type Options, flag, int, list, num, oneOf, str, targets } from './args.js';
 
 export const TASKS = ['seq-cls', 'token-cls', 'causal-lm'] as const;
 export type CliTask = typeof TASKS[number];
@@ -36,7 +36,7 @@ export const LORA = {
   r: int('LoRA rank', { min: 1, max: 8192, default: 8, group: L }),
   'lora-alpha': num('LoRA alpha (scaling alpha / r)', { gt: 0, max: 1e6, default: 16, group: L }),
   'lora-dropout': num('dropout on the LoRA input', { min: 0, lt: 1, default: 0.05, group: L }),
-  'target-modules': str('modules to adapt: names a,b, a regex, or all-linear', { metavar: 'a,b|REGEX|all-linear', defaultText: "the architecture's peft default", group: L }),
+  'target-modules': targets('modules to adapt: names a,b, a regex, or all-linear', { metavar: 'a,b|REGEX|all-linear', defaultText: "the architecture's peft default", group: L }),
   bias: oneOf(['none', 'all', 'lora_only'], 'which biases train', { default: 'none', group: L }),
   'use-dora': flag('DoRA (weight-decomposed LoRA)', { group: L }),
   'use-rslora': flag('rsLoRA scaling alpha / sqrt(r)', { group: L }),
