@@ -50,6 +50,18 @@ const DTYPE_RANK: Record<string, number> = {
 
 /** The Rust crate refuses headers above 100 MB; so do we (a corrupt length is usually huge). */
 const MAX_HEADER = 100_000_000;
+/**
+ * Entries a header may list. Real files hold at most tens of thousands of tensors; a header
+ * of a million tiny entries (under the byte cap) would take tens of seconds and GBs to parse,
+ * so the entries are counted on the raw bytes first.
+ */
+export const MAX_TENSORS = 1 << 18;
+
+function countByte(buf: Uint8Array, byte: number, stopAt: number): number {
+  let n = 0;
+  for (let i = buf.indexOf(byte); i >= 0 && n <= stopAt; i = buf.indexOf(byte, i + 1)) n++;
+  return n;
+}
 
 function fail(file: string, msg: string): never {
   throw new Error(`safetensors ${file}: ${msg}`);
@@ -85,6 +97,9 @@ function parseHeader(fd: number, file: string): SafetensorsHeader {
   if (8 + n > size) fail(file, `header length ${n} goes beyond the end of the file (${size} bytes)`);
   const hbuf = Buffer.alloc(n);
   readFully(fd, hbuf, 8, file);
+  // Each entry is one {...} object: more braces than MAX_TENSORS (+ the outer one and
+  // __metadata__) cannot be a real file.
+  if (countByte(hbuf, 0x7b, MAX_TENSORS + 2) > MAX_TENSORS + 2) fail(file, `header lists more than ${MAX_TENSORS} entries (${n} bytes); refusing to parse it (not a model file, or corrupt)`);
   let text: string;
   try { text = new TextDecoder('utf-8', { fatal: true }).decode(hbuf); } catch { fail(file, 'header is not valid UTF-8'); }
   if (!text.startsWith('{')) fail(file, 'header does not start with "{"');

@@ -7,7 +7,7 @@ import type { HFModel } from '../../models/base.js';
 import { PeftModel } from '../../peft/model.js';
 import { type CommandDef, UsageError, helpText, int, oneOf, parseCommand, str } from '../args.js';
 import { TASKS } from '../options.js';
-import { loadWithAdapter } from '../common.js';
+import { loadWithAdapter, modelDir } from '../common.js';
 
 const MERGE_OPTIONS = {
   adapter: str('adapter folder', { metavar: 'DIR', required: true }),
@@ -26,14 +26,16 @@ export async function mergeCommand(argv: string[]): Promise<void> {
   const o = parseCommand(MERGE, argv);
   if (o.help) { console.log(helpText(MERGE)); return; }
   const out = o.outputDir;
-  const { model, mapping, baseDir } = loadWithAdapter({ ...o, dtype: 'float32', loadIn4bit: false });
-  // Never write over the inputs: the merged checkpoint would replace the base model's weights.
-  for (const [what, dir] of [['--model', baseDir], ['--adapter', o.adapter]] as const) {
+  // Never write over the inputs (checked before anything loads): the merged checkpoint would
+  // replace the base model's weights.
+  const base = modelDir(o);
+  for (const [what, dir] of [['--model', base], ['--adapter', o.adapter]] as const) {
     if (inside(real(out), real(dir)) || inside(real(dir), real(out))) throw new UsageError(`merge: --output-dir ${out} is (or holds, or is inside) ${what} ${dir}; write the merged model to a new folder`);
   }
   if (fs.existsSync(path.join(out, 'config.json')) || fs.existsSync(path.join(out, 'model.safetensors'))) {
     throw new UsageError(`merge: --output-dir ${out} already holds a model (config.json / model.safetensors); remove it or choose a new folder`);
   }
+  const { model, mapping, baseDir } = loadWithAdapter({ ...o, dtype: 'float32', loadIn4bit: false });
   makeDirs(out);
   const merged = (model as PeftModel).mergeAndUnload() as HFModel;
   // Classifier labels travel in config.json, as transformers stores them.
