@@ -1,6 +1,7 @@
 // TrainingArguments: transformers' names in camelCase, the same defaults, validated once.
 import type { SchedulerType } from './schedulers.js';
 import { SCHEDULER_TYPES } from './schedulers.js';
+import { launcherWorld } from './distributed.js';
 
 export type IntervalStrategy = 'no' | 'steps' | 'epoch';
 
@@ -137,6 +138,17 @@ export class TrainingArguments {
   get computeDtypeNote(): string | null {
     return this.bf16 || this.fp16 ? `${this.bf16 ? 'bf16' : 'fp16'} requested: the CPU backends compute in float32 (mixed precision is a CUDA feature); the flag is recorded` : null;
   }
+
+  /** Processes in the job (mpirun -np N), read from the launcher's environment as transformers does. */
+  get worldSize(): number { return launcherWorld()?.size ?? 1; }
+  /** This process's rank in the job (0 alone). */
+  get processIndex(): number { return launcherWorld()?.rank ?? 0; }
+  /** Its rank among the processes of its machine. */
+  get localProcessIndex(): number { return launcherWorld()?.localRank ?? 0; }
+  /** The one process that logs and writes. */
+  get shouldSave(): boolean { return this.processIndex === 0; }
+  /** Samples per optimizer step over the whole job: per-device batch x world size x accumulation. */
+  get globalBatchSize(): number { return this.perDeviceTrainBatchSize * this.worldSize * this.gradientAccumulationSteps; }
 
   toJSON(): Record<string, unknown> {
     const o: Record<string, unknown> = {};

@@ -7,3 +7,5 @@ export * from './metrics.js';
 export * from './curves.js';
 export * from './trainer.js';
 export * from './seqeval.js';
+export { getCollective, setCollective, launcherWorld, broadcastJson, shardOrder, MPI_BUILD_HINT } from './distributed.js';
+export type { Collective, ReduceBuffer } from './distributed.js';

@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Tensor, noGrad } from '../tensor/tensor.js';
 import { tidy } from '../tensor/memory.js';
-import { mulScalar } from '../tensor/ops/basic.js';
+import { mulScalar, zeros } from '../tensor/ops/basic.js';
 import { Rng, defaultRng } from '../tensor/random.js';
 import type { Module } from '../nn/module.js';
 import type { ModelInputs, ModelOutput } from '../models/types.js';
@@ -23,6 +23,7 @@ import {
 import { softmaxRows } from './metrics.js';
 import { trainingCurvesSvg } from './curves.js';
 import { makeDirs } from '../io/files.js';
+import { Collective, allReduceGradients, broadcastJson, getCollective, shardOrder } from './distributed.js';
 
 /** What the trainer needs from a model: transformers' forward contract (+ optional savePretrained). */
 export interface TrainableModel extends SavableModel {
@@ -61,6 +62,8 @@ export interface TrainerOptions {
   tokenizer?: TokenizerLike;
   /** Where progress goes (default process.stderr). */
   progressStream?: { write(s: string): unknown; isTTY?: boolean };
+  /** The processes of a data-parallel job (default: MPI under mpirun, else this process alone). */
+  collective?: Collective;
 }
 
 const asDataset = (d: Dataset | Row[] | undefined): Dataset | undefined => (d === undefined ? undefined : d instanceof Dataset ? d : new Dataset(d));
@@ -89,6 +92,8 @@ export class Trainer {
   lrScheduler: LRScheduler | null = null;
   private logFile: string | null = null;
   private progressStream?: { write(s: string): unknown };
+  /** The job's processes (one unless launched by mpirun); rank 0 logs, evaluates and writes. */
+  readonly collective: Collective;
 
   constructor(o: TrainerOptions) {
     if (!o.model || typeof o.model.forward !== 'function') throw new Error('Trainer: model must have forward({inputIds, attentionMask, labels})');
@@ -101,8 +106,11 @@ export class Trainer {
     this.dataCollator = o.dataCollator ?? (o.tokenizer
       ? (o.model.task === 'CAUSAL_LM' ? DataCollatorForLanguageModeling({ tokenizer: o.tokenizer }) : DataCollatorWithPadding({ tokenizer: o.tokenizer }))
       : defaultDataCollator);
-    this.callbacks = [new ProgressCallback(o.progressStream), ...(o.callbacks ?? [])];
-    this.progressStream = o.progressStream;
+    this.collective = o.collective ?? getCollective();
+    // Only the main process reports progress (as transformers' is_world_process_zero).
+    const progress = this.collective.rank === 0 ? o.progressStream : { write: () => true };
+    this.callbacks = [new ProgressCallback(progress), ...(o.callbacks ?? [])];
+    this.progressStream = progress;
     const note = this.args.computeDtypeNote;
     if (note) process.emitWarning(note);
   }
@@ -149,16 +157,44 @@ export class Trainer {
     }
   }
 
-  /** Runs the training loop. resumeFromCheckpoint: true (latest in outputDir) or a checkpoint folder. */
+  private get isMain(): boolean { return this.collective.rank === 0; }
+
+  /**
+   * Runs the training loop. resumeFromCheckpoint: true (latest in outputDir) or a checkpoint folder.
+   * Under mpirun every rank calls it: each trains on its shard of every global batch, gradients
+   * are averaged, rank 0 logs, evaluates and writes. An error on one rank ends the whole job.
+   */
   async train(opts: { resumeFromCheckpoint?: string | boolean | null } = {}): Promise<TrainOutput> {
+    const c = this.collective;
+    if (c.worldSize === 1) return this.trainLoop(opts);
+    const onTerm = () => {
+      process.stderr.write(`[rank ${c.rank}/${c.worldSize}] stopped: the job was terminated (another rank failed or the launcher was interrupted)\n`);
+      process.exit(143);
+    };
+    process.once('SIGTERM', onTerm);
+    try {
+      return await this.trainLoop(opts);
+    } catch (e) {
+      process.stderr.write(`[rank ${c.rank}/${c.worldSize}] training failed: ${(e as Error)?.stack ?? e}\n` +
+        `[rank ${c.rank}/${c.worldSize}] ending every rank of the job (checkpoints already written are complete)\n`);
+      return c.abort(1);
+    } finally {
+      process.removeListener('SIGTERM', onTerm);
+    }
+  }
+
+  private async trainLoop(opts: { resumeFromCheckpoint?: string | boolean | null }): Promise<TrainOutput> {
     const args = this.args;
+    const { rank, worldSize } = this.collective;
     const ds = this.trainDataset;
     if (!ds || ds.length === 0) throw new Error('Trainer.train: no trainDataset (or it is empty)');
     let resume = opts.resumeFromCheckpoint ?? args.resumeFromCheckpoint;
     // A fresh run never mixes with another run's checkpoints (they would be rotated with ours and
     // picked up by a later resume): refused unless overwriteOutputDir (which removes them) or resume.
-    prepareOutputDir(args.outputDir, { resume: resume !== null && resume !== undefined && resume !== false, overwrite: args.overwriteOutputDir });
-    this.logFile = args.reportTo.includes('jsonl') ? path.join(args.outputDir, 'trainer_log.jsonl') : null;
+    // Only the main process touches the folder's contents.
+    if (this.isMain) prepareOutputDir(args.outputDir, { resume: resume !== null && resume !== undefined && resume !== false, overwrite: args.overwriteOutputDir });
+    else makeDirs(args.outputDir);
+    this.logFile = args.reportTo.includes('jsonl') && this.isMain ? path.join(args.outputDir, 'trainer_log.jsonl') : null;
 
     if (resume === true) {
       const last = lastCheckpoint(args.outputDir);
@@ -173,7 +209,8 @@ export class Trainer {
     if (args.gradientCheckpointing) this.setGradientCheckpointing(true);
 
     const bs = args.perDeviceTrainBatchSize, gas = args.gradientAccumulationSteps;
-    const stepsInEpoch = args.dataloaderDropLast ? Math.floor(ds.length / bs) : Math.ceil(ds.length / bs);
+    const shardLen = shardOrder([...Array(ds.length).keys()], rank, worldSize, args.dataloaderDropLast).length;
+    const stepsInEpoch = args.dataloaderDropLast ? Math.floor(shardLen / bs) : Math.ceil(shardLen / bs);
     if (stepsInEpoch === 0) throw new Error(`Trainer.train: ${ds.length} rows make no full batch of ${bs} with dataloaderDropLast`);
     const updatesPerEpoch = Math.max(Math.floor(stepsInEpoch / gas) + (stepsInEpoch % gas > 0 ? 1 : 0), 1);
     let maxSteps: number, numEpochs: number;
@@ -209,6 +246,8 @@ export class Trainer {
     if (alreadyDone) this.progress(`resumed at step ${this.state.globalStep}, which reaches maxSteps ${maxSteps}: nothing left to train\n`);
     const params = this.trainableParams();
     const tensors = params.map(([, p]) => p);
+    // DDP: every rank starts from rank 0's trainable weights.
+    if (worldSize > 1) for (const p of tensors) await this.collective.broadcast(p.data, 0);
     this.model.train();
     this.optimizer.zeroGrad();
     const start = Date.now();
@@ -218,7 +257,7 @@ export class Trainer {
     this.fire('onTrainBegin');
 
     for (let epoch = epochsTrained; !alreadyDone && epoch < numEpochs && !this.control.shouldTrainingStop; epoch++) {
-      const order = this.epochOrder(ds.length, epoch);
+      const order = shardOrder(this.epochOrder(ds.length, epoch), rank, worldSize, args.dataloaderDropLast);
       const all = this.batches(ds, bs, order, args.dataloaderDropLast);
       this.fire('onEpochBegin');
       let step = -1;
@@ -230,6 +269,7 @@ export class Trainer {
         const group = all.slice(u * gas, u * gas + nb);
         this.fire('onStepBegin');
         let badLoss: number | null = null;
+        let groupTokens = 0;
         for (const idx of group) {
           step++;
           const rows = idx.map((i) => ds.rows[i]);
@@ -247,9 +287,17 @@ export class Trainer {
           // transformers' logging_nan_inf_filter: a non-finite loss counts as the running average.
           if (!Number.isFinite(loss)) { badLoss = loss; trLoss += trLoss / (1 + stepsSinceLog); }
           else trLoss += loss;
-          this.state.numInputTokensSeen += tokens;
-          tokensSinceLog += tokens;
+          groupTokens += tokens;
         }
+        if (worldSize > 1) {
+          // The non-finite flag travels with the gradients, so every rank takes the same decision.
+          const extra = new Float64Array([groupTokens, badLoss === null ? 0 : 1]);
+          await allReduceGradients(this.collective, tensors.map((p) => (p.grad ??= zeros(p.shape)).data), extra);
+          groupTokens = extra[0];
+          if (extra[1] > 0 && badLoss === null) badLoss = NaN;
+        }
+        this.state.numInputTokensSeen += groupTokens;
+        tokensSinceLog += groupTokens;
         const gradNorm = clipGradNorm(tensors, args.maxGradNorm);
         lastLr = this.lrScheduler.lr();
         this.optimizer.lr = lastLr;
@@ -276,33 +324,34 @@ export class Trainer {
         this.stepFlow(epoch);
         this.fire('onStepEnd');
         const r = await this.maybeLogSaveEvaluate({ trLoss, stepsSinceLog, gradNorm: lastGradNorm, lr: lastLr, tokensSinceLog, logClock });
-        if (r.logged) { totalLoss += trLoss; trLoss = 0; stepsSinceLog = 0; tokensSinceLog = 0; logClock = Date.now(); }
+        if (r.logged) { totalLoss += r.lossSum; trLoss = 0; stepsSinceLog = 0; tokensSinceLog = 0; logClock = Date.now(); }
         if (this.control.shouldEpochStop || this.control.shouldTrainingStop) break;
       }
       this.control.shouldEpochStop = false;
       this.epochFlow();
       this.fire('onEpochEnd');
       const r = await this.maybeLogSaveEvaluate({ trLoss, stepsSinceLog, gradNorm: lastGradNorm, lr: lastLr, tokensSinceLog, logClock });
-      if (r.logged) { totalLoss += trLoss; trLoss = 0; stepsSinceLog = 0; tokensSinceLog = 0; logClock = Date.now(); }
+      if (r.logged) { totalLoss += r.lossSum; trLoss = 0; stepsSinceLog = 0; tokensSinceLog = 0; logClock = Date.now(); }
     }
-    totalLoss += trLoss;
+    totalLoss += await this.meanOverRanks(trLoss);
     const runtime = (Date.now() - start) / 1000;
     const done = this.state.globalStep - startStep;
     const trainLoss = totalLoss / Math.max(done, 0.001);
     const metrics: LogEntry = {
-      train_runtime: runtime, train_samples_per_second: (done * bs * gas) / Math.max(runtime, 1e-9),
+      train_runtime: runtime, train_samples_per_second: (done * bs * gas * worldSize) / Math.max(runtime, 1e-9),
       train_steps_per_second: done / Math.max(runtime, 1e-9), train_loss: trainLoss,
       train_tokens_per_second: this.state.numInputTokensSeen / Math.max(runtime, 1e-9), epoch: this.state.epoch,
     };
     this.log(metrics);
+    await this.collective.barrier();
     if (args.loadBestModelAtEnd && this.state.bestModelCheckpoint) {
       loadCheckpointWeights(this.state.bestModelCheckpoint, this.model);
     }
     // transformers: with saveTotalLimit 1, only the best checkpoint is left at the end.
-    if (args.saveTotalLimit === 1 && this.state.bestModelCheckpoint) {
+    if (args.saveTotalLimit === 1 && this.state.bestModelCheckpoint && this.isMain) {
       for (const c of listCheckpoints(args.outputDir)) if (path.resolve(c) !== path.resolve(this.state.bestModelCheckpoint)) fs.rmSync(c, { recursive: true, force: true });
     }
-    if (args.plotCurves) this.writeCurves();
+    if (args.plotCurves && this.isMain) this.writeCurves();
     if (args.gradientCheckpointing) this.setGradientCheckpointing(false);
     this.fire('onTrainEnd');
     return { globalStep: this.state.globalStep, trainingLoss: trainLoss, metrics };
@@ -327,12 +376,14 @@ export class Trainer {
     if (this.args.saveStrategy === 'epoch') this.control.shouldSave = true;
   }
 
-  private async maybeLogSaveEvaluate(s: { trLoss: number; stepsSinceLog: number; gradNorm: number; lr: number; tokensSinceLog: number; logClock: number }): Promise<{ logged: boolean }> {
+  private async maybeLogSaveEvaluate(s: { trLoss: number; stepsSinceLog: number; gradNorm: number; lr: number; tokensSinceLog: number; logClock: number }): Promise<{ logged: boolean; lossSum: number }> {
     const c = this.control;
-    let logged = false;
+    let logged = false, lossSum = s.trLoss;
     if (c.shouldLog && s.stepsSinceLog > 0) {
       const dt = Math.max((Date.now() - s.logClock) / 1000, 1e-9);
-      const logs: LogEntry = { loss: s.trLoss / s.stepsSinceLog, grad_norm: s.gradNorm, learning_rate: s.lr, tokens_per_second: s.tokensSinceLog / dt };
+      // The logged loss is the mean over ranks (each rank's loss is over its own shard).
+      lossSum = await this.meanOverRanks(s.trLoss);
+      const logs: LogEntry = { loss: lossSum / s.stepsSinceLog, grad_norm: s.gradNorm, learning_rate: s.lr, tokens_per_second: s.tokensSinceLog / dt };
       this.log(logs);
       logged = true;
     }
@@ -340,14 +391,36 @@ export class Trainer {
     let metrics: LogEntry | null = null;
     if (c.shouldEvaluate) {
       c.shouldEvaluate = false;
-      metrics = this.evaluate();
+      metrics = await this.evaluateOnMain();
       this.determineBestMetric(metrics);
     }
     if (c.shouldSave) {
       c.shouldSave = false;
       await this.saveCheckpoint(metrics);
     }
-    return { logged };
+    return { logged, lossSum };
+  }
+
+  /** Mean of a per-rank value over the job (the logged loss, as transformers gathers it). */
+  private async meanOverRanks(v: number): Promise<number> {
+    if (this.collective.worldSize === 1) return v;
+    const b = new Float64Array([v]);
+    await this.collective.allReduceSum(b);
+    return b[0] / this.collective.worldSize;
+  }
+
+  /** Evaluation during training: rank 0 runs it; the others receive its metrics, log and fire callbacks. */
+  private async evaluateOnMain(): Promise<LogEntry> {
+    const c = this.collective;
+    if (c.worldSize === 1) return this.evaluate();
+    const mine = this.isMain ? this.evaluate() : undefined;
+    await c.barrier(); // the others sleep here (not spin in MPI) while rank 0 evaluates
+    const metrics = await broadcastJson(c, mine, 0);
+    if (!this.isMain) {
+      this.log(metrics);
+      for (const cb of this.callbacks) cb.onEvaluate?.({ args: this.args, state: this.state, control: this.control, metrics });
+    }
+    return metrics;
   }
 
   /** Adds an entry to the log history (with epoch and step), the jsonl file and callbacks. */
@@ -419,16 +492,25 @@ export class Trainer {
     const dir = path.join(a.outputDir, `checkpoint-${this.state.globalStep}`);
     if (this.state.bestGlobalStep === this.state.globalStep) this.state.bestModelCheckpoint = dir;
     for (const cb of this.callbacks) if (cb.name && cb.getState) this.state.statefulCallbacks[cb.name] = cb.getState();
-    const saved = await saveCheckpoint(a.outputDir, {
-      model: this.model, optimizer: this.optimizer!, scheduler: this.lrScheduler!, state: this.state,
-      rng: this.rngStates(), args: a.toJSON(),
-    });
-    rotateCheckpoints(a.outputDir, a.saveTotalLimit, this.state.bestModelCheckpoint);
-    for (const cb of this.callbacks) cb.onSave?.({ args: this.args, state: this.state, control: this.control, checkpoint: saved });
+    // Rank 0 writes (atomically); the others wait so that no rank runs ahead of a checkpoint.
+    if (this.isMain) {
+      await saveCheckpoint(a.outputDir, {
+        model: this.model, optimizer: this.optimizer!, scheduler: this.lrScheduler!, state: this.state,
+        rng: this.rngStates(), args: { ...a.toJSON(), world_size: this.collective.worldSize },
+      });
+      rotateCheckpoints(a.outputDir, a.saveTotalLimit, this.state.bestModelCheckpoint);
+    }
+    await this.collective.barrier();
+    for (const cb of this.callbacks) cb.onSave?.({ args: this.args, state: this.state, control: this.control, checkpoint: dir });
   }
 
   /** Saves the final model (adapter via savePretrained, else trainable weights) to dir. */
   async saveModel(dir = this.args.outputDir): Promise<void> {
+    if (!this.isMain) { await this.collective.barrier(); return; }
+    try { await this.writeModel(dir); } finally { await this.collective.barrier(); }
+  }
+
+  private async writeModel(dir: string): Promise<void> {
     makeDirs(dir);
     if (typeof this.model.savePretrained === 'function') await this.model.savePretrained(dir);
     else {

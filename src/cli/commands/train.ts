@@ -16,7 +16,7 @@ import {
   dtypeOf, loadBaseModel, loadTokenizer, loraConfigFrom, modelDir, requireFile, writeLabelMapping,
 } from '../common.js';
 import { columnsFrom, defaultMaxLength, featuresFor, guessTask, load, tokenClsLabels } from '../data.js';
-import { makeDirs } from '../../io/files.js';
+import { getCollective } from '../../train/distributed.js';
 import { prepareOutputDir } from '../../train/checkpoint.js';
 
 const TRAIN_OPTIONS = {
@@ -39,7 +39,7 @@ export const TRAIN: CommandDef<typeof TRAIN_OPTIONS> = {
 };
 export type TrainOptions = Options<typeof TRAIN_OPTIONS>;
 
-export interface TrainResult { outputDir: string; task: CliTask; peft: PeftModel; trainer: Trainer; evalMetrics: LogEntry | null; globalStep: number }
+export interface TrainResult { outputDir: string; task: CliTask; peft: PeftModel; trainer: Trainer; evalMetrics: LogEntry | null; globalStep: number; /** This process's rank (0 unless under mpirun). */ rank: number }
 
 /** The whole train command as a function (the demo uses it too). */
 export async function runTrain(o: TrainOptions, log: (s: string) => void = (s) => console.log(s)): Promise<TrainResult> {
@@ -51,7 +51,8 @@ export async function runTrain(o: TrainOptions, log: (s: string) => void = (s) =
   const loadBest = o.loadBestModelAtEnd, patience = o.earlyStoppingPatience;
   if ((loadBest || patience !== undefined) && !evalFile && o.testSize === undefined) throw new UsageError('--load-best-model-at-end / --early-stopping-patience need evaluation data (--eval-data or --test-size)');
   // The output folder is checked before anything is loaded: unwritable, or holding another run.
-  prepareOutputDir(outputDir, { resume: resume !== null, overwrite: o.overwriteOutputDir });
+  // (Under mpirun only rank 0 touches the folder.)
+  if (getCollective().rank === 0) prepareOutputDir(outputDir, { resume: resume !== null, overwrite: o.overwriteOutputDir });
   const dir = modelDir(o);
   const tok = loadTokenizer(dir);
   const cols = columnsFrom(o);
@@ -99,6 +100,8 @@ export async function runTrain(o: TrainOptions, log: (s: string) => void = (s) =
   });
   const out = await trainer.train({ resumeFromCheckpoint: resume });
   await trainer.saveModel(outputDir);
+  // Under mpirun only rank 0 writes files and runs the final evaluation.
+  if (trainer.collective.rank !== 0) return { outputDir, task, peft, trainer, evalMetrics: null, globalStep: out.globalStep, rank: trainer.collective.rank };
   if (feats.label2id && feats.id2label) {
     writeLabelMapping(outputDir, {
       task, id2label: feats.id2label, label2id: feats.label2id, maxLength: o.maxLength ?? defaultMaxLength(task),
@@ -114,7 +117,7 @@ export async function runTrain(o: TrainOptions, log: (s: string) => void = (s) =
     evalMetrics = trainer.evaluate();
     if (task === 'causal-lm' && evalMetrics.eval_loss !== undefined) evalMetrics.eval_perplexity = Math.exp(evalMetrics.eval_loss);
   }
-  return { outputDir, task, peft, trainer, evalMetrics, globalStep: out.globalStep };
+  return { outputDir, task, peft, trainer, evalMetrics, globalStep: out.globalStep, rank: 0 };
 }
 
 /** computeMetrics of a CLI task: accuracy / F1, token accuracy + entity P/R/F1, or none (loss). */
@@ -135,6 +138,7 @@ export async function trainCommand(argv: string[]): Promise<void> {
   const o = parseCommand(TRAIN, argv);
   if (o.help) { console.log(helpText(TRAIN)); return; }
   const r = await runTrain(o);
+  if (r.rank !== 0) return;
   console.log(`saved the adapter, trainer_log.jsonl and training_curves.svg to ${r.outputDir} (${r.globalStep} steps)`);
   if (r.evalMetrics) { console.log('final evaluation:'); printMetrics(r.evalMetrics); }
 }
