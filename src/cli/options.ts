@@ -67,6 +67,7 @@ export const TRAINING = {
   'metric-for-best-model': str('metric that picks the best checkpoint', { metavar: 'M', group: T }),
   'load-best-model-at-end': flag('reload the best checkpoint at the end', { group: T }),
   'gradient-checkpointing': flag('recompute activations in backward (less memory)', { group: T }),
+  bf16: flag("mixed precision (transformers' bf16=True)", { group: T }),
   'non-finite-action': oneOf(['error', 'skip'], 'a NaN / Inf loss or gradient: stop with an error, or skip that update', { default: 'error', group: T }),
   seed: int('seed of data order, dropout and new heads', { min: 0, max: 2 ** 32 - 1, default: 42, group: T }),
 } as const;

@@ -90,7 +90,7 @@ export async function runTrain(o: TrainOptions, log: (s: string) => void = (s) =
     loggingSteps: o.loggingSteps, evalStrategy, evalSteps: evalSteps ?? 0,
     saveStrategy, saveSteps: saveSteps ?? (evalStrategy === 'steps' ? evalSteps : 500), saveTotalLimit: o.saveTotalLimit ?? null,
     seed, loadBestModelAtEnd: loadBest, metricForBestModel: metricForBest, gradientCheckpointing: o.gradientCheckpointing,
-    nonFiniteAction: o.nonFiniteAction,
+    nonFiniteAction: o.nonFiniteAction, bf16: o.bf16,
   };
   const trainer = new Trainer({
     model: peft, args, trainDataset: feats.dataset, evalDataset: evalFeats?.dataset, tokenizer: tok,
