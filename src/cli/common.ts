@@ -4,13 +4,16 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Tokenizer } from '../io/tokenizer.js';
-import { resolveLocalModelPath } from '../io/hub.js';
+import { resolveModelPath } from '../io/hub.js';
 import {
   AutoModelForCausalLM, AutoModelForSequenceClassification, AutoModelForTokenClassification,
 } from '../models/auto.js';
 import type { HFModel } from '../models/base.js';
 import { LoraConfig } from '../peft/config.js';
 import { PeftModel } from '../peft/model.js';
+import { ADAPTER_CONFIG_NAME, readAdapterConfig } from '../peft/save.js';
+import { LABEL_MAPPING_FILE, readAdapterLabels } from '../peft/labels.js';
+import { labelNames } from '../io/config.js';
 import { inspectModules } from '../peft/inject.js';
 import type { Module } from '../nn/module.js';
 import '../quant/load.js'; // registers the 4-bit loader behind fromPretrained({ quantizationConfig })
@@ -21,7 +24,7 @@ import { TASKS, type CliTask, type LoraOptions, type ModelOptions } from './opti
 
 export type { CliTask } from './options.js';
 export { TASKS } from './options.js';
-export const LABEL_MAPPING_FILE = 'label_mapping.json';
+export { LABEL_MAPPING_FILE };
 
 /** The package root: walk up from this file to the folder with package.json, else the cwd. */
 export function packageRoot(): string {
@@ -47,9 +50,16 @@ export function requireFile(file: string | undefined, what: string): string {
 
 export const peftTask = (t: CliTask) => (t === 'seq-cls' ? 'SEQ_CLS' : t === 'token-cls' ? 'TOKEN_CLS' : 'CAUSAL_LM') as 'SEQ_CLS' | 'TOKEN_CLS' | 'CAUSAL_LM';
 
-export function modelDir(o: { model?: string }): string {
-  const m = o.model ?? defaultModelDir();
-  try { return resolveLocalModelPath(m); } catch (e) { throw new Error(`--model ${m}: ${(e as Error).message}`); }
+/** --model as a folder: a local path, else a Hub id from the cache or downloaded into it (--revision). */
+export async function modelDir(o: { model?: string; revision?: string }, model = o.model ?? defaultModelDir(), revision = o.revision): Promise<string> {
+  try { return await resolveModelPath(model, { revision }); } catch (e) { throw new Error(`--model ${model}: ${(e as Error).message}`); }
+}
+
+/** --adapter as a folder holding adapter_config.json: a local path or a Hub id (--adapter-revision). */
+export async function adapterDir(o: { adapter?: string; adapterRevision?: string }): Promise<string | undefined> {
+  const a = o.adapter;
+  if (a === undefined) return undefined;
+  try { return await resolveModelPath(a, { requiredFile: ADAPTER_CONFIG_NAME, revision: o.adapterRevision }); } catch (e) { throw new Error(`--adapter ${a}: ${(e as Error).message}`); }
 }
 
 export function loadTokenizer(dir: string): Tokenizer {
@@ -59,6 +69,10 @@ export function loadTokenizer(dir: string): Tokenizer {
 
 export interface LoadModelOptions {
   numLabels?: number; seed?: number; load4bit?: boolean; quiet?: boolean;
+  /** What --model said (recorded as the model's nameOrPath, hence the adapter's base_model_name_or_path); default the folder. */
+  nameOrPath?: string;
+  /** Label names for the head (from the adapter); its size replaces the checkpoint's head. */
+  labels?: { id2label: Record<string, string>; label2id: Record<string, number> };
   /** 'bfloat16': frozen bf16 Linear / Embedding weights (fromPretrained's dtype). */
   dtype?: 'float32' | 'bfloat16';
 }
@@ -67,12 +81,17 @@ export interface LoadModelOptions {
 export function loadBaseModel(task: CliTask, dir: string, o: LoadModelOptions = {}): HFModel {
   const opts = {
     rng: new Rng(o.seed ?? 42), numLabels: o.numLabels, dtype: o.dtype,
+    ...(o.labels ? { configOverrides: { ...o.labels, num_labels: Object.keys(o.labels.id2label).length } } : {}),
+    // A label count from the data or the adapter replaces a classifier head of another size.
+    ignoreMismatchedSizes: o.labels !== undefined || o.numLabels !== undefined,
     // The head of a classifier built from an LM checkpoint is expected to be new: say it once, briefly.
     logger: o.quiet ? () => {} : (m: string) => process.stderr.write(m.split('\n')[0].slice(0, 300) + '\n'),
   };
   const auto = task === 'seq-cls' ? AutoModelForSequenceClassification : task === 'token-cls' ? AutoModelForTokenClassification : AutoModelForCausalLM;
   // In 4 bit the Linear weights are quantized as they are read: never whole in float32.
-  return auto.fromPretrained(dir, o.load4bit ? { ...opts, quantizationConfig: { loadIn4bit: true } } : opts);
+  const model = auto.fromPretrained(dir, o.load4bit ? { ...opts, quantizationConfig: { loadIn4bit: true } } : opts);
+  model.nameOrPath = o.nameOrPath ?? dir;
+  return model;
 }
 
 /** LoraConfig from the LoRA options (peft defaults where not given). */
@@ -109,7 +128,7 @@ export function readLabelMapping(dir: string): LabelMappingFile | null {
   if (!fs.existsSync(f)) return null;
   const m = readJsonObject(f);
   const isMap = (v: unknown) => !!v && typeof v === 'object' && !Array.isArray(v);
-  if (!TASKS.includes(m.task as CliTask)) throw new Error(`${f}: "task" must be one of ${TASKS.join(', ')}, got ${JSON.stringify(m.task)}`);
+  if (m.task !== undefined && !TASKS.includes(m.task as CliTask)) throw new Error(`${f}: "task" must be one of ${TASKS.join(', ')}, got ${JSON.stringify(m.task)}`);
   if (!isMap(m.id2label) || !Object.values(m.id2label as object).every((v) => typeof v === 'string')) throw new Error(`${f}: "id2label" must be an object of label names`);
   if (!isMap(m.label2id) || !Object.values(m.label2id as object).every((v) => Number.isInteger(v))) throw new Error(`${f}: "label2id" must be an object of integer ids`);
   for (const k of ['textColumn', 'tokensColumn', 'tagsColumn'] as const) if (m[k] !== undefined && typeof m[k] !== 'string') throw new Error(`${f}: "${k}" must be a string`);
@@ -124,17 +143,44 @@ export function dtypeOf(o: ModelOptions): 'float32' | 'bfloat16' {
 }
 
 /** What loadWithAdapter reads. */
-export interface AdapterLoadOptions extends ModelOptions { adapter?: string; task?: CliTask; numLabels?: number; seed?: number }
+export interface AdapterLoadOptions extends ModelOptions { adapter?: string; adapterRevision?: string; task?: CliTask; numLabels?: number; seed?: number }
 
-/** Base model + adapter (frozen, eval mode), the task and labels taken from the adapter dir when known. */
-export function loadWithAdapter(o: AdapterLoadOptions, taskHint?: CliTask): { model: HFModel | PeftModel; task: CliTask; mapping: LabelMappingFile | null; tokenizer: Tokenizer; baseDir: string } {
-  const adapter = o.adapter;
-  if (adapter !== undefined && !fs.existsSync(path.join(adapter, 'adapter_config.json'))) throw new Error(`--adapter ${adapter}: no adapter_config.json there`);
-  const mapping = adapter ? readLabelMapping(adapter) : null;
-  const task = o.task ?? mapping?.task ?? taskHint ?? 'causal-lm';
-  const dir = modelDir(o);
-  const numLabels = mapping ? Object.keys(mapping.id2label).length : o.numLabels;
-  const base = loadBaseModel(task, dir, { numLabels, seed: o.seed ?? 42, load4bit: o.loadIn4bit, dtype: dtypeOf(o), quiet: adapter !== undefined });
+const CLI_TASK: Record<string, CliTask> = { SEQ_CLS: 'seq-cls', TOKEN_CLS: 'token-cls', CAUSAL_LM: 'causal-lm' };
+
+/**
+ * Base model + adapter (frozen, eval mode). The task and labels come from the adapter folder
+ * (label_mapping.json written by train, else the config.json the library saves beside a
+ * classifier, else the saved head's size, for Python peft's adapters; --num-labels when none).
+ * Without --model the base is the adapter's base_model_name_or_path, as AutoPeftModel does.
+ */
+export async function loadWithAdapter(o: AdapterLoadOptions, taskHint?: CliTask): Promise<{ model: HFModel | PeftModel; task: CliTask; mapping: LabelMappingFile | null; tokenizer: Tokenizer; baseDir: string }> {
+  const adapter = await adapterDir(o);
+  const adapterConfig = adapter ? readAdapterConfig(adapter) : null;
+  const fileMapping = adapter ? readLabelMapping(adapter) : null;
+  const task = o.task ?? fileMapping?.task ?? (adapterConfig?.taskType ? CLI_TASK[adapterConfig.taskType] : undefined) ?? taskHint ?? 'causal-lm';
+  let mapping = fileMapping;
+  if (adapter && task !== 'causal-lm' && !(fileMapping && Object.keys(fileMapping.id2label).length)) {
+    const labels = readAdapterLabels(adapter);
+    if (labels) mapping = { ...(fileMapping ?? {}), task, id2label: labels.id2label, label2id: labels.label2id };
+  }
+  const given = o.model;
+  const fromAdapter = given === undefined ? adapterConfig?.baseModelNameOrPath || undefined : undefined;
+  const nameOrPath = given ?? fromAdapter ?? defaultModelDir();
+  const dir = await modelDir(o, nameOrPath, fromAdapter ? adapterConfig?.revision ?? undefined : o.revision);
+  const flagLabels = o.numLabels;
+  const names = mapping && Object.keys(mapping.id2label).length ? mapping : null;
+  if (names && flagLabels !== undefined && flagLabels !== Object.keys(names.id2label).length) {
+    throw new UsageError(`--num-labels ${flagLabels} disagrees with the ${Object.keys(names.id2label).length} labels of the adapter in ${adapter}`);
+  }
+  const base = loadBaseModel(task, dir, {
+    numLabels: names ? undefined : flagLabels, labels: names ? { id2label: names.id2label, label2id: names.label2id } : undefined, nameOrPath,
+    seed: o.seed ?? 42, load4bit: o.loadIn4bit, dtype: dtypeOf(o), quiet: adapter !== undefined,
+  });
+  if (task !== 'causal-lm' && !names) {
+    // No labels with the adapter: the model's own (its config.json, or LABEL_i for --num-labels).
+    const id2label = Object.fromEntries(labelNames(base.config).map((n, i) => [String(i), n]));
+    mapping = { ...(fileMapping ?? {}), task, id2label, label2id: Object.fromEntries(Object.entries(id2label).map(([k, v]) => [v, Number(k)])) };
+  }
   const model = adapter ? PeftModel.fromPretrained(base, adapter) : base;
   model.eval();
   return { model, task, mapping, tokenizer: loadTokenizer(dir), baseDir: dir };

@@ -10,9 +10,16 @@ export type CliTask = typeof TASKS[number];
 const M = 'Model';
 export const MODEL = {
   model: str('base model: a folder or a Hub id (org/name) in the local cache', { metavar: 'DIR|ID', defaultText: 'the embedded assets/default-model', group: M }),
+  revision: str('Hub branch, tag or commit of --model', { metavar: 'REV', group: M }),
   dtype: oneOf(['float32', 'bfloat16'], 'base weights in bf16 keep half the memory (LoRA and compute stay float32)', { default: 'float32', group: M }),
   'load-in-4bit': flag('QLoRA: NF4 4-bit base weights', { group: M }),
 } as const;
+
+/** For commands that load an adapter: a folder or a Hub id. */
+export const ADAPTER_REVISION = {
+  'adapter-revision': str('Hub branch, tag or commit of --adapter', { metavar: 'REV', group: M }),
+} as const;
+export const BASE_FROM_ADAPTER = "the adapter's base_model_name_or_path, else the embedded assets/default-model";
 
 const D = 'Data and task';
 export const TASK = {

@@ -8,6 +8,7 @@ import * as os from 'node:os';
 import { readTextFile } from './files.js';
 import * as path from 'node:path';
 import { createHash, type Hash } from 'node:crypto';
+import { hubEndpoint, hubToken } from './hub-env.js';
 
 export interface ResolveOptions {
   /** Hub cache folder; default HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub. */
@@ -18,8 +19,9 @@ export interface ResolveOptions {
   offline?: boolean;
   /** The file that marks a usable folder (default config.json; adapter_config.json for adapters). */
   requiredFile?: string;
-  /** Access token for gated/private repos (default HF_TOKEN). */
+  /** Access token for gated/private repos (default HF_TOKEN, else $HF_HOME/token: see hub-env.ts). */
   token?: string;
+  /** The Hub's URL (default HF_ENDPOINT, else huggingface.co). */
   hubUrl?: string;
   /** Replaces global fetch (proxies; tests). */
   fetch?: typeof fetch;
@@ -148,7 +150,7 @@ export function wantedFile(f: string): boolean {
   return f.endsWith('.safetensors') || f === 'model.safetensors.index.json' || [
     'config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json',
     'chat_template.jinja', 'chat_template.json', 'added_tokens.json', 'vocab.json', 'vocab.txt', 'merges.txt',
-    'tokenizer.model', 'adapter_config.json',
+    'tokenizer.model', 'adapter_config.json', 'label_mapping.json',
   ].includes(f);
 }
 
@@ -177,7 +179,7 @@ export async function downloadSnapshot(repoId: string, opts: ResolveOptions = {}
   // only after checks, and the bytes must hash to the id the listing gave.
   if (!HUB_ID.test(repoId) || repoId.split('/').some((s) => s === '.' || s === '..')) throw new Error(`invalid Hub model id ${JSON.stringify(repoId)}`);
   const hub = await import('@huggingface/hub');
-  const creds = { accessToken: opts.token ?? process.env.HF_TOKEN, hubUrl: opts.hubUrl, fetch: opts.fetch };
+  const creds = { accessToken: hubToken(opts.token), hubUrl: hubEndpoint(opts.hubUrl), fetch: opts.fetch };
   const rev = checkRevision(opts.revision ?? 'main');
   const info = await hub.modelInfo({ name: repoId, revision: rev, additionalFields: ['sha'], ...creds });
   const commit = (info as { sha?: unknown }).sha;

@@ -15,3 +15,6 @@ export {
 } from './hub.js';
 export type { ResolveOptions } from './hub.js';
 export { loadConfig, parseConfig, labelNames, labelsOf, withNumLabels, type ConfigLabels } from './config.js';
+export { hubToken, hubTokenPath, hubEndpoint, hfHome } from './hub-env.js';
+export { uploadFolder, type PushToHubOptions, type PushResult } from './hub-upload.js';
+export { modelCard, adapterCardMeta, type CardMeta } from './model-card.js';

@@ -2,6 +2,7 @@
 // plus tokenizer_config.json (special tokens, chat template, model_max_length, padding side)
 // and adds what training needs: batch encoding with padding / truncation as transformers'
 // fast tokenizers do it, and int32 tensors [B, T].
+import { pushFolder, type PushResult, type PushToHubOptions } from './hub-upload.js';
 import * as fs from 'node:fs';
 import { MAX_CONFIG_BYTES, MAX_TOKENIZER_BYTES, readJsonObject, readTextFile } from './files.js';
 import * as path from 'node:path';
@@ -84,9 +85,12 @@ export class Tokenizer {
   /** Set when pad was missing and eos is used instead (as GPT-2 users do in transformers). */
   readonly padIsEos: boolean;
   private readonly inner: HFTokenizer;
+  /** tokenizer.json as read, for savePretrained. */
+  private readonly json: Record<string, unknown>;
 
   constructor(tokenizerJson: Record<string, unknown>, tokenizerConfig: Record<string, unknown> = {}, chatTemplate?: string | null) {
     this.config = tokenizerConfig;
+    this.json = tokenizerJson;
     try {
       this.inner = new HFTokenizer(tokenizerJson, tokenizerConfig);
     } catch (e) {
@@ -129,6 +133,31 @@ export class Tokenizer {
     const jinja = path.join(dir, 'chat_template.jinja');
     const tpl = fs.existsSync(jinja) ? readTextFile(jinja, { maxBytes: MAX_CONFIG_BYTES }) : null;
     return new Tokenizer(readJson(tj), cfg, tpl);
+  }
+
+  /**
+   * Writes tokenizer.json, tokenizer_config.json (special tokens included, as transformers 5
+   * keeps them there) and chat_template.jinja when there is a template: Tokenizer.fromFile and
+   * AutoTokenizer.from_pretrained read the folder back.
+   */
+  savePretrained(dir: string): string[] {
+    fs.mkdirSync(dir, { recursive: true });
+    const files: [string, string][] = [
+      ['tokenizer.json', JSON.stringify(this.json)],
+      ['tokenizer_config.json', JSON.stringify({ ...this.config, chat_template: undefined }, null, 2) + '\n'],
+    ];
+    if (this.chatTemplate) files.push(['chat_template.jinja', this.chatTemplate]);
+    for (const [f, text] of files) {
+      const tmp = path.join(dir, `.${f}.tmp-${process.pid}`);
+      fs.writeFileSync(tmp, text);
+      fs.renameSync(tmp, path.join(dir, f));
+    }
+    return files.map(([f]) => f);
+  }
+
+  /** Uploads the saved tokenizer files to a Hub model repo (created when missing). */
+  async pushToHub(repoId: string, opts: PushToHubOptions = {}): Promise<PushResult> {
+    return pushFolder(repoId, (d) => { this.savePretrained(d); }, { what: 'tokenizer', ...opts });
   }
 
   /** Number of tokens including added ones (len(tokenizer) in transformers). */

@@ -213,7 +213,13 @@ export function loadWeights(model: HFModel, dir: string, opts: FromPretrainedOpt
 }
 
 function fromPretrained(task: TaskType, dirOrId: string, opts: FromPretrainedOptions = {}): HFModel {
-  return fromDir(task, resolveLocalModelPath(dirOrId, opts), opts);
+  return named(fromDir(task, resolveLocalModelPath(dirOrId, opts), opts), dirOrId);
+}
+
+/** Records what the model was loaded from, as transformers' name_or_path (the string as given). */
+function named(model: HFModel, dirOrId: string): HFModel {
+  model.nameOrPath = dirOrId;
+  return model;
 }
 
 function fromDir(task: TaskType, dir: string, opts: FromPretrainedOptions): HFModel {
@@ -248,7 +254,7 @@ function autoClass(task: TaskType) {
     fromPretrained: (dirOrId: string, opts: FromPretrainedOptions = {}): HFModel => fromPretrained(task, dirOrId, opts),
     /** Like fromPretrained, but downloads a Hub id into the cache when it is missing (unless offline). */
     fromPretrainedAsync: async (dirOrId: string, opts: FromPretrainedOptions = {}): Promise<HFModel> =>
-      fromDir(task, await resolveModelPath(dirOrId, opts), opts),
+      named(fromDir(task, await resolveModelPath(dirOrId, opts), opts), dirOrId),
     /**
      * A randomly initialised model from a config.json object. dtype 'bfloat16' (transformers'
      * from_config(torch_dtype=...)) draws each Linear / Conv1D / Embedding weight in float32 one

@@ -7,6 +7,10 @@ import { savePretrained } from './save.js';
 import { weightsDtype } from '../nn/dtype.js';
 import { initWeights, num, type RawConfig } from './common.js';
 import { labelNames, withNumLabels } from '../io/config.js';
+import { pushFolder, type PushResult, type PushToHubOptions } from '../io/hub-upload.js';
+import { modelCard } from '../io/model-card.js';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 
 export interface ModelInitOptions {
   /** Rng for dropout (and the random init). Defaults to the global one. */
@@ -28,6 +32,12 @@ export abstract class HFModel extends PreTrainedModel {
   readonly rng: Rng;
   /** Filled by from_pretrained: what the checkpoint lacked / had in excess. */
   loadingInfo?: { missingKeys: string[]; unexpectedKeys: string[]; newlyInitialized: string[]; mismatchedKeys: string[] };
+  /**
+   * transformers' name_or_path: the folder or Hub id fromPretrained was given, as given
+   * (relative paths stay relative, as in Python). peft writes it into adapter_config.json's
+   * base_model_name_or_path, which AutoPeftModel reads back. null for models built from a config.
+   */
+  nameOrPath: string | null = null;
 
   private readonly drawInit: boolean;
   private initPaddingIdx: (name: string) => number | null = () => null;
@@ -76,6 +86,20 @@ export abstract class HFModel extends PreTrainedModel {
 
   /** Writes config.json + model.safetensors to dir (transformers' save_pretrained). */
   savePretrained(dir: string): void { savePretrained(this, dir); }
+
+  /**
+   * transformers' push_to_hub: config.json + model.safetensors and a model card (base_model:
+   * what it was loaded from, e.g. the base of a merged adapter) in one commit to repoId.
+   */
+  async pushToHub(repoId: string, opts: PushToHubOptions = {}): Promise<PushResult> {
+    return pushFolder(repoId, (d) => {
+      this.savePretrained(d);
+      const base = this.nameOrPath && !path.isAbsolute(this.nameOrPath) && !this.nameOrPath.startsWith('.') ? this.nameOrPath : null;
+      fs.writeFileSync(path.join(d, 'README.md'), modelCard(
+        { base_model: base, library_name: 'transformers', pipeline_tag: this.task === 'CAUSAL_LM' ? 'text-generation' : this.task === 'SEQ_CLS' ? 'text-classification' : 'token-classification', tags: ['peft-ts'] },
+        `# ${repoId.split('/')[1]}\n\n${this.architecture}${base ? ` from ${base}` : ''}, saved by peft-ts (load with transformers' \`from_pretrained\`).`));
+    }, { what: 'model', ...opts });
+  }
 
   /** Fresh random weights as transformers' _init_weights draws them. */
   protected initRandom(paddingIdxOf: (name: string) => number | null = () => null): void {

@@ -30,6 +30,8 @@ abstract class DecoderBase extends HFModel {
   /** Per layer: the sliding window, or null for full attention. */
   protected readonly windows: (number | null)[];
 
+  protected override disposeBuffers(): void { this.rope.dispose(); }
+
   constructor(config: ModelConfig | RawConfig, opts: ModelInitOptions = {}) {
     super(opts);
     this.config = asModelConfig(config);

@@ -146,6 +146,13 @@ export class RopeCache {
     }
   }
 
+  /** Releases the tables (the model is being disposed). */
+  dispose(): void {
+    this.cos?.dispose(); this.sin?.dispose();
+    this.cos = this.sin = null;
+    this.n = 0;
+  }
+
   tables(maxPos: number): { cos: Tensor; sin: Tensor } {
     this.update(maxPos + 1);
     if (!this.cos || maxPos >= this.n) {

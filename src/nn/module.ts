@@ -105,6 +105,22 @@ export abstract class Module {
     return n;
   }
 
+  /**
+   * Releases the buffers of every parameter (and gradient) and whatever disposeBuffers() holds
+   * (caches), in this module and below: memoryStats().liveBytes drops by all of it at once,
+   * instead of waiting for the garbage collector. The module is unusable afterwards.
+   */
+  dispose(): void {
+    const seen = new Set<Tensor>();
+    for (const [, m] of this.namedModules()) {
+      for (const p of m._params.values()) if (p && !seen.has(p)) { seen.add(p); p.dispose(); }
+      m.disposeBuffers();
+    }
+  }
+
+  /** Hook for modules holding tensors that are not parameters (RoPE tables...): release them. */
+  protected disposeBuffers(): void {}
+
   zeroGrad(): void {
     for (const p of this.parameters()) if (p.grad) { p.grad.dispose(); p.grad = null; }
   }

@@ -11,3 +11,8 @@ export {
   ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, getPeftModelStateDict, readAdapterConfig, type SaveAdapterOptions,
 } from './save.js';
 export { setPeftWarningHandler, captureWarnings } from './warn.js';
+export {
+  AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification, AutoPeftModelForTokenClassification, AutoPeftModelForSeq2SeqLM,
+  type AutoPeftOptions,
+} from './auto.js';
+export { readAdapterLabels, savedHeadSize, LABEL_MAPPING_FILE, type AdapterLabels } from './labels.js';

@@ -10,6 +10,7 @@ import { type LoraLayer, isLoraLayer } from './embedding.js';
 import { ModulesToSaveWrapper } from './modules-to-save.js';
 import { checkTiedModules, injectAdapter, inspectModules, warnTiedMerge, markOnlyAdaptersAsTrainable, prepareConfig, setModulesToSave } from './inject.js';
 import { peftWarn } from './warn.js';
+import { pushFolder, type PushResult, type PushToHubOptions } from '../io/hub-upload.js';
 import { type SaveAdapterOptions, getPeftModelStateDict, loadAdapterWeights, readAdapterConfig, savePretrained } from './save.js';
 
 export interface LoadAdapterOptions {
@@ -202,6 +203,15 @@ export class PeftModel extends Module {
   /** Writes adapter_config.json + adapter_model.safetensors per adapter (non-default ones in dir/<name>). */
   savePretrained(dir: string, opts: SaveAdapterOptions = {}): string[] { return savePretrained(this, dir, opts); }
 
+  /**
+   * peft's push_to_hub: the adapter files savePretrained writes (adapter_config.json,
+   * adapter_model.safetensors, model card with base_model / library_name: peft, config.json with
+   * the labels of a classifier) in one commit to repoId, created when missing.
+   */
+  async pushToHub(repoId: string, opts: PushToHubOptions & SaveAdapterOptions = {}): Promise<PushResult> {
+    return pushFolder(repoId, (d) => { this.savePretrained(d, opts); }, { what: 'adapter', ...opts });
+  }
+
   /** peft's get_peft_model_state_dict: checkpoint key -> tensor for one adapter. */
   getAdapterStateDict(name = this._activeAdapter) { return getPeftModelStateDict(this, name); }
 
@@ -239,5 +249,12 @@ function fmtInt(n: number): string { return String(n).replace(/\B(?=(\d{3})+(?!\
 
 /** Wraps `model` with a new LoRA adapter (peft's get_peft_model). The base weights are frozen. */
 export function getPeftModel(model: Module, config: LoraConfig, adapterName = 'default', opts: GetPeftModelOptions = {}): PeftModel {
-  return new PeftModel(model, config, adapterName, opts);
+  // peft's get_peft_model: the config names the model it was made for (model.name_or_path),
+  // so the saved adapter_config.json leads AutoPeftModel back to the base.
+  const newName = (model as { nameOrPath?: string | null }).nameOrPath || null; // '' (from config) is no name
+  const oldName = config.baseModelNameOrPath;
+  if (oldName !== null && oldName !== newName) {
+    peftWarn(`The PEFT config's \`base_model_name_or_path\` was renamed from '${oldName}' to '${newName}'. Please ensure that the correct base model is loaded when loading this checkpoint.`);
+  }
+  return new PeftModel(model, config.clone({ baseModelNameOrPath: newName }), adapterName, opts);
 }

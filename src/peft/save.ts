@@ -18,6 +18,8 @@ import { ALL_LINEAR, LoraConfig, pyFullMatch } from './config.js';
 import { ModulesToSaveWrapper } from './modules-to-save.js';
 import type { PeftModel } from './model.js';
 import { peftWarn } from './warn.js';
+import { findCachedSnapshot } from '../io/hub.js';
+import { adapterCardMeta, modelCard } from '../io/model-card.js';
 
 export const ADAPTER_CONFIG_NAME = 'adapter_config.json';
 export const ADAPTER_WEIGHTS_NAME = 'adapter_model.safetensors';
@@ -153,12 +155,18 @@ export function getPeftModelStateDict(pm: PeftModel, name = 'default', saveEmbed
   return out;
 }
 
-// peft compares the vocab size with the base model's config.json (local folders only here: no Hub).
+// peft compares the vocab size with the base model's config.json: a local folder, else the
+// Hub id's snapshot in the cache (never the network here: without it the check says "not resized").
 function vocabResized(model: EmbeddingModel, config: LoraConfig): boolean {
   const id = config.baseModelNameOrPath, vocab = model.config?.vocabSize;
   if (!id || typeof vocab !== 'number') return false;
-  const file = path.join(id, 'config.json');
-  if (!fs.existsSync(file)) return false;
+  let file = path.join(id, 'config.json');
+  if (!fs.existsSync(file)) {
+    let snap: string | null = null;
+    try { snap = findCachedSnapshot(id, { revision: config.revision ?? undefined }); } catch { snap = null; }
+    if (!snap) return false;
+    file = path.join(snap, 'config.json');
+  }
   try {
     const base = readJsonObject(file) as { vocab_size?: number; text_config?: { vocab_size?: number } };
     const v = base.vocab_size ?? base.text_config?.vocab_size;
@@ -208,8 +216,17 @@ export function savePretrained(pm: PeftModel, dir: string, opts: SaveAdapterOpti
     writeFileAtomic(path.join(out, ADAPTER_CONFIG_NAME), JSON.stringify(adapterConfigJson(pm, name), null, 2));
     const readme = path.join(out, 'README.md');
     if (!fs.existsSync(readme)) {
-      const base = pm.peftConfig.get(name)!.baseModelNameOrPath;
-      writeFileAtomic(readme, `---\nlibrary_name: peft\n${base ? `base_model: ${base}\n` : ''}---\n\n# LoRA adapter '${name}'\n\nSaved by peft-ts in peft's format (load with \`PeftModel.from_pretrained\`).\n`);
+      const cfg = adapterConfigJson(pm, name);
+      const base = (cfg.base_model_name_or_path as string | null) ?? null;
+      writeFileAtomic(readme, modelCard(adapterCardMeta(base, (cfg.task_type as string | null) ?? null),
+        `# LoRA adapter '${name}'${base ? ` for ${base}` : ''}\n\nSaved by peft-ts in peft's format: load it with peft's ` +
+        `\`AutoPeftModel...from_pretrained\` / \`PeftModel.from_pretrained\`, or peft-ts's \`AutoPeftModel...fromPretrained\`.`));
+    }
+    // Classifiers: the base model's config.json (with id2label / label2id) beside the adapter, as
+    // transformers saves a model's config, so the label names travel with the head.
+    const base = pm.getBaseModel() as unknown as { task?: string; configForSave?(): Record<string, unknown> };
+    if ((base.task === 'SEQ_CLS' || base.task === 'TOKEN_CLS') && typeof base.configForSave === 'function') {
+      writeFileAtomic(path.join(out, 'config.json'), JSON.stringify(base.configForSave(), null, 2) + '\n');
     }
     written.push(out);
   }

@@ -215,6 +215,9 @@ export class Linear4bit extends Module implements LinearLike {
     this.quantizeWeight(w, q.state.dtype);
   }
 
+  /** Drops the quantized weight (host and device copies) when the model is disposed. */
+  protected override disposeBuffers(): void { this.q = null; this.dev = null; }
+
   /** Bytes held by the quantized weight (packed codes + absmax + nested state + maps). */
   quantizedBytes(): number { return this.q ? quantizedBytes(this.q) : 0; }
 

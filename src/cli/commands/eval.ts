@@ -5,15 +5,17 @@ import type { LogEntry } from '../../train/callbacks.js';
 import { type Dataset, encodeLabels } from '../../data/dataset.js';
 import type { Tokenizer } from '../../io/tokenizer.js';
 import { type CommandDef, flag, helpText, int, parseCommand, str } from '../args.js';
-import { COLUMNS, MODEL, TASK, type CliTask } from '../options.js';
+import { ADAPTER_REVISION, BASE_FROM_ADAPTER, COLUMNS, MODEL, TASK, type CliTask } from '../options.js';
 import { loadWithAdapter, modelDir, requireFile } from '../common.js';
 import { columnsFrom, featuresFor, guessTask, load, tokenClsLabels } from '../data.js';
 import { metricsFor, printMetrics } from './train.js';
 
 const EVAL_OPTIONS = {
   data: str('labelled data (.jsonl / .json / .csv)', { metavar: 'FILE', required: true }),
-  adapter: str('adapter folder written by train (its label_mapping.json gives task and labels)', { metavar: 'DIR' }),
+  adapter: str('adapter folder or Hub id (its label_mapping.json gives task and labels)', { metavar: 'DIR|ID' }),
+  ...ADAPTER_REVISION,
   ...MODEL,
+  model: { ...MODEL.model, defaultText: BASE_FROM_ADAPTER },
   ...TASK,
   'num-labels': int('classes for a base classifier without adapter', { min: 1, max: 1 << 20, defaultText: 'from the data', group: 'Data and task' }),
   ...COLUMNS,
@@ -53,10 +55,10 @@ export async function evalCommand(argv: string[]): Promise<void> {
   if (!o.adapter && hint === 'seq-cls' && (o.task ?? 'seq-cls') === 'seq-cls') {
     label2id = encodeLabels(ds, cols.label).mapping.label2id;
   } else if (!o.adapter && (o.task ?? hint) === 'token-cls') {
-    label2id = tokenClsLabels(ds, cols, o.labels, modelDir(o)).label2id;
+    label2id = tokenClsLabels(ds, cols, o.labels, await modelDir(o)).label2id;
   }
   const numLabels = o.numLabels ?? (label2id ? Object.keys(label2id).length : undefined);
-  const { model, task, mapping, tokenizer } = loadWithAdapter({ ...o, numLabels }, hint);
+  const { model, task, mapping, tokenizer } = await loadWithAdapter({ ...o, numLabels }, hint);
   const fromAdapter = mapping?.label2id && Object.keys(mapping.label2id).length ? mapping.label2id : undefined;
   const c = {
     ...cols, text: o.textColumn ?? mapping?.textColumn ?? cols.text,

@@ -3,14 +3,16 @@ import { tensor } from '../../tensor/index.js';
 import { generate } from '../../generate/generate.js';
 import { TextStreamer } from '../../generate/streamer.js';
 import { type CommandDef, UsageError, flag, helpText, int, num, oneOf, parseCommand, str } from '../args.js';
-import { MODEL, TASKS } from '../options.js';
+import { ADAPTER_REVISION, BASE_FROM_ADAPTER, MODEL, TASKS } from '../options.js';
 import { loadWithAdapter } from '../common.js';
 
 const G = 'Generation';
 const GENERATE_OPTIONS = {
   prompt: str('the prompt (a value starting with "-" is written --prompt="-...")', { metavar: '"..."', required: true }),
-  adapter: str('LoRA adapter (causal-lm) to apply; without it, the base model', { metavar: 'DIR' }),
+  adapter: str('LoRA adapter (causal-lm) to apply, a folder or Hub id; without it, the base model', { metavar: 'DIR|ID' }),
+  ...ADAPTER_REVISION,
   ...MODEL,
+  model: { ...MODEL.model, defaultText: BASE_FROM_ADAPTER },
   task: oneOf(TASKS, 'the adapter task (generation needs causal-lm)'),
   'max-new-tokens': int('tokens to generate', { min: 1, max: 1 << 20, default: 40, group: G }),
   greedy: flag('greedy decoding (the default)', { group: G }),
@@ -35,7 +37,7 @@ export async function generateCommand(argv: string[]): Promise<void> {
   if (o.greedy && o.doSample) throw new UsageError('generate: --greedy and --do-sample exclude each other');
   const numBeams = o.numBeams;
   if (numBeams > 1 && o.doSample) throw new UsageError('generate: --num-beams > 1 is beam search; it cannot be combined with --do-sample');
-  const { model, task, tokenizer } = loadWithAdapter(o, 'causal-lm');
+  const { model, task, tokenizer } = await loadWithAdapter(o, 'causal-lm');
   if (task !== 'causal-lm') throw new UsageError(`generate: the adapter is for ${task}; generation needs a causal-lm adapter`);
   const ids = tokenizer.encode(prompt);
   if (!ids.length) throw new UsageError('generate: the prompt encodes to no tokens');

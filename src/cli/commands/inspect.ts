@@ -22,7 +22,7 @@ export async function inspectCommand(argv: string[]): Promise<void> {
   const o = parseCommand(INSPECT, argv);
   if (o.help) { console.log(helpText(INSPECT)); return; }
   const task = o.task;
-  const dir = modelDir(o);
+  const dir = await modelDir(o);
   const model = loadBaseModel(task, dir, { numLabels: task === 'causal-lm' ? undefined : o.numLabels, quiet: true, load4bit: o.loadIn4bit, dtype: dtypeOf(o) });
   const mods = inspectModules(model);
   console.log(`${model.architecture} from ${dir}: ${mods.length} targetable modules (linear and embedding)`);

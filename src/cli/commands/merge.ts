@@ -6,13 +6,15 @@ import { makeDirs } from '../../io/files.js';
 import type { HFModel } from '../../models/base.js';
 import { PeftModel } from '../../peft/model.js';
 import { type CommandDef, UsageError, helpText, int, oneOf, parseCommand, str } from '../args.js';
-import { TASKS } from '../options.js';
+import { BASE_FROM_ADAPTER, TASKS } from '../options.js';
 import { loadWithAdapter, modelDir } from '../common.js';
 
 const MERGE_OPTIONS = {
-  adapter: str('adapter folder', { metavar: 'DIR', required: true }),
+  adapter: str('adapter folder or Hub id', { metavar: 'DIR|ID', required: true }),
+  'adapter-revision': str('Hub branch, tag or commit of --adapter', { metavar: 'REV' }),
   'output-dir': str('where config.json, model.safetensors and the tokenizer go (a new folder: never the base model or the adapter)', { metavar: 'DIR', required: true }),
-  model: str('base model: a folder or a Hub id in the local cache', { metavar: 'DIR|ID', defaultText: 'the embedded assets/default-model' }),
+  model: str('base model: a folder or a Hub id', { metavar: 'DIR|ID', defaultText: BASE_FROM_ADAPTER }),
+  revision: str('Hub branch, tag or commit of --model', { metavar: 'REV' }),
   task: oneOf(TASKS, 'the adapter task', { defaultText: "the adapter's label_mapping.json" }),
   seed: int('seed of a classifier head the adapter does not hold', { min: 0, max: 2 ** 32 - 1, default: 42 }),
 } as const;
@@ -28,14 +30,18 @@ export async function mergeCommand(argv: string[]): Promise<void> {
   const out = o.outputDir;
   // Never write over the inputs (checked before anything loads): the merged checkpoint would
   // replace the base model's weights.
-  const base = modelDir(o);
-  for (const [what, dir] of [['--model', base], ['--adapter', o.adapter]] as const) {
+  // Without --model the base is the adapter's base_model_name_or_path: checked once loaded too.
+  const inputs: [string, string][] = [['--adapter', o.adapter]];
+  if (o.model !== undefined || !fs.existsSync(path.join(o.adapter, 'adapter_config.json'))) inputs.push(['--model', await modelDir(o)]);
+  const refuse = (what: string, dir: string) => {
     if (inside(real(out), real(dir)) || inside(real(dir), real(out))) throw new UsageError(`merge: --output-dir ${out} is (or holds, or is inside) ${what} ${dir}; write the merged model to a new folder`);
-  }
+  };
+  for (const [what, dir] of inputs) refuse(what, dir);
   if (fs.existsSync(path.join(out, 'config.json')) || fs.existsSync(path.join(out, 'model.safetensors'))) {
     throw new UsageError(`merge: --output-dir ${out} already holds a model (config.json / model.safetensors); remove it or choose a new folder`);
   }
-  const { model, mapping, baseDir } = loadWithAdapter({ ...o, dtype: 'float32', loadIn4bit: false });
+  const { model, mapping, baseDir } = await loadWithAdapter({ ...o, dtype: 'float32', loadIn4bit: false });
+  refuse('the base model', baseDir);
   makeDirs(out);
   const merged = (model as PeftModel).mergeAndUnload() as HFModel;
   // Classifier labels travel in config.json, as transformers stores them.

@@ -8,16 +8,19 @@ import { softmaxRows } from '../../train/metrics.js';
 import type { Tokenizer } from '../../io/tokenizer.js';
 import type { ModelInputs, ModelOutput } from '../../models/types.js';
 import { type CommandDef, UsageError, helpText, int, oneOf, parseCommand, str, strings } from '../args.js';
-import { MODEL, TASKS } from '../options.js';
+import { ADAPTER_REVISION, BASE_FROM_ADAPTER, MODEL, TASKS } from '../options.js';
 import { loadWithAdapter, requireFile } from '../common.js';
 import { load } from '../data.js';
 
 const PREDICT_OPTIONS = {
-  adapter: str('adapter folder written by train (gives the task and labels)', { metavar: 'DIR', required: true }),
+  adapter: str("adapter folder or Hub id (train's, the library's or Python peft's: gives the task, the labels and, without --model, the base model)", { metavar: 'DIR|ID', required: true }),
+  ...ADAPTER_REVISION,
   text: strings('a text to classify (repeat for several); token-cls splits it on whitespace', { metavar: '"..."' }),
   data: str('or a file of rows (text column: --text-column; token-cls reads word lists from --tokens-column, else splits the text column)', { metavar: 'FILE' }),
   output: str('write one JSON line per input instead of printing: {text, label, score, scores} (seq-cls) or {tokens, labels, scores} (token-cls)', { metavar: 'FILE' }),
   ...MODEL,
+  model: { ...MODEL.model, defaultText: BASE_FROM_ADAPTER },
+  'num-labels': int('classes of an adapter saved with no label names and no classifier head', { min: 1, max: 1 << 20 }),
   task: oneOf(TASKS, 'the adapter task', { defaultText: "the adapter's label_mapping.json" }),
   'max-length': int('tokens per text', { min: 1, max: 1 << 20, defaultText: "the adapter's, else 128" }),
   'batch-size': int('texts per batch', { min: 1, max: 1 << 16, default: 16 }),
@@ -66,7 +69,7 @@ export async function predictCommand(argv: string[]): Promise<void> {
   const file = o.data;
   const ds = file ? load(requireFile(file, '--data')) : null;
   if (!texts.length && !ds) throw new UsageError('predict: give --text "..." (repeatable) or --data FILE');
-  const { model, task, mapping, tokenizer } = loadWithAdapter(o, 'seq-cls');
+  const { model, task, mapping, tokenizer } = await loadWithAdapter(o, 'seq-cls');
   if (task === 'causal-lm' || !mapping) throw new UsageError(`predict: the adapter is for ${task}, not a classifier (use generate)`);
   if (task === 'token-cls') {
     const sentences = texts.map((t) => t.split(/\s+/).filter(Boolean));

@@ -53,7 +53,7 @@ export async function runTrain(o: TrainOptions, log: (s: string) => void = (s) =
   // The output folder is checked before anything is loaded: unwritable, or holding another run.
   // (Under mpirun only rank 0 touches the folder.)
   if (getCollective().rank === 0) prepareOutputDir(outputDir, { resume: resume !== null, overwrite: o.overwriteOutputDir });
-  const dir = modelDir(o);
+  const dir = await modelDir(o);
   const tok = loadTokenizer(dir);
   const cols = columnsFrom(o);
   let train = load(dataFile);
@@ -71,7 +71,7 @@ export async function runTrain(o: TrainOptions, log: (s: string) => void = (s) =
   const numLabels = feats.label2id ? Object.keys(feats.label2id).length : undefined;
 
   const seed = o.seed;
-  let base = loadBaseModel(task, dir, { numLabels, seed, load4bit: o.loadIn4bit, dtype });
+  let base = loadBaseModel(task, dir, { numLabels, seed, load4bit: o.loadIn4bit, dtype, nameOrPath: o.model });
   if (o.loadIn4bit) base = prepareModelForKbitTraining(base, { useGradientCheckpointing: o.gradientCheckpointing });
   const peft = getPeftModel(base, loraConfigFrom(o, task, base));
   log(peft.trainableParametersString());
