@@ -9,7 +9,7 @@ export type CliTask = typeof TASKS[number];
 
 const M = 'Model';
 export const MODEL = {
-  model: str('base model: a folder or a Hub id (org/name) in the local cache', { metavar: 'DIR|ID', defaultText: 'the embedded assets/default-model', group: M }),
+  model: str('base model: a folder, or a Hub id (org/name) from the HF cache or downloaded into it', { metavar: 'DIR|ID', defaultText: 'the embedded assets/default-model', group: M }),
   revision: str('Hub branch, tag or commit of --model', { metavar: 'REV', group: M }),
   dtype: oneOf(['float32', 'bfloat16'], 'base weights in bf16 keep half the memory (LoRA and compute stay float32)', { default: 'float32', group: M }),
   'load-in-4bit': flag('QLoRA: NF4 4-bit base weights', { group: M }),
