@@ -194,7 +194,7 @@ test('bad input: clear message naming file and row, no stack trace, non-zero exi
   assert.match(r.stderr, /--lr expects a number/);
   r = cli('train', '--data', clsTrain, '--learning-rat', '1');
   assert.equal(r.code, 2);
-  assert.match(r.stderr, /unknown option\(s\) --learning-rat/);
+  assert.match(r.stderr, /unknown option --learning-rat \(did you mean --learning-rate\?\)/);
   r = cli('frobnicate');
   assert.equal(r.code, 2);
   for (const c of ['train', 'eval', 'predict', 'generate', 'merge', 'inspect', 'demo']) {

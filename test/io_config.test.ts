@@ -36,7 +36,7 @@ test('config errors name the file and the missing field', () => {
   try {
     assert.throws(() => loadConfig(d), /no config\.json at .*config\.json/);
     fs.writeFileSync(path.join(d, 'config.json'), '{"model_type": "gpt2", "n_embd": 8');
-    assert.throws(() => loadConfig(d), /config\.json: not valid JSON/);
+    assert.throws(() => loadConfig(d), /config\.json: invalid JSON/);
     fs.writeFileSync(path.join(d, 'config.json'), JSON.stringify({ model_type: 'gpt2', vocab_size: 10, n_embd: 8, n_layer: 1, n_positions: 4 }));
     assert.throws(() => loadConfig(d), /config\.json: model_type "gpt2" has none of "n_head"/);
     fs.writeFileSync(path.join(d, 'config.json'), JSON.stringify({ vocab_size: 10 }));

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { createHash } from 'node:crypto';
 import {
   resolveModelPath, resolveLocalModelPath, hubCacheDir, repoCacheFolder, findCachedSnapshot,
 } from '../src/io/hub.js';
@@ -92,6 +93,10 @@ test('offline: the error names the exact folder to fill', async () => {
   });
 });
 
+/** The ids the Hub lists: git's blob sha1, and sha256 for LFS files. */
+export const gitOid = (b: Buffer) => createHash('sha1').update(`blob ${b.length}\0`).update(b).digest('hex');
+export const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
 // A tiny in-memory Hub answering the endpoints @huggingface/hub calls.
 function fakeHub(repo: string, commit: string, files: Record<string, Buffer>): { fetch: typeof fetch; calls: string[] } {
   const calls: string[] = [];
@@ -104,9 +109,9 @@ function fakeHub(repo: string, commit: string, files: Record<string, Buffer>): {
     }
     if (url.pathname === `/api/models/${repo}/tree/${commit}`) {
       return json(Object.entries(files).map(([p, b]) => ({
-        type: 'file', path: p, size: b.length, oid: `oid-${p}`,
-        ...(p.endsWith('.safetensors') ? { lfs: { oid: `sha256-${p}`, size: b.length, pointerSize: 100 } } : {}),
-      })).concat([{ type: 'file', path: 'README.md', size: 1, oid: 'r' } as never]));
+        type: 'file', path: p, size: b.length, oid: gitOid(b),
+        ...(p.endsWith('.safetensors') ? { lfs: { oid: sha256(b), size: b.length, pointerSize: 100 } } : {}),
+      })).concat([{ type: 'file', path: 'README.md', size: 1, oid: gitOid(Buffer.from('r')) } as never]));
     }
     const m = url.pathname.match(new RegExp(`^/${repo}/resolve/${commit}/(.+)$`));
     if (m && files[m[1]]) {
@@ -137,7 +142,7 @@ test('download into the cache layout (fake Hub), then reuse offline', async () =
   assert.equal(fs.readFileSync(path.join(repoDir, 'refs', 'main'), 'utf8'), COMMIT);
   assert.deepEqual(fs.readdirSync(snap).sort(), ['config.json', 'model.safetensors', 'tokenizer.json']); // README.md not fetched
   assert.ok(fs.lstatSync(path.join(snap, 'model.safetensors')).isSymbolicLink());
-  assert.ok(fs.existsSync(path.join(repoDir, 'blobs', 'sha256-model.safetensors')));
+  assert.ok(fs.existsSync(path.join(repoDir, 'blobs', sha256(files['model.safetensors']))));
   assert.deepEqual(fs.readdirSync(path.join(repoDir, 'blobs')).filter((f) => f.includes('incomplete')), []);
   assert.deepEqual(Array.from(loadCheckpointDir(snap).get('w')!.data), [1, 2, 3]);
   // Second time: found in the cache, no request at all, even offline.

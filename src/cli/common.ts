@@ -18,54 +18,23 @@ import type { Module } from '../nn/module.js';
 import '../quant/load.js'; // registers the 4-bit loader behind fromPretrained({ quantizationConfig })
 import { Rng } from '../tensor/random.js';
 import { assetPath, defaultModelPath, packageRoot } from '../io/assets.js';
-import { UsageError, bool, camel, list, num, parseArgs, str } from './args.js';
+import { UsageError } from './args.js';
+import { readJsonObject, specialFileKind } from '../io/files.js';
+import { TASKS, type CliTask, type LoraOptions, type ModelOptions } from './options.js';
 
-export type Flags = Record<string, unknown>;
-export type CliTask = 'seq-cls' | 'token-cls' | 'causal-lm' | 'seq2seq-lm';
-export const TASKS: CliTask[] = ['seq-cls', 'token-cls', 'causal-lm', 'seq2seq-lm'];
+export type { CliTask } from './options.js';
+export { TASKS } from './options.js';
 export { LABEL_MAPPING_FILE };
 
 export { packageRoot, assetPath };
 export const defaultModelDir = (): string => defaultModelPath;
 
-/**
- * Flags of a command: parsed argv, over a --config JSON file (same names, camelCase or kebab).
- * Flags given on the command line win over the file.
- */
-export function commandFlags(argv: string[], booleans: string[]): Flags {
-  const { positionals, flags } = parseArgs(argv, new Set(booleans));
-  if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}' (flags start with --)`);
-  let merged: Flags = {};
-  if (typeof flags.config === 'string') {
-    const file = flags.config;
-    if (!fs.existsSync(file)) throw new UsageError(`--config: no such file ${file}`);
-    let raw: unknown;
-    try { raw = JSON.parse(fs.readFileSync(file, 'utf8')); } catch (e) { throw new UsageError(`${file}: invalid JSON (${(e as Error).message})`); }
-    if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new UsageError(`${file}: expected a JSON object of options`);
-    for (const [k, v] of Object.entries(raw as Record<string, unknown>)) merged[camel(k.replace(/_/g, '-'))] = v;
-  } else if (flags.config === true) throw new UsageError('--config needs a file');
-  merged = { ...merged, ...flags };
-  delete merged.config;
-  return merged;
-}
-
-/** Throws a usage error for flags the command does not know (typos otherwise pass silently). */
-export function checkKnown(flags: Flags, known: string[], cmd: string): void {
-  const k = new Set([...known, 'help']);
-  const bad = Object.keys(flags).filter((f) => !k.has(f));
-  if (bad.length) throw new UsageError(`${cmd}: unknown option(s) ${bad.map((b) => '--' + b.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())).join(', ')} (see ${cmd} --help)`);
-}
-
 export function requireFile(file: string | undefined, what: string): string {
   if (!file) throw new UsageError(`${what} is required`);
   if (!fs.existsSync(file)) throw new UsageError(`${what}: no such file ${file}`);
+  const special = specialFileKind(file);
+  if (special) throw new UsageError(`${what} ${file}: is ${special}, not a regular file`);
   return file;
-}
-
-export function taskOf(v: string | undefined): CliTask | undefined {
-  if (v === undefined) return undefined;
-  if (!TASKS.includes(v as CliTask)) throw new UsageError(`--task must be one of ${TASKS.join(', ')}, got '${v}'`);
-  return v as CliTask;
 }
 
 export const peftTask = (t: CliTask) => (t === 'seq-cls' ? 'SEQ_CLS' : t === 'token-cls' ? 'TOKEN_CLS' : t === 'seq2seq-lm' ? 'SEQ_2_SEQ_LM' : 'CAUSAL_LM') as
@@ -75,19 +44,19 @@ export const peftTask = (t: CliTask) => (t === 'seq-cls' ? 'SEQ_CLS' : t === 'to
 const SEQ2SEQ_MODEL_TYPES = ['t5', 'bart'];
 export function isSeq2SeqModelDir(dir: string): boolean {
   const f = path.join(dir, 'config.json');
-  try { return SEQ2SEQ_MODEL_TYPES.includes(JSON.parse(fs.readFileSync(f, 'utf8')).model_type); } catch { return false; }
+  try { return SEQ2SEQ_MODEL_TYPES.includes(String(readJsonObject(f).model_type)); } catch { return false; }
 }
 
 /** --model as a folder: a local path, else a Hub id from the cache or downloaded into it (--revision). */
-export async function modelDir(flags: Flags, model = str(flags, 'model') ?? defaultModelDir(), revision = str(flags, 'revision')): Promise<string> {
+export async function modelDir(o: { model?: string; revision?: string }, model = o.model ?? defaultModelDir(), revision = o.revision): Promise<string> {
   try { return await resolveModelPath(model, { revision }); } catch (e) { throw new Error(`--model ${model}: ${(e as Error).message}`); }
 }
 
 /** --adapter as a folder holding adapter_config.json: a local path or a Hub id (--adapter-revision). */
-export async function adapterDir(flags: Flags): Promise<string | undefined> {
-  const a = str(flags, 'adapter');
+export async function adapterDir(o: { adapter?: string; adapterRevision?: string }): Promise<string | undefined> {
+  const a = o.adapter;
   if (a === undefined) return undefined;
-  try { return await resolveModelPath(a, { requiredFile: ADAPTER_CONFIG_NAME, revision: str(flags, 'adapterRevision') }); } catch (e) { throw new Error(`--adapter ${a}: ${(e as Error).message}`); }
+  try { return await resolveModelPath(a, { requiredFile: ADAPTER_CONFIG_NAME, revision: o.adapterRevision }); } catch (e) { throw new Error(`--adapter ${a}: ${(e as Error).message}`); }
 }
 
 export function loadTokenizer(dir: string): Tokenizer {
@@ -123,24 +92,20 @@ export function loadBaseModel(task: CliTask, dir: string, o: LoadModelOptions = 
   return model;
 }
 
-/** LoraConfig from the LoRA flags (peft defaults where not given). */
-export function loraConfigFrom(flags: Flags, task: CliTask, model?: Module): LoraConfig {
+/** LoraConfig from the LoRA options (peft defaults where not given). */
+export function loraConfigFrom(o: LoraOptions, task: CliTask, model?: Module): LoraConfig {
   // GPT-2's Conv1D stores weights transposed; say so up front instead of letting peft warn.
   const fanInFanOut = model ? inspectModules(model).some((m) => m.type === 'Conv1D') : false;
-  const tm = flags.targetModules;
+  const tm = o.targetModules;
   let targetModules: string[] | string | null = null;
-  if (Array.isArray(tm)) targetModules = tm.map(String);
-  else if (typeof tm === 'string') {
+  if (tm !== undefined) {
     // A single name with regex characters is a regex (peft's str form); "all-linear" passes as is.
-    targetModules = tm === 'all-linear' || /[\\^$*+?()[\]|]/.test(tm) ? tm : list(flags, 'targetModules')!;
+    targetModules = Array.isArray(tm) ? tm : tm === 'all-linear' || /[\\^$*+?()[\]|]/.test(tm) ? tm : tm.split(',').map((t) => t.trim()).filter(Boolean);
+    if (Array.isArray(targetModules) && !targetModules.length) throw new UsageError('--target-modules names no module');
   }
-  const bias = str(flags, 'bias', 'none');
-  if (!['none', 'all', 'lora_only'].includes(bias!)) throw new UsageError(`--bias must be none, all or lora_only, got '${bias}'`);
   return new LoraConfig({
-    taskType: peftTask(task),
-    r: num(flags, 'r', 8), loraAlpha: num(flags, 'loraAlpha', 16), loraDropout: num(flags, 'loraDropout', 0.05),
-    targetModules, bias: bias as 'none', useDora: bool(flags, 'useDora'), useRslora: bool(flags, 'useRslora'),
-    modulesToSave: list(flags, 'modulesToSave') ?? null, fanInFanOut,
+    taskType: peftTask(task), r: o.r, loraAlpha: o.loraAlpha, loraDropout: o.loraDropout,
+    targetModules, bias: o.bias, useDora: o.useDora, useRslora: o.useRslora, modulesToSave: o.modulesToSave ?? null, fanInFanOut,
   });
 }
 
@@ -157,19 +122,28 @@ export function writeLabelMapping(dir: string, m: LabelMappingFile): void {
   fs.writeFileSync(path.join(dir, LABEL_MAPPING_FILE), JSON.stringify(m, null, 2) + '\n');
 }
 
+/** label_mapping.json beside an adapter (written by train), checked before use. */
 export function readLabelMapping(dir: string): LabelMappingFile | null {
   const f = path.join(dir, LABEL_MAPPING_FILE);
   if (!fs.existsSync(f)) return null;
-  try { return JSON.parse(fs.readFileSync(f, 'utf8')) as LabelMappingFile; } catch (e) { throw new Error(`${f}: invalid JSON (${(e as Error).message})`); }
+  const m = readJsonObject(f);
+  const isMap = (v: unknown) => !!v && typeof v === 'object' && !Array.isArray(v);
+  if (m.task !== undefined && !TASKS.includes(m.task as CliTask)) throw new Error(`${f}: "task" must be one of ${TASKS.join(', ')}, got ${JSON.stringify(m.task)}`);
+  if (!isMap(m.id2label) || !Object.values(m.id2label as object).every((v) => typeof v === 'string')) throw new Error(`${f}: "id2label" must be an object of label names`);
+  if (!isMap(m.label2id) || !Object.values(m.label2id as object).every((v) => Number.isInteger(v))) throw new Error(`${f}: "label2id" must be an object of integer ids`);
+  for (const k of ['textColumn', 'tokensColumn', 'tagsColumn'] as const) if (m[k] !== undefined && typeof m[k] !== 'string') throw new Error(`${f}: "${k}" must be a string`);
+  if (m.maxLength !== undefined && !(Number.isInteger(m.maxLength) && (m.maxLength as number) > 0)) throw new Error(`${f}: "maxLength" must be a positive integer`);
+  return m as unknown as LabelMappingFile;
 }
 
-/** --dtype float32|bfloat16 (bf16 base weights); 4-bit and bf16 exclude each other. */
-export function dtypeFlag(flags: Flags): 'float32' | 'bfloat16' {
-  const dtype = str(flags, 'dtype', 'float32');
-  if (dtype !== 'float32' && dtype !== 'bfloat16') throw new UsageError(`--dtype must be float32 or bfloat16, got '${dtype}'`);
-  if (bool(flags, 'loadIn4bit') && dtype === 'bfloat16') throw new UsageError('--dtype bfloat16 and --load-in-4bit do not go together (the 4-bit layers are NF4)');
-  return dtype;
+/** bf16 base weights; 4-bit and bf16 exclude each other. */
+export function dtypeOf(o: ModelOptions): 'float32' | 'bfloat16' {
+  if (o.loadIn4bit && o.dtype === 'bfloat16') throw new UsageError('--dtype bfloat16 and --load-in-4bit do not go together (the 4-bit layers are NF4)');
+  return o.dtype;
 }
+
+/** What loadWithAdapter reads. */
+export interface AdapterLoadOptions extends ModelOptions { adapter?: string; adapterRevision?: string; task?: CliTask; numLabels?: number; seed?: number }
 
 const CLI_TASK: Record<string, CliTask> = { SEQ_CLS: 'seq-cls', TOKEN_CLS: 'token-cls', CAUSAL_LM: 'causal-lm', SEQ_2_SEQ_LM: 'seq2seq-lm' };
 
@@ -179,15 +153,15 @@ const CLI_TASK: Record<string, CliTask> = { SEQ_CLS: 'seq-cls', TOKEN_CLS: 'toke
  * classifier, else the saved head's size, for Python peft's adapters; --num-labels when none).
  * Without --model the base is the adapter's base_model_name_or_path, as AutoPeftModel does.
  */
-export async function loadWithAdapter(flags: Flags, taskHint?: CliTask): Promise<{ model: HFModel | PeftModel; task: CliTask; mapping: LabelMappingFile | null; tokenizer: Tokenizer; baseDir: string }> {
-  const adapter = await adapterDir(flags);
+export async function loadWithAdapter(o: AdapterLoadOptions, taskHint?: CliTask): Promise<{ model: HFModel | PeftModel; task: CliTask; mapping: LabelMappingFile | null; tokenizer: Tokenizer; baseDir: string }> {
+  const adapter = await adapterDir(o);
   const adapterConfig = adapter ? readAdapterConfig(adapter) : null;
   const fileMapping = adapter ? readLabelMapping(adapter) : null;
-  const known = taskOf(str(flags, 'task')) ?? fileMapping?.task ?? (adapterConfig?.taskType ? CLI_TASK[adapterConfig.taskType] : undefined);
-  const given = str(flags, 'model');
+  const known = o.task ?? fileMapping?.task ?? (adapterConfig?.taskType ? CLI_TASK[adapterConfig.taskType] : undefined);
+  const given = o.model;
   const fromAdapter = given === undefined ? adapterConfig?.baseModelNameOrPath || undefined : undefined;
   const nameOrPath = given ?? fromAdapter ?? defaultModelDir();
-  const dir = await modelDir(flags, nameOrPath, fromAdapter ? adapterConfig?.revision ?? undefined : str(flags, 'revision'));
+  const dir = await modelDir(o, nameOrPath, fromAdapter ? adapterConfig?.revision ?? undefined : o.revision);
   // A T5 / BART folder means seq2seq-lm when neither the flags nor the adapter say.
   const task = known ?? (isSeq2SeqModelDir(dir) ? 'seq2seq-lm' : undefined) ?? taskHint ?? 'causal-lm';
   const labelled = task === 'seq-cls' || task === 'token-cls';
@@ -196,14 +170,14 @@ export async function loadWithAdapter(flags: Flags, taskHint?: CliTask): Promise
     const labels = readAdapterLabels(adapter);
     if (labels) mapping = { ...(fileMapping ?? {}), task, id2label: labels.id2label, label2id: labels.label2id };
   }
-  const flagLabels = num(flags, 'numLabels');
+  const flagLabels = o.numLabels;
   const names = mapping && Object.keys(mapping.id2label).length ? mapping : null;
   if (names && flagLabels !== undefined && flagLabels !== Object.keys(names.id2label).length) {
     throw new UsageError(`--num-labels ${flagLabels} disagrees with the ${Object.keys(names.id2label).length} labels of the adapter in ${adapter}`);
   }
   const base = loadBaseModel(task, dir, {
     numLabels: names ? undefined : flagLabels, labels: names ? { id2label: names.id2label, label2id: names.label2id } : undefined, nameOrPath,
-    seed: num(flags, 'seed', 42), load4bit: bool(flags, 'loadIn4bit'), dtype: dtypeFlag(flags), quiet: adapter !== undefined,
+    seed: o.seed ?? 42, load4bit: o.loadIn4bit, dtype: dtypeOf(o), quiet: adapter !== undefined,
   });
   if (labelled && !names) {
     // No labels with the adapter: the model's own (its config.json, or LABEL_i for --num-labels).

@@ -4,8 +4,8 @@ import { tokenizeCausalLM, tokenizeClassification, tokenizeSeq2Seq, tokenizeToke
 import { loadConfig, labelNames } from '../io/config.js';
 import { formatAlpaca } from '../data/templates.js';
 import type { Tokenizer } from '../io/tokenizer.js';
-import { UsageError, list, num, str } from './args.js';
-import type { CliTask, Flags } from './common.js';
+import { UsageError } from './args.js';
+import type { CliTask, ColumnOptions } from './options.js';
 
 export interface Columns {
   text: string; label: string; prompt: string; completion: string; template: 'alpaca' | 'chat' | 'none';
@@ -15,15 +15,11 @@ export interface Columns {
   source: string; target: string;
 }
 
-export function columnsFrom(flags: Flags): Columns {
-  const template = str(flags, 'template', 'none')!;
-  if (!['alpaca', 'chat', 'none'].includes(template)) throw new UsageError(`--template must be alpaca, chat or none, got '${template}'`);
+export function columnsFrom(o: Partial<ColumnOptions>): Columns {
   return {
-    text: str(flags, 'textColumn', 'text')!, label: str(flags, 'labelColumn', 'label')!,
-    prompt: str(flags, 'promptColumn', 'prompt')!, completion: str(flags, 'completionColumn', 'completion')!,
-    template: template as Columns['template'],
-    tokens: str(flags, 'tokensColumn', 'tokens')!, tags: str(flags, 'tagsColumn', 'ner_tags')!,
-    source: str(flags, 'sourceColumn', 'source')!, target: str(flags, 'targetColumn', 'target')!,
+    text: o.textColumn ?? 'text', label: o.labelColumn ?? 'label', prompt: o.promptColumn ?? 'prompt', completion: o.completionColumn ?? 'completion',
+    template: o.template ?? 'none', tokens: o.tokensColumn ?? 'tokens', tags: o.tagsColumn ?? 'ner_tags',
+    source: o.sourceColumn ?? 'source', target: o.targetColumn ?? 'target',
   };
 }
 
@@ -47,12 +43,11 @@ const isDefaultName = (n: string, i: number) => n === `LABEL_${i}`;
  * sorted (transformers' run_ner does the same for string tags). Integer tags need names from
  * one of the first two.
  */
-export function tokenClsLabels(ds: Dataset, c: Columns, flags: Flags, modelDir: string): { label2id: Record<string, number>; id2label: Record<string, string>; source: string } {
+export function tokenClsLabels(ds: Dataset, c: Columns, given: string[] | undefined, modelDir: string): { label2id: Record<string, number>; id2label: Record<string, string>; source: string } {
   const make = (names: string[], source: string) => {
     if (new Set(names).size !== names.length) throw new UsageError(`${source}: label names repeat (${names.join(', ')})`);
     return { label2id: Object.fromEntries(names.map((n, i) => [n, i])), id2label: Object.fromEntries(names.map((n, i) => [String(i), n])), source };
   };
-  const given = list(flags, 'labels');
   if (given?.length) return make(given, '--labels');
   const cfg = loadConfig(modelDir);
   const fromModel = labelNames(cfg);
@@ -85,11 +80,13 @@ function promptRows(ds: Dataset, tok: Tokenizer, c: Columns): Dataset {
 export interface Features { dataset: Dataset; label2id?: Record<string, number>; id2label?: Record<string, string> }
 
 /** Tokenized features; classification labels go through label2id (built from the data when not given). */
-export function featuresFor(task: CliTask, ds: Dataset, tok: Tokenizer, c: Columns, flags: Flags,
+export function featuresFor(task: CliTask, ds: Dataset, tok: Tokenizer, c: Columns, o: { maxLength?: number; numLabels?: number; maxTargetLength?: number },
   label2id?: Record<string, number>): Features {
-  const maxLength = num(flags, 'maxLength', task === 'causal-lm' ? 256 : 128);
+  const maxLength = o.maxLength ?? defaultMaxLength(task);
   if (task === 'seq-cls') {
-    const numLabels = label2id ? Object.keys(label2id).length : num(flags, 'numLabels');
+    // A missing label column would reach the loss as label -1: name the column instead.
+    ds.requireColumns([c.text, c.label]);
+    const numLabels = label2id ? Object.keys(label2id).length : o.numLabels;
     const out = tokenizeClassification(ds, tok, { textColumn: c.text, labelColumn: c.label, maxLength, label2id, numLabels });
     const m = out.labelMapping;
     return { dataset: out, label2id: m?.label2id, id2label: m ? Object.fromEntries(Object.entries(m.id2label).map(([k, v]) => [String(k), v])) : undefined };
@@ -102,7 +99,7 @@ export function featuresFor(task: CliTask, ds: Dataset, tok: Tokenizer, c: Colum
     return { dataset: f };
   }
   if (task === 'seq2seq-lm') {
-    return { dataset: tokenizeSeq2Seq(ds, tok, { sourceColumn: c.source, targetColumn: c.target, maxLength, maxTargetLength: num(flags, 'maxTargetLength', maxLength) }) };
+    return { dataset: tokenizeSeq2Seq(ds, tok, { sourceColumn: c.source, targetColumn: c.target, maxLength, maxTargetLength: o.maxTargetLength ?? maxLength }) };
   }
   if (!label2id) throw new Error('featuresFor: token-cls needs label2id (tokenClsLabels)');
   const tok2 = tok as Tokenizer;
@@ -110,5 +107,7 @@ export function featuresFor(task: CliTask, ds: Dataset, tok: Tokenizer, c: Colum
   const out = tokenizeTokenClassification(ds, tok2, { tokensColumn: c.tokens, tagsColumn: c.tags, label2id, maxLength, labelAllTokens: false });
   return { dataset: out, label2id, id2label: Object.fromEntries(Object.entries(label2id).map(([k, v]) => [String(v), k])) };
 }
+
+export const defaultMaxLength = (task: CliTask) => (task === 'causal-lm' ? 256 : 128);
 
 export function load(file: string): Dataset<Row> { return loadDataset(file); }

@@ -2,6 +2,7 @@
 // map, filter, shuffle, split. Every row keeps where it came from (file and line) so that
 // later errors (tokenization, labels) can point at it.
 import * as fs from 'node:fs';
+import { readTextFile } from '../io/files.js';
 import * as path from 'node:path';
 import { Rng } from '../tensor/random.js';
 import { parseCsv } from './csv.js';
@@ -125,7 +126,7 @@ export function loadDataset(file: string, opts: LoadOptions = {}): Dataset {
   const ext = path.extname(file).toLowerCase().slice(1);
   const format = opts.format ?? (ext === 'jsonl' || ext === 'ndjson' ? 'jsonl' : ext === 'json' ? 'json' : ext === 'csv' ? 'csv' : ext === 'tsv' ? 'tsv' : null);
   if (!format) throw new Error(`loadDataset: cannot tell the format of ${file} from its extension; pass {format: 'jsonl' | 'json' | 'csv'}`);
-  const text = fs.readFileSync(file, 'utf8');
+  const text = readTextFile(file);
   let ds: Dataset;
   if (format === 'jsonl') ds = fromJsonl(text, file);
   else if (format === 'json') ds = fromJson(text, file, opts.field);

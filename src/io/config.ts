@@ -2,6 +2,7 @@
 // n_embd, BERT's hidden_size, DistilBERT's dim); we map them per model_type and keep the raw
 // object for everything architecture-specific.
 import * as fs from 'node:fs';
+import { readJsonObject } from './files.js';
 import * as path from 'node:path';
 import type { ModelConfig } from '../models/types.js';
 
@@ -141,13 +142,8 @@ export function withNumLabels(cfg: ModelConfig, n?: number): ModelConfig {
 /** Reads <dir>/config.json (or a path to a .json file). */
 export function loadConfig(dirOrFile: string): ModelConfig {
   const file = dirOrFile.endsWith('.json') ? dirOrFile : path.join(dirOrFile, 'config.json');
-  let text: string;
-  try { text = fs.readFileSync(file, 'utf8'); } catch {
-    throw new Error(`no config.json at ${file}`);
-  }
-  let raw: Record<string, unknown>;
-  try { raw = JSON.parse(text); } catch (e) { throw new Error(`${file}: not valid JSON (${(e as Error).message})`); }
-  return parseConfig(raw, file);
+  if (!fs.existsSync(file)) throw new Error(`no config.json at ${file}`);
+  return parseConfig(readJsonObject(file), file);
 }
 
 /**

@@ -5,7 +5,9 @@
 //   <cache>/models--org--name/blobs/<etag>
 import * as fs from 'node:fs';
 import * as os from 'node:os';
+import { readTextFile } from './files.js';
 import * as path from 'node:path';
+import { createHash, type Hash } from 'node:crypto';
 import { hubEndpoint, hubToken } from './hub-env.js';
 
 export interface ResolveOptions {
@@ -41,6 +43,35 @@ export function isOffline(opts: ResolveOptions = {}): boolean {
 
 const HUB_ID = /^[A-Za-z0-9][\w.-]*(\/[\w.-]+)?$/;
 const COMMIT = /^[0-9a-f]{40}$/;
+/** A git blob id (sha1) or an LFS object id (sha256): the only names a blob file may get. */
+const GIT_OID = /^[0-9a-f]{40}$/, LFS_OID = /^[0-9a-f]{64}$/;
+
+/**
+ * A revision names a file under refs/ (huggingface_hub writes refs/<revision>): branch and tag
+ * names, "refs/pr/1", never "..", absolute paths or odd characters.
+ */
+export function checkRevision(rev: string): string {
+  if (typeof rev !== 'string' || !rev || rev.length > 255 || !/^[\w.\-/]+$/.test(rev) || rev.startsWith('/') || rev.endsWith('/')
+    || rev.split('/').some((seg) => seg === '' || seg === '.' || seg === '..' || seg.endsWith('.lock'))) {
+    throw new Error(`invalid revision ${JSON.stringify(rev)}: a branch, tag or commit hash (letters, digits, . _ - /; no "..")`);
+  }
+  return rev;
+}
+
+/** p inside dir (after resolving); refuses what a hostile name could make escape. */
+function inside(dir: string, p: string): string {
+  const r = path.relative(path.resolve(dir), path.resolve(p));
+  if (r === '' || r.startsWith('..') || path.isAbsolute(r)) throw new Error(`refusing to write ${p}: outside ${dir}`);
+  return p;
+}
+
+/** A file name from the server that may become a path in the snapshot folder. */
+function checkRemoteName(f: string): string {
+  if (typeof f !== 'string' || !f || f.length > 255 || f === '.' || f === '..' || f.startsWith('.') || /[/\\\0]/.test(f)) {
+    throw new Error(`the Hub listed a file with an unsafe name ${JSON.stringify(f)}`);
+  }
+  return f;
+}
 
 /** models--org--name, as huggingface_hub names a repo's cache folder. */
 export function repoCacheFolder(repoId: string, cacheDir?: string): string {
@@ -54,17 +85,20 @@ function looksLikePath(s: string): boolean {
 /** The cached snapshot folder for repoId@revision holding requiredFile, or null. */
 export function findCachedSnapshot(repoId: string, opts: ResolveOptions = {}): string | null {
   const repoDir = repoCacheFolder(repoId, opts.cacheDir);
-  const rev = opts.revision ?? 'main';
+  const rev = checkRevision(opts.revision ?? 'main');
   const required = opts.requiredFile ?? 'config.json';
   let commit: string | null = null;
   if (COMMIT.test(rev)) commit = rev;
   else {
     const ref = path.join(repoDir, 'refs', rev);
-    if (fs.existsSync(ref)) commit = fs.readFileSync(ref, 'utf8').trim();
+    if (fs.existsSync(ref)) {
+      commit = readTextFile(ref, { maxBytes: 4096 }).trim();
+      if (!COMMIT.test(commit)) throw new Error(`${ref}: not a commit hash (${JSON.stringify(commit.slice(0, 60))})`);
+    }
     else if (rev === 'main') {
       // No ref file (a copied cache): a single snapshot is unambiguous.
       const snaps = fs.existsSync(path.join(repoDir, 'snapshots')) ? fs.readdirSync(path.join(repoDir, 'snapshots')) : [];
-      if (snaps.length === 1) commit = snaps[0];
+      if (snaps.length === 1 && COMMIT.test(snaps[0])) commit = snaps[0];
     }
   }
   if (!commit) return null;
@@ -141,53 +175,81 @@ export async function resolveModelPath(idOrPath: string, opts: ResolveOptions = 
 
 /** Downloads config, tokenizer and weight files (safetensors, else PyTorch .bin) of repoId@revision into the cache layout. */
 export async function downloadSnapshot(repoId: string, opts: ResolveOptions = {}): Promise<string> {
+  // Everything the server says is untrusted: the commit, file names, sizes and ids become paths
+  // only after checks, and the bytes must hash to the id the listing gave.
+  if (!HUB_ID.test(repoId) || repoId.split('/').some((s) => s === '.' || s === '..')) throw new Error(`invalid Hub model id ${JSON.stringify(repoId)}`);
   const hub = await import('@huggingface/hub');
   const creds = { accessToken: hubToken(opts.token), hubUrl: hubEndpoint(opts.hubUrl), fetch: opts.fetch };
-  const rev = opts.revision ?? 'main';
+  const rev = checkRevision(opts.revision ?? 'main');
   const info = await hub.modelInfo({ name: repoId, revision: rev, additionalFields: ['sha'], ...creds });
-  const commit = (info as { sha?: string }).sha;
-  if (!commit || !COMMIT.test(commit)) throw new Error(`the Hub gave no commit hash for ${repoId}@${rev}`);
+  const commit = (info as { sha?: unknown }).sha;
+  if (typeof commit !== 'string' || !COMMIT.test(commit)) throw new Error(`the Hub gave no valid commit hash for ${repoId}@${rev} (got ${JSON.stringify(commit)?.slice(0, 80)})`);
+  if (COMMIT.test(rev) && commit !== rev) throw new Error(`the Hub answered commit ${commit} for revision ${rev}`);
   const entries = [];
   for await (const e of hub.listFiles({ repo: repoId, revision: commit, ...creds })) if (e.type === 'file') entries.push(e);
   const hasSafetensors = entries.some((e) => !e.path.includes('/') && e.path.endsWith('.safetensors'));
   // As transformers: safetensors when the repo has them, else the PyTorch .bin weights.
-  const files = entries.filter((e) => wantedFile(e.path) || (!hasSafetensors && isPytorchWeightFile(e.path)));
+  const files = entries.filter((e) => typeof e.path === 'string' && (wantedFile(e.path) || (!hasSafetensors && isPytorchWeightFile(e.path))));
   const names = files.map((e) => e.path);
   if (!names.includes(opts.requiredFile ?? 'config.json')) throw new Error(`${repoId} has no ${opts.requiredFile ?? 'config.json'}`);
-  const repoDir = repoCacheFolder(repoId, opts.cacheDir);
-  const snap = path.join(repoDir, 'snapshots', commit);
+  const cacheRoot = hubCacheDir(opts.cacheDir);
+  const repoDir = inside(cacheRoot, repoCacheFolder(repoId, opts.cacheDir));
+  const snap = inside(repoDir, path.join(repoDir, 'snapshots', commit));
+  const plan = files.map((e) => {
+    const name = checkRemoteName(e.path);
+    const lfs = e.lfs?.oid, oid = e.oid;
+    // huggingface_hub names a blob by its LFS sha256, else by its git blob id.
+    const etag = typeof lfs === 'string' && LFS_OID.test(lfs) ? lfs : typeof oid === 'string' && GIT_OID.test(oid) && !e.lfs ? oid : null;
+    if (!etag) throw new Error(`the Hub gave ${name} no valid id (oid ${JSON.stringify(oid)?.slice(0, 80)}, lfs oid ${JSON.stringify(lfs)?.slice(0, 80)})`);
+    const size = e.lfs?.size ?? e.size;
+    if (!Number.isSafeInteger(size) || size < 0) throw new Error(`the Hub gave ${name} an invalid size ${JSON.stringify(size)}`);
+    return { name, etag, size, blob: inside(repoDir, path.join(repoDir, 'blobs', etag)), dest: inside(snap, path.join(snap, name)) };
+  });
   fs.mkdirSync(path.join(repoDir, 'blobs'), { recursive: true });
   fs.mkdirSync(snap, { recursive: true });
-  for (const e of files) {
-    const etag = e.lfs?.oid ?? e.oid ?? e.xetHash;
-    if (!etag) throw new Error(`no hash for ${e.path}`);
-    const blob = path.join(repoDir, 'blobs', etag);
-    if (!fs.existsSync(blob)) {
-      const data = await hub.downloadFile({ repo: repoId, path: e.path, revision: commit, ...creds });
-      if (!data) throw new Error(`${e.path} vanished from ${repoId}@${commit}`);
-      await writeBlobAtomically(blob, data);
+  for (const f of plan) {
+    if (!fs.existsSync(f.blob)) {
+      const data = await hub.downloadFile({ repo: repoId, path: f.name, revision: commit, ...creds });
+      if (!data) throw new Error(`${f.name} vanished from ${repoId}@${commit}`);
+      await writeBlobAtomically(f.blob, data, f);
     }
-    linkIntoSnapshot(blob, path.join(snap, e.path));
+    linkIntoSnapshot(f.blob, f.dest);
   }
   if (!COMMIT.test(rev)) {
-    fs.mkdirSync(path.join(repoDir, 'refs'), { recursive: true });
-    writeFileAtomically(path.join(repoDir, 'refs', rev), commit);
+    const ref = inside(path.join(repoDir, 'refs'), path.join(repoDir, 'refs', rev));
+    fs.mkdirSync(path.dirname(ref), { recursive: true });
+    writeFileAtomically(ref, commit);
   }
   return snap;
 }
 
-async function writeBlobAtomically(dest: string, blob: Blob): Promise<void> {
+/**
+ * Streams a download to dest through a temp file, checking as it goes: never more bytes than
+ * the listing's size, and at the end exactly that many, hashing to the listed id (sha256 of the
+ * content for LFS ids, git's sha1 of "blob <size>\0" + content otherwise).
+ */
+async function writeBlobAtomically(dest: string, blob: Blob, want: { name: string; etag: string; size: number }): Promise<void> {
   const tmp = `${dest}.incomplete-${process.pid}`;
   const fd = fs.openSync(tmp, 'w');
+  let hash: Hash;
+  if (want.etag.length === 64) hash = createHash('sha256');
+  else { hash = createHash('sha1'); hash.update(`blob ${want.size}\0`); }
+  let n = 0;
   try {
     // Streamed chunk by chunk: a multi-GB weight file never sits in memory whole.
     const reader = blob.stream().getReader();
     for (;;) {
       const { done, value } = await reader.read();
       if (done) break;
+      n += value.length;
+      if (n > want.size) { await reader.cancel().catch(() => {}); throw new Error(`${want.name}: the Hub sent more than the ${want.size} bytes it listed`); }
+      hash.update(value);
       let off = 0;
       while (off < value.length) off += fs.writeSync(fd, value, off);
     }
+    if (n !== want.size) throw new Error(`${want.name}: got ${n} bytes, the Hub listed ${want.size}`);
+    const got = hash.digest('hex');
+    if (got !== want.etag) throw new Error(`${want.name}: content hash ${got} does not match the id ${want.etag} the Hub listed (corrupt or tampered download)`);
     fs.fsyncSync(fd);
     fs.closeSync(fd);
   } catch (e) {

@@ -11,6 +11,7 @@
 //   are range-checked and a value outside int32 is an error naming the tensor).
 //   For raw access to packed bytes (e.g. 4-bit weights stored as U8) use readTensorBytes().
 import * as fs from 'node:fs';
+import { openRegularFile, readJsonObject, specialFileKind } from './files.js';
 import * as path from 'node:path';
 import { Tensor } from '../tensor/tensor.js';
 import { f32ToBf16, f32ToF16 } from './half.js';
@@ -49,6 +50,18 @@ const DTYPE_RANK: Record<string, number> = {
 
 /** The Rust crate refuses headers above 100 MB; so do we (a corrupt length is usually huge). */
 const MAX_HEADER = 100_000_000;
+/**
+ * Entries a header may list. Real files hold at most tens of thousands of tensors; a header
+ * of a million tiny entries (under the byte cap) would take tens of seconds and GBs to parse,
+ * so the entries are counted on the raw bytes first.
+ */
+export const MAX_TENSORS = 1 << 18;
+
+function countByte(buf: Uint8Array, byte: number, stopAt: number): number {
+  let n = 0;
+  for (let i = buf.indexOf(byte); i >= 0 && n <= stopAt; i = buf.indexOf(byte, i + 1)) n++;
+  return n;
+}
 
 function fail(file: string, msg: string): never {
   throw new Error(`safetensors ${file}: ${msg}`);
@@ -84,6 +97,9 @@ function parseHeader(fd: number, file: string): SafetensorsHeader {
   if (8 + n > size) fail(file, `header length ${n} goes beyond the end of the file (${size} bytes)`);
   const hbuf = Buffer.alloc(n);
   readFully(fd, hbuf, 8, file);
+  // Each entry is one {...} object: more braces than MAX_TENSORS (+ the outer one and
+  // __metadata__) cannot be a real file.
+  if (countByte(hbuf, 0x7b, MAX_TENSORS + 2) > MAX_TENSORS + 2) fail(file, `header lists more than ${MAX_TENSORS} entries (${n} bytes); refusing to parse it (not a model file, or corrupt)`);
   let text: string;
   try { text = new TextDecoder('utf-8', { fatal: true }).decode(hbuf); } catch { fail(file, 'header is not valid UTF-8'); }
   if (!text.startsWith('{')) fail(file, 'header does not start with "{"');
@@ -139,10 +155,11 @@ export function readSafetensorsHeader(file: string): SafetensorsHeader {
 }
 
 function openOrFail(file: string): number {
-  if (fs.existsSync(file) && fs.statSync(file).isDirectory()) fail(file, 'is a folder, not a file (use loadCheckpointDir for checkpoint folders)');
-  try { return fs.openSync(file, 'r'); } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    fail(file, code === 'ENOENT' ? 'file not found' : `cannot open (${code ?? (e as Error).message})`);
+  if (specialFileKind(file) === 'a folder') fail(file, 'is a folder, not a file (use loadCheckpointDir for checkpoint folders)');
+  // O_NONBLOCK + fstat: a FIFO or a device named *.safetensors is refused, never read from.
+  try { return openRegularFile(file).fd; } catch (e) {
+    const m = (e as Error).message;
+    fail(file, m.startsWith(file + ': ') ? m.slice(file.length + 2).replace('no such file', 'file not found') : m);
   }
 }
 
@@ -382,10 +399,7 @@ export function openTensorFile(file: string): TensorFileReader {
 
 function readIndex(dir: string, indexName: string): { files: string[]; weightMap: Record<string, string> } {
   const indexPath = path.join(dir, indexName);
-  let idx: { weight_map?: unknown };
-  try { idx = JSON.parse(fs.readFileSync(indexPath, 'utf8')); } catch (e) {
-    throw new Error(`${indexPath}: not valid JSON (${(e as Error).message})`);
-  }
+  const idx: { weight_map?: unknown } = readJsonObject(indexPath, { maxBytes: 256 << 20 });
   const wm = idx.weight_map;
   if (!wm || typeof wm !== 'object' || Array.isArray(wm)) throw new Error(`${indexPath}: missing "weight_map" object`);
   const weightMap = wm as Record<string, string>;

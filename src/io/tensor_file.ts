@@ -99,3 +99,17 @@ export function decodeTensor(bytes: Uint8Array, info: TensorMeta, name: string, 
     default: fail(`tensor "${name}": dtype ${dtype} cannot be loaded as a Tensor (use readTensorBytes for raw bytes)`);
   }
 }
+
+/** NaN / ±Inf count (x - x is 0 only for finite x). */
+export function countNonFinite(a: Float32Array): number {
+  let n = 0;
+  for (let i = 0; i < a.length; i++) { const v = a[i]; if (v - v !== 0) n++; }
+  return n;
+}
+
+/** bfloat16 bits with an all-ones exponent are NaN / Inf. */
+export function countNonFiniteBf16(a: Uint16Array): number {
+  let n = 0;
+  for (let i = 0; i < a.length; i++) if ((a[i] & 0x7f80) === 0x7f80) n++;
+  return n;
+}

@@ -4,6 +4,7 @@
 // fast tokenizers do it, and int32 tensors [B, T].
 import { pushFolder, type PushResult, type PushToHubOptions } from './hub-upload.js';
 import * as fs from 'node:fs';
+import { MAX_CONFIG_BYTES, MAX_TOKENIZER_BYTES, readJsonObject, readTextFile } from './files.js';
 import * as path from 'node:path';
 import { Tokenizer as HFTokenizer } from '@huggingface/tokenizers';
 import { Template } from '@huggingface/jinja';
@@ -59,9 +60,8 @@ interface HFInternals {
 }
 
 function readJson(file: string): Record<string, unknown> {
-  try { return JSON.parse(fs.readFileSync(file, 'utf8')); } catch (e) {
-    throw new Error(`${file}: cannot read JSON (${(e as Error).message})`);
-  }
+  // tokenizer.json of large vocabularies is tens of MB; a link to /dev/zero must not be read.
+  return readJsonObject(file, { maxBytes: MAX_TOKENIZER_BYTES });
 }
 
 /** Special tokens are either a string or an AddedToken-like {content: ...}. */
@@ -133,7 +133,7 @@ export class Tokenizer {
       for (const [k, v] of Object.entries(readJson(stm))) if (cfg[k] === undefined) cfg[k] = v;
     }
     const jinja = path.join(dir, 'chat_template.jinja');
-    const tpl = fs.existsSync(jinja) ? fs.readFileSync(jinja, 'utf8') : null;
+    const tpl = fs.existsSync(jinja) ? readTextFile(jinja, { maxBytes: MAX_CONFIG_BYTES }) : null;
     return new Tokenizer(readJson(tj), cfg, tpl);
   }
 

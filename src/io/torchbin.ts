@@ -6,6 +6,7 @@
 // storage offsets and strides (tensors sharing a storage, e.g. tied weights, or views).
 // Only the zip format (torch >= 1.6) is read; the older tar/raw-pickle format is refused.
 import * as fs from 'node:fs';
+import { openRegularFile, specialFileKind } from './files.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { PyDict, PyGlobal, UnpicklingError, unpickle } from './pickle.js';
 import { looksLikeZip, readZipDirectory, type ZipEntry } from './zip.js';
@@ -40,10 +41,11 @@ export class TorchBinReader implements TensorFileReader {
 
   constructor(readonly file: string) {
     const fail = this.fail;
-    if (fs.existsSync(file) && fs.statSync(file).isDirectory()) fail('is a folder, not a file');
-    try { this.fd = fs.openSync(file, 'r'); } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      fail(code === 'ENOENT' ? 'file not found' : `cannot open (${code ?? (e as Error).message})`);
+    if (specialFileKind(file) === 'a folder') fail('is a folder, not a file');
+    // O_NONBLOCK + fstat: a FIFO or a device is refused, never read from.
+    try { this.fd = openRegularFile(file).fd; } catch (e) {
+      const m = (e as Error).message;
+      fail(m.startsWith(file + ': ') ? m.slice(file.length + 2).replace('no such file', 'file not found') : m);
     }
     try { this.parse(this.fd as number); } catch (e) { this.close(); throw e; }
   }

@@ -3,11 +3,12 @@
 // kept, legacy LayerNorm gamma/beta, old buffers skipped), and save it back.
 import { yieldToEventLoop } from '../tensor/yield.js';
 import * as fs from 'node:fs';
+import { MAX_CONFIG_BYTES, readJsonObject, readTextFile } from '../io/files.js';
 import * as path from 'node:path';
 import type { Tensor } from '../tensor/tensor.js';
 import { initEmptyWeights, materializeEmptyWeights } from '../nn/layers.js';
 import { openCheckpointDir } from '../io/safetensors.js';
-import { FLOAT_FILE_DTYPES, type TensorFileReader } from '../io/tensor_file.js';
+import { FLOAT_FILE_DTYPES, countNonFinite, countNonFiniteBf16, type TensorFileReader } from '../io/tensor_file.js';
 import { resolveLocalModelPath, resolveModelPath, type ResolveOptions } from '../io/hub.js';
 import type { TaskType } from './types.js';
 import type { HFModel, ModelInitOptions } from './base.js';
@@ -111,8 +112,8 @@ export interface LoadingInfo { missingKeys: string[]; unexpectedKeys: string[]; 
 export function readConfigJson(dir: string): RawConfig {
   const file = path.join(dir, 'config.json');
   if (!fs.existsSync(file)) throw new Error(`no config.json in ${dir}: not a Hugging Face model folder`);
+  const text = readTextFile(file, { maxBytes: MAX_CONFIG_BYTES });
   let raw: unknown;
-  const text = fs.readFileSync(file, 'utf8');
   try { raw = JSON.parse(text); } catch (e) { throw new Error(`${file}: invalid JSON (${(e as Error).message})`); }
   if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new Error(`${file}: expected a JSON object`);
   const floats = floatLiteralKeys(text);
@@ -187,7 +188,7 @@ export function loadWeights(model: HFModel, dir: string, opts: FromPretrainedOpt
   const ignored = model.ignoredUnexpectedKeys();
   const loaded = new Set<Tensor>();
   const loadedKeys = new Set<string>();
-  const unexpected: string[] = [], mismatched: string[] = [];
+  const unexpected: string[] = [], mismatched: string[] = [], nonFinite: string[] = [];
   // The prefix decision needs every key name: open the shards (headers only), then read tensors.
   const ckpt = openCheckpointDir(dir);
   try {
@@ -204,8 +205,10 @@ export function loadWeights(model: HFModel, dir: string, opts: FromPretrainedOpt
         return;
       }
       if (!FLOAT_FILE_DTYPES.has(info.dtype)) throw new Error(`${key}: checkpoint tensor is ${info.dtype}, expected a floating point weight`);
-      if (dst.dtype === 'bfloat16') r.readBfloat16(name, 0, dst.halfBits);
-      else r.readFloat32(name, 0, dst.data);
+      let bad: number;
+      if (dst.dtype === 'bfloat16') { r.readBfloat16(name, 0, dst.halfBits); bad = countNonFiniteBf16(dst.halfBits); }
+      else { r.readFloat32(name, 0, dst.data); bad = countNonFinite(dst.data); }
+      if (bad) nonFinite.push(`${name} (${bad} of ${dst.size})`);
       loaded.add(dst);
       loadedKeys.add(key);
     };
@@ -226,6 +229,8 @@ export function loadWeights(model: HFModel, dir: string, opts: FromPretrainedOpt
   const newlyInitialized = missing.filter((k) => !k.startsWith(base));
   const bodyMissing = missing.filter((k) => k.startsWith(base));
   if (bodyMissing.length && opts.strict) throw new Error(`weights missing from ${dir}: ${bodyMissing.join(', ')}`);
+  // NaN / Inf weights load without complaint in torch; they turn every output into NaN.
+  if (nonFinite.length) log(`Weights of the model checkpoint at ${dir} hold non-finite values (NaN / Inf): ${nonFinite.slice(0, 10).join(', ')}${nonFinite.length > 10 ? ` (+${nonFinite.length - 10} more tensors)` : ''}; outputs will be NaN`);
   if (unexpected.length) log(`Some weights of the model checkpoint at ${dir} were not used when initializing ${model.architecture}: ${unexpected.join(', ')}`);
   if (missing.length || mismatched.length) {
     log(`Some weights of ${model.architecture} were not initialized from the model checkpoint at ${dir} and are newly initialized: ${missing.join(', ')}` +

@@ -167,9 +167,17 @@ export class LoraConfig {
   }
 
   /** Parses adapter_config.json content (as written by peft or by us). */
-  static fromPeftJson(json: Record<string, unknown>): LoraConfig {
-    const pt = json.peft_type ?? 'LORA';
-    if (pt !== 'LORA') throw new Error(`adapter_config.json has peft_type '${String(pt)}'; only LORA adapters are supported`);
+  static fromPeftJson(input: unknown, file = 'adapter_config.json'): LoraConfig {
+    // The file is untrusted: its shape is checked before any value is used (peft itself
+    // fails on a missing peft_type rather than guessing LORA).
+    if (!input || typeof input !== 'object' || Array.isArray(input)) {
+      throw new Error(`${file}: expected a JSON object (peft's adapter config), got ${input === null ? 'null' : Array.isArray(input) ? 'an array' : typeof input}`);
+    }
+    const json = input as Record<string, unknown>;
+    if (json.peft_type === undefined) throw new Error(`${file}: no "peft_type" (not a peft adapter config; LoRA adapters have "peft_type": "LORA")`);
+    const pt = json.peft_type;
+    if (pt !== 'LORA') throw new Error(`${file} has peft_type ${JSON.stringify(pt)}; only LORA adapters are supported`);
+    checkShape(json, file);
     for (const [k, off] of Object.entries(UNSUPPORTED_DEFAULTS)) {
       const v = json[k];
       if (v === undefined || k === 'qalora_group_size') continue;
@@ -205,8 +213,8 @@ export class LoraConfig {
       initLoraWeights: opt('init_lora_weights'),
       useRslora: opt('use_rslora'),
       useDora: opt('use_dora'),
-      rankPattern: opt<Record<string, number>>('rank_pattern') ?? {},
-      alphaPattern: opt<Record<string, number>>('alpha_pattern') ?? {},
+      rankPattern: opt<Record<string, number> | null>('rank_pattern') ?? {},
+      alphaPattern: opt<Record<string, number> | null>('alpha_pattern') ?? {},
       inferenceMode: opt('inference_mode'),
       baseModelNameOrPath: opt('base_model_name_or_path'),
       revision: opt('revision'),
@@ -215,6 +223,39 @@ export class LoraConfig {
     delete extra.peft_version;
     c.extra = extra;
     return c;
+  }
+}
+
+const isStr = (v: unknown) => typeof v === 'string';
+const isStrList = (v: unknown) => Array.isArray(v) && v.every(isStr);
+const isIntList = (v: unknown) => Array.isArray(v) && v.every((x) => Number.isInteger(x));
+const isObj = (v: unknown) => !!v && typeof v === 'object' && !Array.isArray(v);
+const SHAPES: Record<string, [string, (v: unknown) => boolean]> = {
+  r: ['a positive integer', (v) => Number.isInteger(v) && (v as number) > 0],
+  lora_alpha: ['a number', (v) => typeof v === 'number' && Number.isFinite(v)],
+  lora_dropout: ['a number in [0, 1)', (v) => typeof v === 'number' && v >= 0 && v < 1],
+  target_modules: ['a list of names, a regex string or null', (v) => v === null || isStr(v) || isStrList(v)],
+  exclude_modules: ['a list of names, a regex string or null', (v) => v === null || isStr(v) || isStrList(v)],
+  modules_to_save: ['a list of names or null', (v) => v === null || isStrList(v)],
+  layers_to_transform: ['an integer, a list of integers or null', (v) => v === null || Number.isInteger(v) || isIntList(v)],
+  layers_pattern: ['a string, a list of strings or null', (v) => v === null || isStr(v) || isStrList(v)],
+  bias: ['"none", "all" or "lora_only"', (v) => v === 'none' || v === 'all' || v === 'lora_only'],
+  task_type: ['a task name or null', (v) => v === null || isStr(v)],
+  fan_in_fan_out: ['true or false', (v) => typeof v === 'boolean'],
+  use_rslora: ['true or false', (v) => typeof v === 'boolean'],
+  use_dora: ['true or false', (v) => typeof v === 'boolean'],
+  inference_mode: ['true or false', (v) => typeof v === 'boolean'],
+  rank_pattern: ['an object of positive integers', (v) => v === null || (isObj(v) && Object.values(v as object).every((x) => Number.isInteger(x) && x > 0))],
+  alpha_pattern: ['an object of numbers', (v) => v === null || (isObj(v) && Object.values(v as object).every((x) => typeof x === 'number'))],
+  base_model_name_or_path: ['a string or null', (v) => v === null || isStr(v)],
+  revision: ['a string or null', (v) => v === null || isStr(v)],
+  auto_mapping: ['an object or null', (v) => v === null || isObj(v)],
+};
+
+/** Each known key of an adapter_config.json has the JSON type peft writes. */
+function checkShape(json: Record<string, unknown>, file: string): void {
+  for (const [k, [want, ok]] of Object.entries(SHAPES)) {
+    if (json[k] !== undefined && !ok(json[k])) throw new Error(`${file}: "${k}" must be ${want}, got ${JSON.stringify(json[k])}`);
   }
 }
 

@@ -64,7 +64,7 @@ export class LoraEmbedding extends LoraLayerBase {
 
   /** peft's Embedding.update_layer. */
   updateLayer(name: string, r: number, alpha: number, config: LoraConfig, rng: Rng = defaultRng()): void {
-    this.recordAdapter(name, r, alpha, config);
+    this.recordAdapter(name, r, alpha, config, [this.numEmbeddings, this.embeddingDim]);
     this.loraDropout.set(name, new Dropout(config.loraDropout, rng));
     const V = this.numEmbeddings, d = this.embeddingDim;
     // peft starts both from randn; init_lora_weights=false keeps that

@@ -70,8 +70,14 @@ export abstract class LoraLayerBase extends Module {
   abstract setAdapter(names: string | string[], inferenceMode?: boolean): void;
 
   /** Checks the rank and records an adapter's r, alpha and scaling (rsLoRA: alpha / sqrt(r)). */
-  protected recordAdapter(name: string, r: number, alpha: number, config: LoraConfig): void {
+  protected recordAdapter(name: string, r: number, alpha: number, config: LoraConfig, dims?: [number, number]): void {
     if (!Number.isInteger(r) || r <= 0) throw new Error(`\`r\` should be a positive integer value but the value passed is ${r}`);
+    // A and B hold r * (in + out) floats: refuse a rank that cannot be allocated with a clear
+    // message (a typed array stops at 2^31 elements; far before that memory runs out).
+    if (dims && r * (dims[0] + dims[1]) > MAX_LORA_ELEMENTS) {
+      throw new Error(`LoRA rank r=${r} is too large for a ${dims[0]} x ${dims[1]} layer: A and B would hold ${r * (dims[0] + dims[1])} values (limit ${MAX_LORA_ELEMENTS}); `
+        + `useful ranks are at most min(in, out) = ${Math.min(dims[0], dims[1])}`);
+    }
     this.r[name] = r;
     this.loraAlpha[name] = alpha;
     this.scaling[name] = config.useRslora ? alpha / Math.sqrt(r) : alpha / r;
@@ -88,6 +94,9 @@ export abstract class LoraLayerBase extends Module {
     }
   }
 }
+
+/** Largest A + B size of one adapter on one layer (2^30 floats = 4 GiB). */
+export const MAX_LORA_ELEMENTS = 2 ** 30;
 
 export class LoraLinear extends LoraLayerBase implements LinearLike {
   readonly inFeatures: number;
@@ -135,7 +144,7 @@ export class LoraLinear extends LoraLayerBase implements LinearLike {
 
   /** Adds (or re-creates) an adapter: peft's LoraLayer.update_layer. */
   updateLayer(name: string, r: number, alpha: number, config: LoraConfig, rng: Rng = defaultRng()): void {
-    this.recordAdapter(name, r, alpha, config);
+    this.recordAdapter(name, r, alpha, config, [this.inFeatures, this.outFeatures]);
     this.loraDropout.set(name, new Dropout(config.loraDropout, rng));
     // init=false keeps nn.Linear's own init for both (as peft); otherwise reset below.
     const ctorRng = config.initLoraWeights === false ? rng : new Rng(0);

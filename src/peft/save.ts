@@ -4,6 +4,8 @@
 // the module's own path ("base_model.model.classifier.weight"), non-default adapters in a
 // subfolder named after the adapter.
 import * as fs from 'node:fs';
+import { readJsonFile, readJsonObject } from '../io/files.js';
+import { countNonFinite } from '../io/tensor_file.js';
 import * as path from 'node:path';
 import type { Tensor } from '../tensor/tensor.js';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
@@ -166,7 +168,7 @@ function vocabResized(model: EmbeddingModel, config: LoraConfig): boolean {
     file = path.join(snap, 'config.json');
   }
   try {
-    const base = JSON.parse(fs.readFileSync(file, 'utf8')) as { vocab_size?: number; text_config?: { vocab_size?: number } };
+    const base = readJsonObject(file) as { vocab_size?: number; text_config?: { vocab_size?: number } };
     const v = base.vocab_size ?? base.text_config?.vocab_size;
     return typeof v === 'number' && v !== vocab;
   } catch { return false; }
@@ -234,9 +236,11 @@ export function savePretrained(pm: PeftModel, dir: string, opts: SaveAdapterOpti
 export function readAdapterConfig(dir: string): LoraConfig {
   const file = path.join(dir, ADAPTER_CONFIG_NAME);
   if (!fs.existsSync(file)) throw new Error(`Can't find '${ADAPTER_CONFIG_NAME}' at '${dir}'`);
-  let json: Record<string, unknown>;
-  try { json = JSON.parse(fs.readFileSync(file, 'utf8')); } catch (e) { throw new Error(`${file} is not valid JSON: ${(e as Error).message}`); }
-  return LoraConfig.fromPeftJson(json);
+  const json = readJsonFile(file);
+  try { return LoraConfig.fromPeftJson(json, file); } catch (e) {
+    const m = (e as Error).message;
+    throw new Error(m.startsWith(file) ? m : `${file}: ${m.replace(/^LoraConfig: /, '')}`);
+  }
 }
 
 /** adapter_model.safetensors, else (as peft falls back) the torch.save'd adapter_model.bin. */
@@ -253,7 +257,7 @@ function readAdapterFile(dir: string): Map<string, Tensor> {
 export function loadAdapterWeights(pm: PeftModel, dir: string, name: string): { missingKeys: string[]; unexpectedKeys: string[] } {
   const sd = readAdapterFile(dir);
   const map = adapterKeyMap(pm, name);
-  const unexpected: string[] = [];
+  const unexpected: string[] = [], nonFinite: string[] = [];
   const seen = new Set<string>();
   const allParams = pm.stateDict();
   for (const [k, t] of sd) {
@@ -269,10 +273,13 @@ export function loadAdapterWeights(pm: PeftModel, dir: string, name: string): { 
     }
     if (dst.dtype !== 'float32') throw new Error(`cannot load ${key} into a ${dst.dtype} parameter`);
     dst.data.set(t.dtype === 'float32' ? t.data : t.toFloat32Array());
+    const bad = countNonFinite(dst.data);
+    if (bad) nonFinite.push(`${k} (${bad} of ${dst.size})`);
     t.dispose();
     seen.add(key);
   }
   const missing = [...map.keys()].filter((k) => !seen.has(k));
+  if (nonFinite.length) peftWarn(`The adapter '${name}' in ${dir} holds non-finite weights (NaN / Inf): ${nonFinite.slice(0, 10).join(', ')}${nonFinite.length > 10 ? ` (+${nonFinite.length - 10} more)` : ''}; outputs will be NaN.`);
   if (unexpected.length) peftWarn(`Found unexpected keys while loading adapter '${name}' from ${dir}: ${unexpected.slice(0, 5).join(', ')}${unexpected.length > 5 ? ` (+${unexpected.length - 5} more)` : ''}. Is this adapter for a different base model?`);
   if (missing.length) peftWarn(`Found missing adapter keys while loading the checkpoint for adapter '${name}': ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ` (+${missing.length - 5} more)` : ''}.`);
   // DoRA merge caches etc. depend on weights: nothing is merged right after loading.

@@ -56,6 +56,8 @@ export interface TrainingArgumentsInit {
   plotCurves?: boolean;
   /** Names the run in the chart's title (transformers' run_name; default: the output folder's name). */
   runName?: string | null;
+  /** A NaN / Inf loss or gradient norm: 'error' stops training (default), 'skip' skips that update. */
+  nonFiniteAction?: 'error' | 'skip';
 }
 
 export class TrainingArguments {
@@ -98,6 +100,7 @@ export class TrainingArguments {
   removeUnusedColumns = true;
   plotCurves = true;
   runName: string | null = null;
+  nonFiniteAction: 'error' | 'skip' = 'error';
 
   constructor(init: TrainingArgumentsInit) {
     const unknown = Object.keys(init).filter((k) => !(k in this) && k !== 'outputDir');
@@ -131,6 +134,10 @@ export class TrainingArguments {
     }
     if (this.saveTotalLimit !== null && !(Number.isInteger(this.saveTotalLimit) && this.saveTotalLimit >= 1)) {
       throw new Error(`TrainingArguments: saveTotalLimit must be a positive integer or null, got ${this.saveTotalLimit}`);
+    }
+    if (this.nonFiniteAction !== 'error' && this.nonFiniteAction !== 'skip') throw new Error(`TrainingArguments: nonFiniteAction must be 'error' or 'skip', got '${String(this.nonFiniteAction)}'`);
+    for (const [n, v] of [['learningRate', this.learningRate], ['weightDecay', this.weightDecay], ['maxGradNorm', this.maxGradNorm], ['numTrainEpochs', this.numTrainEpochs], ['maxSteps', this.maxSteps]] as const) {
+      if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`TrainingArguments: ${n} must be a finite number, got ${String(v)}`);
     }
     if (this.bf16 && this.fp16) throw new Error('TrainingArguments: bf16 and fp16 cannot both be set');
   }

@@ -15,6 +15,8 @@ export class TrainerState {
   bestModelCheckpoint: string | null = null;
   trainBatchSize = 0;
   numInputTokensSeen = 0;
+  /** Updates skipped for a non-finite loss or gradient (nonFiniteAction 'skip'); not saved. */
+  skippedSteps = 0;
   /** Callback states saved with checkpoints (e.g. early stopping patience counter). */
   statefulCallbacks: Record<string, unknown> = {};
 

@@ -4,6 +4,7 @@
 // arguments. A checkpoint is built in a temp folder and renamed into place, so a crash never
 // leaves a half-written checkpoint-<step> and the previous one is never touched first.
 import * as fs from 'node:fs';
+import { makeDirs, readJsonObject } from '../io/files.js';
 import * as path from 'node:path';
 import { Tensor } from '../tensor/tensor.js';
 import { tensor } from '../tensor/ops/basic.js';
@@ -136,7 +137,7 @@ export function loadCheckpointWeights(dir: string, model: Module): void {
 }
 
 export function loadOptimizerState(dir: string, opt: AdamW): void {
-  const meta = JSON.parse(fs.readFileSync(path.join(dir, OPTIMIZER_META), 'utf8')) as { step: number };
+  const meta = readJsonObject(path.join(dir, OPTIMIZER_META)) as { step: number };
   const ts = readSafetensors(path.join(dir, OPTIMIZER_FILE));
   const m = new Map<string, Float32Array>(), v = new Map<string, Float32Array>();
   for (const [k, t] of ts) {
@@ -150,5 +151,35 @@ export function loadOptimizerState(dir: string, opt: AdamW): void {
 export function readJson<T>(dir: string, file: string): T {
   const p = path.join(dir, file);
   if (!fs.existsSync(p)) throw new Error(`checkpoint ${dir} is missing ${file}`);
-  return JSON.parse(fs.readFileSync(p, 'utf8')) as T;
+  return readJsonObject(p) as T;
+}
+
+const TMP_CHECKPOINT = new RegExp(`^\\.tmp-${PREFIX}\\d+-(\\d+)(\\.old)?$`);
+
+function processAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
+}
+
+/**
+ * Makes the output folder (with a clear error when it cannot be written), removes the
+ * .tmp-checkpoint-* folders a crashed run left (those of live processes are kept), and refuses
+ * a fresh run into a folder holding another run's checkpoint-<step> folders unless told to
+ * overwrite (they are then deleted, so rotation and a later resume see only this run's) or resume.
+ */
+export function prepareOutputDir(outputDir: string, o: { resume: boolean; overwrite: boolean }): { removedTemp: string[]; removedCheckpoints: string[] } {
+  makeDirs(outputDir);
+  const removedTemp: string[] = [];
+  for (const d of fs.readdirSync(outputDir)) {
+    const m = TMP_CHECKPOINT.exec(d);
+    if (m && !processAlive(Number(m[1]))) { fs.rmSync(path.join(outputDir, d), { recursive: true, force: true }); removedTemp.push(d); }
+  }
+  const existing = listCheckpoints(outputDir);
+  if (o.resume || !existing.length) return { removedTemp, removedCheckpoints: [] };
+  if (!o.overwrite) {
+    throw new Error(`output folder ${outputDir} already holds checkpoints of another run (${existing.map((p) => path.basename(p)).slice(-3).join(', ')}): `
+      + 'resume it (resumeFromCheckpoint / --resume), or start over with overwriteOutputDir (--overwrite-output-dir, deletes them), or choose another folder');
+  }
+  for (const c of existing) fs.rmSync(c, { recursive: true, force: true });
+  return { removedTemp, removedCheckpoints: existing };
 }

@@ -20,11 +20,12 @@ import { AdamW, clipGradNorm, paramGroups } from './optim.js';
 import { LRScheduler, warmupStepsFor } from './schedulers.js';
 import { CallbackArgs, EarlyStoppingCallback, LogEntry, ProgressCallback, TrainerCallback, TrainerControl, TrainerState } from './callbacks.js';
 import {
-  RNG_FILE, listCheckpoints, SCHEDULER_FILE, STATE_FILE, SavableModel, lastCheckpoint, loadCheckpointWeights,
+  RNG_FILE, listCheckpoints, prepareOutputDir, SCHEDULER_FILE, STATE_FILE, SavableModel, lastCheckpoint, loadCheckpointWeights,
   loadOptimizerState, readJson, rotateCheckpoints, saveCheckpoint,
 } from './checkpoint.js';
 import { softmaxRows } from './metrics.js';
 import { trainingCurvesSvg } from './curves.js';
+import { makeDirs } from '../io/files.js';
 import { Collective, allReduceGradients, broadcastJson, getCollective, shardOrder } from './distributed.js';
 
 /** What the trainer needs from a model: transformers' forward contract (+ optional savePretrained). */
@@ -146,6 +147,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
   private lastLoss: number | null = null;
   private runStartStep = 0;
   private lastSavedStep = -1;
+  private progressStream?: { write(s: string): unknown };
   /** The job's processes (one unless launched by mpirun); rank 0 logs, evaluates and writes. */
   readonly collective: Collective;
 
@@ -166,11 +168,14 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     // Only the main process reports progress (as transformers' is_world_process_zero).
     const progress = this.collective.rank === 0 ? o.progressStream : { write: () => true };
     this.callbacks = [new ProgressCallback(progress), ...(o.callbacks ?? [])];
+    this.progressStream = progress;
     const note = this.args.computeDtypeNote;
     if (note) process.emitWarning(note);
   }
 
   addCallback(cb: TrainerCallback): void { this.callbacks.push(cb); }
+
+  private progress(s: string): void { (this.progressStream ?? process.stderr).write(s); }
 
   private fire(ev: 'onTrainBegin' | 'onEpochBegin' | 'onStepBegin' | 'onStepEnd' | 'onEpochEnd' | 'onTrainEnd', extra: object = {}): void {
     const a = { args: this.args, state: this.state, control: this.control, ...extra } as CallbackArgs;
@@ -274,10 +279,14 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     const { rank, worldSize } = this.collective;
     const ds = this.trainDataset;
     if (!ds || ds.length === 0) throw new Error('Trainer.train: no trainDataset (or it is empty)');
-    fs.mkdirSync(args.outputDir, { recursive: true });
+    let resume = opts.resumeFromCheckpoint ?? args.resumeFromCheckpoint;
+    // A fresh run never mixes with another run's checkpoints (they would be rotated with ours and
+    // picked up by a later resume): refused unless overwriteOutputDir (which removes them) or resume.
+    // Only the main process touches the folder's contents.
+    if (this.isMain) prepareOutputDir(args.outputDir, { resume: resume !== null && resume !== undefined && resume !== false, overwrite: args.overwriteOutputDir });
+    else makeDirs(args.outputDir);
     this.logFile = args.reportTo.includes('jsonl') && this.isMain ? path.join(args.outputDir, 'trainer_log.jsonl') : null;
 
-    let resume = opts.resumeFromCheckpoint ?? args.resumeFromCheckpoint;
     if (resume === true) {
       const last = lastCheckpoint(args.outputDir);
       if (!last) throw new Error(`resumeFromCheckpoint: no checkpoint-<step> folder in ${args.outputDir}`);
@@ -323,6 +332,9 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     this.state.numTrainEpochs = numEpochs;
     this.state.trainBatchSize = bs;
 
+    // A finished run resumed trains no further (the loop below would redo the last epoch's tail).
+    const alreadyDone = this.state.globalStep >= maxSteps;
+    if (alreadyDone) this.progress(`resumed at step ${this.state.globalStep}, which reaches maxSteps ${maxSteps}: nothing left to train\n`);
     const params = this.trainableParams();
     const tensors = params.map(([, p]) => p);
     // DDP: every rank starts from rank 0's trainable weights.
@@ -336,7 +348,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     let tokensSinceLog = 0, logClock = Date.now();
     this.fire('onTrainBegin');
 
-    for (let epoch = epochsTrained; epoch < numEpochs && !this.control.shouldTrainingStop; epoch++) {
+    for (let epoch = epochsTrained; !alreadyDone && epoch < numEpochs && !this.control.shouldTrainingStop; epoch++) {
       const order = shardOrder(this.epochOrder(ds.length, epoch), rank, worldSize, args.dataloaderDropLast);
       const all = this.batches(ds, bs, order, args.dataloaderDropLast);
       this.fire('onEpochBegin');
@@ -348,6 +360,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
         const nb = u === updatesPerEpoch - 1 ? remainder : gas;
         const group = all.slice(u * gas, u * gas + nb);
         this.fire('onStepBegin');
+        let badLoss: number | null = null;
         let groupTokens = 0;
         for (const idx of group) {
           step++;
@@ -364,22 +377,38 @@ export class Trainer extends EventEmitter<TrainerEvents> {
             return { loss: scaled.item(), tokens };
           });
           // transformers' logging_nan_inf_filter: a non-finite loss counts as the running average.
-          if (!Number.isFinite(loss)) trLoss += trLoss / (1 + stepsSinceLog);
+          if (!Number.isFinite(loss)) { badLoss = loss; trLoss += trLoss / (1 + stepsSinceLog); }
           else trLoss += loss;
           groupTokens += tokens;
           await yieldToEventLoop();
         }
         if (worldSize > 1) {
-          const extra = new Float64Array([groupTokens]);
+          // The non-finite flag travels with the gradients, so every rank takes the same decision.
+          const extra = new Float64Array([groupTokens, badLoss === null ? 0 : 1]);
           await allReduceGradients(this.collective, tensors.map((p) => (p.grad ??= zeros(p.shape)).data), extra);
           groupTokens = extra[0];
+          if (extra[1] > 0 && badLoss === null) badLoss = NaN;
         }
         this.state.numInputTokensSeen += groupTokens;
         tokensSinceLog += groupTokens;
-        lastGradNorm = clipGradNorm(tensors, args.maxGradNorm);
+        const gradNorm = clipGradNorm(tensors, args.maxGradNorm);
         lastLr = this.lrScheduler.lr();
         this.optimizer.lr = lastLr;
-        this.optimizer.step();
+        // A NaN / Inf loss or gradient would be written into every trainable weight by the
+        // optimizer (and saved): stop with a clear error, or with nonFiniteAction 'skip' leave
+        // the weights as they are for this step.
+        const nonFinite = badLoss !== null ? `loss ${badLoss}` : !Number.isFinite(gradNorm) ? `gradient norm ${gradNorm}` : null;
+        if (nonFinite && args.nonFiniteAction === 'error') {
+          throw new Error(`Trainer: non-finite ${nonFinite} at step ${this.state.globalStep + 1} (epoch ${epoch}); the weights are left as they were after step ${this.state.globalStep}. `
+            + `Lower the learning rate, check the data and weights, or skip such steps with nonFiniteAction 'skip' (--non-finite-action skip)`);
+        }
+        if (nonFinite) {
+          this.state.skippedSteps = (this.state.skippedSteps ?? 0) + 1;
+          this.progress(`step ${this.state.globalStep + 1}: non-finite ${nonFinite}, update skipped (nonFiniteAction 'skip')\n`);
+        } else {
+          lastGradNorm = gradNorm;
+          this.optimizer.step();
+        }
         this.lrScheduler.step();
         this.optimizer.zeroGrad();
         this.state.globalStep++;
@@ -608,7 +637,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
   }
 
   private async writeModel(dir: string): Promise<void> {
-    fs.mkdirSync(dir, { recursive: true });
+    makeDirs(dir);
     if (typeof this.model.savePretrained === 'function') await this.model.savePretrained(dir);
     else {
       const { writeSafetensors } = await import('../io/safetensors.js');

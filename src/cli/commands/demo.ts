@@ -5,42 +5,45 @@
 // LoRA fine-tune on verse completion, generations before vs after. Numbers -> summary.json.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { makeDirs } from '../../io/files.js';
 import { generateText } from '../../generate/text.js';
 import type { CausalLM } from '../../generate/generate.js';
-import { bool, num, str } from '../args.js';
-import { Flags, assetPath, checkKnown, commandFlags, defaultModelDir, fmtPct, loadBaseModel, loadTokenizer } from '../common.js';
+import { type CommandDef, flag, helpText, int, num, parseCommand, str } from '../args.js';
+import { assetPath, defaultModelDir, fmtPct, loadBaseModel, loadTokenizer } from '../common.js';
 import { columnsFrom, featuresFor, load } from '../data.js';
 import { evaluateModel } from './eval.js';
 import { classify, formatPrediction } from './predict.js';
-import { runTrain } from './train.js';
+import { runTrain, trainOptions } from './train.js';
 
-export const DEMO_HELP = `peft-ts demo: LoRA fine-tuning of the embedded KJV GPT-2 (1.35 M params), before vs after
+const DEMO_OPTIONS = {
+  'output-dir': str('adapters, logs, charts and summary.json go here', { metavar: 'DIR', default: 'runs/demo' }),
+  'cls-steps': int('classifier training steps', { min: 1, default: 400 }),
+  'clm-steps': int('causal-LM training steps', { min: 1, default: 250 }),
+  'learning-rate': num('learning rate of both runs', { min: 0, max: 10, default: 2e-3, alias: ['lr'] }),
+  r: int('LoRA rank', { min: 1, max: 8192, default: 16 }),
+  'per-device-train-batch-size': int('examples per step', { min: 1, max: 1 << 16, default: 16, alias: ['batch-size'] }),
+  seed: int('seed', { min: 0, max: 2 ** 32 - 1, default: 42 }),
+  'skip-clm': flag('only the classification part'),
+} as const;
 
-  --output-dir DIR       (runs/demo) adapters, logs, charts and summary.json go here
-  --cls-steps N          classifier training steps (default 400)
-  --clm-steps N          causal-LM training steps (default 250)
-  --lr X                 learning rate of both runs (default 2e-3)
-  --r N                  LoRA rank (default 16)
-  --seed N               (42)
-  --skip-clm             only the classification part`;
+export const DEMO: CommandDef<typeof DEMO_OPTIONS> = {
+  name: 'demo', summary: 'LoRA fine-tuning of the embedded KJV GPT-2 (1.35 M params), before vs after', options: DEMO_OPTIONS,
+};
 
 const line = (s = '') => console.log(s);
 
 export async function demoCommand(argv: string[]): Promise<void> {
-  const flags: Flags = commandFlags(argv, ['help', 'skipClm']);
-  if (flags.help) { console.log(DEMO_HELP); return; }
-  checkKnown(flags, ['outputDir', 'clsSteps', 'clmSteps', 'lr', 'r', 'seed', 'skipClm', 'batchSize'], 'demo');
+  const o = parseCommand(DEMO, argv);
+  if (o.help) { console.log(helpText(DEMO)); return; }
   const t0 = Date.now();
-  const out = str(flags, 'outputDir', 'runs/demo')!;
-  const seed = num(flags, 'seed', 42)!;
-  const lr = num(flags, 'lr', 2e-3)!;
-  const r = num(flags, 'r', 16)!;
+  const out = o.outputDir;
+  const seed = o.seed, lr = o.learningRate, r = o.r, batchSize = o.perDeviceTrainBatchSize;
   const modelDir = defaultModelDir();
   const tok = loadTokenizer(modelDir);
   const secTrain = assetPath('data', 'kjv_section_train.jsonl'), secTest = assetPath('data', 'kjv_section_test.jsonl');
   const compTrain = assetPath('data', 'kjv_complete_train.jsonl'), compTest = assetPath('data', 'kjv_complete_test.jsonl');
   const elapsed = () => `${((Date.now() - t0) / 1000).toFixed(0)} s`;
-  fs.mkdirSync(out, { recursive: true });
+  makeDirs(out);
 
   line('== peft-ts demo: LoRA on the embedded KJV GPT-2 (assets/README.md) ==');
   line(`model ${modelDir}`);
@@ -56,14 +59,15 @@ export async function demoCommand(argv: string[]): Promise<void> {
   line();
   line('-- 2. LoRA fine-tuning (c_attn/c_proj/c_fc + score head as modules_to_save) --');
   const clsDir = path.join(out, 'classifier');
-  const clsSteps = num(flags, 'clsSteps', 400)!;
+  const clsSteps = o.clsSteps;
   const tcls = Date.now();
-  const cls = await runTrain({
-    data: secTrain, evalData: secTest, task: 'seq-cls', outputDir: clsDir, maxSteps: String(clsSteps), lr: String(lr),
-    r: String(r), loraAlpha: String(2 * r), loraDropout: '0.05', targetModules: 'c_attn,c_proj,c_fc', batchSize: String(num(flags, 'batchSize', 16)),
-    evalSteps: String(Math.max(1, Math.round(clsSteps / 4))), loggingSteps: '20', warmupRatio: '0.06', scheduler: 'cosine',
-    weightDecay: '0.01', seed: String(seed), maxLength: '64',
-  });
+  // The demo's runs are re-runnable: each starts over in its own folder.
+  const cls = await runTrain(trainOptions({
+    data: secTrain, evalData: secTest, task: 'seq-cls', outputDir: clsDir, overwriteOutputDir: true, maxSteps: clsSteps, learningRate: lr,
+    r, loraAlpha: 2 * r, loraDropout: 0.05, targetModules: 'c_attn,c_proj,c_fc', perDeviceTrainBatchSize: batchSize,
+    evalSteps: Math.max(1, Math.round(clsSteps / 4)), loggingSteps: 20, warmupRatio: 0.06, lrSchedulerType: 'cosine',
+    weightDecay: 0.01, seed, maxLength: 64,
+  }));
   const clsSeconds = (Date.now() - tcls) / 1000;
   const after = cls.evalMetrics!;
   line();
@@ -90,7 +94,7 @@ export async function demoCommand(argv: string[]): Promise<void> {
     },
   };
 
-  if (!bool(flags, 'skipClm')) {
+  if (!o.skipClm) {
     line();
     line('-- 5. causal LM: finish a verse of Psalms / Proverbs (LoRA on c_attn/c_proj/c_fc) --');
     const compTestDs = load(compTest);
@@ -103,13 +107,13 @@ export async function demoCommand(argv: string[]): Promise<void> {
       .map((s) => s.split('\n')[0]);
     const genBefore = await gen(lm);
     const clmDir = path.join(out, 'completion');
-    const clmSteps = num(flags, 'clmSteps', 250)!;
+    const clmSteps = o.clmSteps;
     const tclm = Date.now();
-    const clm = await runTrain({
-      data: compTrain, evalData: compTest, task: 'causal-lm', outputDir: clmDir, maxSteps: String(clmSteps), lr: String(lr),
-      r: String(r), loraAlpha: String(2 * r), loraDropout: '0.05', targetModules: 'c_attn,c_proj,c_fc', batchSize: String(num(flags, 'batchSize', 16)),
-      evalSteps: String(Math.max(1, Math.round(clmSteps / 3))), loggingSteps: '10', warmupRatio: '0.06', scheduler: 'cosine', seed: String(seed), maxLength: '96',
-    });
+    const clm = await runTrain(trainOptions({
+      data: compTrain, evalData: compTest, task: 'causal-lm', outputDir: clmDir, overwriteOutputDir: true, maxSteps: clmSteps, learningRate: lr,
+      r, loraAlpha: 2 * r, loraDropout: 0.05, targetModules: 'c_attn,c_proj,c_fc', perDeviceTrainBatchSize: batchSize,
+      evalSteps: Math.max(1, Math.round(clmSteps / 3)), loggingSteps: 10, warmupRatio: 0.06, lrSchedulerType: 'cosine', seed, maxLength: 96,
+    }));
     const clmSeconds = (Date.now() - tclm) / 1000;
     const genAfter = await gen(clm.peft);
     const lmAfter = clm.evalMetrics!;

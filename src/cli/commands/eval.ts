@@ -4,30 +4,31 @@ import { DataCollatorForTokenClassification } from '../../data/collators.js';
 import type { LogEntry } from '../../train/callbacks.js';
 import { type Dataset, encodeLabels } from '../../data/dataset.js';
 import type { Tokenizer } from '../../io/tokenizer.js';
-import { num, str } from '../args.js';
-import { CliTask, Flags, checkKnown, commandFlags, loadWithAdapter, modelDir, requireFile } from '../common.js';
+import { type CommandDef, flag, helpText, int, parseCommand, str } from '../args.js';
+import { ADAPTER_REVISION, BASE_FROM_ADAPTER, COLUMNS, MODEL, TASK, type CliTask } from '../options.js';
+import { loadWithAdapter, modelDir, requireFile } from '../common.js';
 import { columnsFrom, featuresFor, guessTask, load, tokenClsLabels } from '../data.js';
 import { metricsFor, printMetrics } from './train.js';
 
-export const EVAL_HELP = `peft-ts eval: evaluate a base model, with or without a LoRA adapter, on a labelled file
+const EVAL_OPTIONS = {
+  data: str('labelled data (.jsonl / .json / .csv)', { metavar: 'FILE', required: true }),
+  adapter: str('adapter folder or Hub id (its label_mapping.json gives task and labels)', { metavar: 'DIR|ID' }),
+  ...ADAPTER_REVISION,
+  ...MODEL,
+  model: { ...MODEL.model, defaultText: BASE_FROM_ADAPTER },
+  ...TASK,
+  'num-labels': int('classes for a base classifier without adapter', { min: 1, max: 1 << 20, defaultText: 'from the data', group: 'Data and task' }),
+  ...COLUMNS,
+  'batch-size': int('examples per batch', { min: 1, max: 1 << 16, default: 16, alias: ['per-device-eval-batch-size'] }),
+  seed: int('seed of the head of a classifier without adapter', { min: 0, max: 2 ** 32 - 1, default: 42 }),
+  json: flag('print the metrics as one JSON line'),
+} as const;
 
-  --data FILE          labelled data (.jsonl / .json / .csv)                  [required]
-  --adapter DIR        adapter folder written by train (its label_mapping.json gives task and labels)
-  --model DIR|ID       base model (default: the adapter's base_model_name_or_path, else assets/default-model)
-  --revision REV  --adapter-revision REV   Hub branch, tag or commit of --model / --adapter
-  --task T             seq-cls | token-cls | causal-lm | seq2seq-lm (default: from the adapter, else
-                       the model (T5 / BART: seq2seq-lm), else from the columns)
-  --num-labels N       classes for a base classifier without adapter (default: from the data)
-  --labels a,b,c       token-cls tag names without adapter (default: model id2label, else the data's)
-  --text-column C  --label-column C  --prompt-column C  --completion-column C  --template T  --max-length N
-  --tokens-column C (tokens)  --tags-column C (ner_tags)   token-cls words and tags
-  --source-column C (source)  --target-column C (target)   seq2seq-lm inputs and outputs  --max-target-length N
-  --batch-size N (16)  --seed N (head init of a classifier without adapter)
-  --dtype float32|bfloat16  base weights in bf16 (half the memory; compute stays float32)
-Prints accuracy and macro-F1 (seq-cls), token accuracy and entity-level precision / recall / F1
-(token-cls with BIO tags, as seqeval), or loss and perplexity (causal-lm, seq2seq-lm).`;
-
-const KNOWN = ['data', 'adapter', 'model', 'task', 'numLabels', 'textColumn', 'labelColumn', 'promptColumn', 'completionColumn', 'template', 'maxLength', 'batchSize', 'seed', 'loadIn4bit', 'dtype', 'json', 'tokensColumn', 'tagsColumn', 'labels', 'revision', 'adapterRevision', 'sourceColumn', 'targetColumn', 'maxTargetLength'];
+export const EVAL: CommandDef<typeof EVAL_OPTIONS> = {
+  name: 'eval', summary: 'evaluate a base model, with or without a LoRA adapter, on a labelled file', options: EVAL_OPTIONS,
+  epilog: `Prints accuracy and macro-F1 (seq-cls), token accuracy and entity-level precision / recall / F1
+(token-cls with BIO tags, as seqeval), or loss and perplexity (causal-lm, seq2seq-lm).`,
+};
 
 /** Evaluation metrics of `model` on tokenized features (no log files written). */
 export async function evaluateModel(model: ConstructorParameters<typeof Trainer>[0]['model'], task: CliTask, features: Dataset, tok: Tokenizer, batchSize = 16,
@@ -43,32 +44,30 @@ export async function evaluateModel(model: ConstructorParameters<typeof Trainer>
 }
 
 export async function evalCommand(argv: string[]): Promise<void> {
-  const flags: Flags = commandFlags(argv, ['help', 'loadIn4bit', 'json']);
-  if (flags.help) { console.log(EVAL_HELP); return; }
-  checkKnown(flags, KNOWN, 'eval');
-  const file = requireFile(str(flags, 'data'), '--data');
+  const o = parseCommand(EVAL, argv);
+  if (o.help) { console.log(helpText(EVAL)); return; }
+  const file = requireFile(o.data, '--data');
   const ds = load(file);
-  const cols = columnsFrom(flags);
+  const cols = columnsFrom(o);
   const hint: CliTask = guessTask(ds, cols);
   // A classifier without adapter needs the class count before the model is built.
   let label2id: Record<string, number> | undefined;
-  const explicit = str(flags, 'task');
-  if (!str(flags, 'adapter') && hint === 'seq-cls' && (explicit ?? 'seq-cls') === 'seq-cls') {
+  if (!o.adapter && hint === 'seq-cls' && (o.task ?? 'seq-cls') === 'seq-cls') {
     label2id = encodeLabels(ds, cols.label).mapping.label2id;
-  } else if (!str(flags, 'adapter') && (explicit ?? hint) === 'token-cls') {
-    label2id = tokenClsLabels(ds, cols, flags, await modelDir(flags)).label2id;
+  } else if (!o.adapter && (o.task ?? hint) === 'token-cls') {
+    label2id = tokenClsLabels(ds, cols, o.labels, await modelDir(o)).label2id;
   }
-  if (label2id && flags.numLabels === undefined) flags.numLabels = String(Object.keys(label2id).length);
-  const { model, task, mapping, tokenizer } = await loadWithAdapter(flags, hint);
+  const numLabels = o.numLabels ?? (label2id ? Object.keys(label2id).length : undefined);
+  const { model, task, mapping, tokenizer } = await loadWithAdapter({ ...o, numLabels }, hint);
   const fromAdapter = mapping?.label2id && Object.keys(mapping.label2id).length ? mapping.label2id : undefined;
   const c = {
-    ...cols, text: str(flags, 'textColumn') ?? mapping?.textColumn ?? cols.text,
-    tokens: str(flags, 'tokensColumn') ?? mapping?.tokensColumn ?? cols.tokens, tags: str(flags, 'tagsColumn') ?? mapping?.tagsColumn ?? cols.tags,
-    source: str(flags, 'sourceColumn') ?? mapping?.sourceColumn ?? cols.source, target: str(flags, 'targetColumn') ?? mapping?.targetColumn ?? cols.target,
+    ...cols, text: o.textColumn ?? mapping?.textColumn ?? cols.text,
+    tokens: o.tokensColumn ?? mapping?.tokensColumn ?? cols.tokens, tags: o.tagsColumn ?? mapping?.tagsColumn ?? cols.tags,
+    source: o.sourceColumn ?? mapping?.sourceColumn ?? cols.source, target: o.targetColumn ?? mapping?.targetColumn ?? cols.target,
   };
-  const feats = featuresFor(task, ds, tokenizer, c, flags, fromAdapter ?? label2id);
-  const m = await evaluateModel(model, task, feats.dataset, tokenizer, num(flags, 'batchSize', 16), feats.id2label);
-  if (flags.json) { console.log(JSON.stringify(m)); return; }
+  const feats = featuresFor(task, ds, tokenizer, c, { maxLength: o.maxLength, numLabels, maxTargetLength: o.maxTargetLength }, fromAdapter ?? label2id);
+  const m = await evaluateModel(model, task, feats.dataset, tokenizer, o.batchSize, feats.id2label);
+  if (o.json) { console.log(JSON.stringify(m)); return; }
   console.log(`evaluation on ${file} (${ds.length} rows):`);
   printMetrics(m);
 }

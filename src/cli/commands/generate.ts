@@ -2,51 +2,56 @@
 import { tensor } from '../../tensor/index.js';
 import { generateAsync } from '../../generate/generate.js';
 import { TextStreamer } from '../../generate/streamer.js';
-import { UsageError, bool, num, str } from '../args.js';
-import { Flags, checkKnown, commandFlags, loadWithAdapter } from '../common.js';
+import { type CommandDef, UsageError, flag, helpText, int, num, oneOf, parseCommand, str } from '../args.js';
+import { ADAPTER_REVISION, BASE_FROM_ADAPTER, MODEL, TASKS } from '../options.js';
+import { loadWithAdapter } from '../common.js';
 
-export const GENERATE_HELP = `peft-ts generate: continue a prompt (streams to stdout)
+const G = 'Generation';
+const GENERATE_OPTIONS = {
+  prompt: str('the prompt (a value starting with "-" is written --prompt="-...")', { metavar: '"..."', required: true }),
+  adapter: str('LoRA adapter (causal-lm or seq2seq-lm) to apply, a folder or Hub id; without it, the base model (a T5 / BART model encodes the prompt and prints the decoder text)', { metavar: 'DIR|ID' }),
+  ...ADAPTER_REVISION,
+  ...MODEL,
+  model: { ...MODEL.model, defaultText: BASE_FROM_ADAPTER },
+  task: oneOf(TASKS, 'the adapter task (generation needs causal-lm or seq2seq-lm)'),
+  'max-new-tokens': int('tokens to generate', { min: 1, max: 1 << 20, default: 40, group: G }),
+  greedy: flag('greedy decoding (the default)', { group: G }),
+  'do-sample': flag('sample instead of greedy', { group: G }),
+  'num-beams': int('beam search with N beams (the best beam is printed, not streamed)', { min: 1, max: 1024, default: 1, group: G }),
+  temperature: num('sampling temperature', { gt: 0, max: 1e6, group: G }),
+  'top-k': int('keep the K most likely tokens (0: all)', { min: 0, group: G }),
+  'top-p': num('nucleus sampling: keep the smallest set of tokens with probability >= P', { gt: 0, max: 1, group: G }),
+  'no-repeat-ngram-size': int('never repeat an n-gram of this size (0: off)', { min: 0, group: G }),
+  'repetition-penalty': num('penalty on tokens already present (1: none)', { gt: 0, max: 1e6, group: G }),
+  seed: int('sampling seed (same seed, same text)', { min: 0, max: 2 ** 32 - 1, default: 0, group: G }),
+  stream: flag('stream the text as it is generated', { default: true }),
+  'skip-prompt': flag('do not echo the prompt'),
+} as const;
 
-  --prompt "..."              the prompt                                              [required]
-  --adapter DIR               LoRA adapter (causal-lm or seq2seq-lm) to apply; without it, the base model
-                              (a T5 / BART model encodes the prompt and prints the decoder's text)
-  --model DIR|ID              base model (default: the adapter's base_model_name_or_path, else assets/default-model)
-  --revision REV  --adapter-revision REV   Hub branch, tag or commit of --model / --adapter
-  --max-new-tokens N (40)     --greedy (default) | --do-sample
-  --num-beams N (1)           beam search with N beams (the best beam is printed, not streamed)
-  --temperature X  --top-k N  --top-p X  --no-repeat-ngram-size N  --repetition-penalty X
-  --seed N (0)                sampling seed (same seed, same text)
-  --no-stream                 print the text once at the end instead of streaming
-  --skip-prompt               do not echo the prompt
-  --dtype float32|bfloat16   base weights in bf16 (half the memory; compute stays float32)`;
-
-const KNOWN = ['prompt', 'adapter', 'model', 'maxNewTokens', 'numBeams', 'greedy', 'doSample', 'temperature', 'topK', 'topP', 'noRepeatNgramSize', 'repetitionPenalty', 'seed', 'stream', 'skipPrompt', 'task', 'loadIn4bit', 'dtype', 'revision', 'adapterRevision'];
+export const GENERATE: CommandDef<typeof GENERATE_OPTIONS> = { name: 'generate', summary: 'continue a prompt (streams to stdout)', options: GENERATE_OPTIONS };
 
 export async function generateCommand(argv: string[]): Promise<void> {
-  const flags: Flags = commandFlags(argv, ['help', 'greedy', 'doSample', 'stream', 'skipPrompt', 'loadIn4bit']);
-  if (flags.help) { console.log(GENERATE_HELP); return; }
-  checkKnown(flags, KNOWN, 'generate');
-  const prompt = str(flags, 'prompt');
-  if (prompt === undefined) throw new UsageError('generate: --prompt is required');
-  if (bool(flags, 'greedy') && bool(flags, 'doSample')) throw new UsageError('generate: --greedy and --do-sample exclude each other');
-  const { model, task, tokenizer } = await loadWithAdapter(flags, 'causal-lm');
+  const o = parseCommand(GENERATE, argv);
+  if (o.help) { console.log(helpText(GENERATE)); return; }
+  const prompt = o.prompt;
+  if (o.greedy && o.doSample) throw new UsageError('generate: --greedy and --do-sample exclude each other');
+  const numBeams = o.numBeams;
+  if (numBeams > 1 && o.doSample) throw new UsageError('generate: --num-beams > 1 is beam search; it cannot be combined with --do-sample');
+  const { model, task, tokenizer } = await loadWithAdapter(o, 'causal-lm');
   if (task !== 'causal-lm' && task !== 'seq2seq-lm') throw new UsageError(`generate: the adapter is for ${task}; generation needs a causal-lm or seq2seq-lm adapter`);
   const ids = tokenizer.encode(prompt);
   // An encoder-decoder's output starts with its decoder start token, not the prompt.
   const promptLen = task === 'seq2seq-lm' ? 1 : ids.length;
   if (!ids.length) throw new UsageError('generate: the prompt encodes to no tokens');
-  const numBeams = num(flags, 'numBeams', 1)!;
-  if (!Number.isInteger(numBeams) || numBeams < 1) throw new UsageError(`generate: --num-beams must be a positive integer, got ${numBeams}`);
-  if (numBeams > 1 && bool(flags, 'doSample')) throw new UsageError('generate: --num-beams > 1 is beam search; it cannot be combined with --do-sample');
   // Beam search only knows its best sequence at the end: it is printed then, not streamed.
-  const stream = bool(flags, 'stream', true) && numBeams === 1;
+  const stream = o.stream && numBeams === 1;
   let text = '';
-  const streamer = new TextStreamer(tokenizer, { skipPrompt: bool(flags, 'skipPrompt'), skipSpecialTokens: true, write: stream ? (s) => { process.stdout.write(s); } : (s) => { text += s; } });
+  const streamer = new TextStreamer(tokenizer, { skipPrompt: o.skipPrompt, skipSpecialTokens: true, write: stream ? (s) => { process.stdout.write(s); } : (s) => { text += s; } });
   const out = await generateAsync(model, tensor(Int32Array.from(ids), [1, ids.length]), {
-    maxNewTokens: num(flags, 'maxNewTokens', 40), doSample: bool(flags, 'doSample'), numBeams,
-    temperature: num(flags, 'temperature'), topK: num(flags, 'topK'), topP: num(flags, 'topP'),
-    noRepeatNgramSize: num(flags, 'noRepeatNgramSize'), repetitionPenalty: num(flags, 'repetitionPenalty'),
-    seed: num(flags, 'seed', 0), eosTokenId: tokenizer.eosTokenId, padTokenId: tokenizer.padTokenId,
+    maxNewTokens: o.maxNewTokens, doSample: o.doSample, numBeams,
+    temperature: o.temperature, topK: o.topK, topP: o.topP,
+    noRepeatNgramSize: o.noRepeatNgramSize, repetitionPenalty: o.repetitionPenalty,
+    seed: o.seed, eosTokenId: tokenizer.eosTokenId, padTokenId: tokenizer.padTokenId,
     streamer: numBeams === 1 ? streamer : undefined,
   });
   if (numBeams > 1) {
@@ -55,7 +60,7 @@ export async function generateCommand(argv: string[]): Promise<void> {
     const eos = tokenizer.eosTokenId;
     const stop = eos === null ? -1 : row.findIndex((x, j) => j >= promptLen && x === eos);
     if (stop >= 0) row = row.slice(0, stop + 1);
-    text = tokenizer.decode(bool(flags, 'skipPrompt') ? row.slice(promptLen) : row, { skipSpecialTokens: true });
+    text = tokenizer.decode(o.skipPrompt ? row.slice(promptLen) : row, { skipSpecialTokens: true });
   }
   process.stdout.write(stream ? '\n' : text + '\n');
 }

@@ -1,25 +1,29 @@
 // peft-ts inspect: the linear and embedding layers LoRA can target, and the trainable-parameter line for LoRA flags.
 import { getPeftModel } from '../../peft/model.js';
 import { defaultTargetsFor, inspectModules } from '../../peft/inject.js';
-import { num, str } from '../args.js';
-import { Flags, checkKnown, commandFlags, isSeq2SeqModelDir, loadBaseModel, loraConfigFrom, modelDir, taskOf } from '../common.js';
-import { LORA_FLAGS } from './train.js';
+import { type CommandDef, helpText, int, oneOf, parseCommand } from '../args.js';
+import { LORA, MODEL, TASKS } from '../options.js';
+import { dtypeOf, isSeq2SeqModelDir, loadBaseModel, loraConfigFrom, modelDir } from '../common.js';
 
-export const INSPECT_HELP = `peft-ts inspect: targetable linear and embedding modules of a model, and what LoRA would train
+const INSPECT_OPTIONS = {
+  ...MODEL,
+  task: oneOf(TASKS, 'the head to build', { defaultText: 'causal-lm; seq2seq-lm for a T5 / BART model' }),
+  'num-labels': int('classes for classifier heads', { min: 1, max: 1 << 20, default: 2 }),
+  ...LORA,
+} as const;
 
-  --model DIR|ID          model (default: assets/default-model)  --revision REV (Hub ids)
-  --task T                causal-lm (default; seq2seq-lm for a T5 / BART model) | seq-cls | token-cls | seq2seq-lm
-  --num-labels N          classes for classifier heads (default 2)
-  LoRA flags (--r, --lora-alpha, --target-modules, --use-dora, --modules-to-save, ...) as in train:
-  prints peft's "trainable params: ..." line for that configuration.`;
+export const INSPECT: CommandDef<typeof INSPECT_OPTIONS> = {
+  name: 'inspect', summary: 'targetable linear and embedding modules of a model, and what LoRA would train', options: INSPECT_OPTIONS,
+  epilog: `With LoRA flags (--r, --lora-alpha, --target-modules, --use-dora, --modules-to-save, ...) as in train,
+prints peft's "trainable params: ..." line for that configuration.`,
+};
 
 export async function inspectCommand(argv: string[]): Promise<void> {
-  const flags: Flags = commandFlags(argv, ['help', 'useDora', 'useRslora', 'loadIn4bit']);
-  if (flags.help) { console.log(INSPECT_HELP); return; }
-  checkKnown(flags, ['model', 'revision', 'task', 'numLabels', 'loadIn4bit', ...LORA_FLAGS], 'inspect');
-  const dir = await modelDir(flags);
-  const task = taskOf(str(flags, 'task')) ?? (isSeq2SeqModelDir(dir) ? 'seq2seq-lm' : 'causal-lm');
-  const model = loadBaseModel(task, dir, { numLabels: task === 'causal-lm' || task === 'seq2seq-lm' ? undefined : num(flags, 'numLabels', 2), quiet: true, load4bit: flags.loadIn4bit === true });
+  const o = parseCommand(INSPECT, argv);
+  if (o.help) { console.log(helpText(INSPECT)); return; }
+  const dir = await modelDir(o);
+  const task = o.task ?? (isSeq2SeqModelDir(dir) ? 'seq2seq-lm' : 'causal-lm');
+  const model = loadBaseModel(task, dir, { numLabels: task === 'causal-lm' || task === 'seq2seq-lm' ? undefined : o.numLabels, quiet: true, load4bit: o.loadIn4bit, dtype: dtypeOf(o) });
   const mods = inspectModules(model);
   console.log(`${model.architecture} from ${dir}: ${mods.length} targetable modules (linear and embedding)`);
   const w = Math.max(4, ...mods.map((m) => m.name.length));
@@ -27,7 +31,7 @@ export async function inspectCommand(argv: string[]): Promise<void> {
   for (const m of mods) console.log(`${m.name.padEnd(w)}  ${m.type.padEnd(10)}  ${m.inFeatures} -> ${m.outFeatures}`);
   const defaults = defaultTargetsFor(model);
   console.log(defaults ? `default LoRA targets: ${defaults.join(', ')}` : `default LoRA targets: none for model_type '${model.config.modelType}' (pass --target-modules)`);
-  const peft = getPeftModel(model, loraConfigFrom(flags, task, model));
+  const peft = getPeftModel(model, loraConfigFrom(o, task, model));
   const targeted = peft.loraLayers().map(([p]) => p);
   console.log(`LoRA layers (${targeted.length}): ${targeted.join(', ')}`);
   console.log(peft.trainableParametersString());

@@ -7,24 +7,32 @@ import { tidy } from '../../tensor/memory.js';
 import { softmaxRows } from '../../train/metrics.js';
 import type { Tokenizer } from '../../io/tokenizer.js';
 import type { ModelInputs, ModelOutput } from '../../models/types.js';
-import { UsageError, num, str } from '../args.js';
-import { Flags, checkKnown, commandFlags, loadWithAdapter, requireFile } from '../common.js';
+import { type CommandDef, UsageError, helpText, int, oneOf, parseCommand, str, strings } from '../args.js';
+import { ADAPTER_REVISION, BASE_FROM_ADAPTER, MODEL, TASKS } from '../options.js';
+import { loadWithAdapter, requireFile } from '../common.js';
 import { load } from '../data.js';
 
-export const PREDICT_HELP = `peft-ts predict: classify texts (seq-cls) or tag words (token-cls) with a base model + adapter
+const PREDICT_OPTIONS = {
+  adapter: str("adapter folder or Hub id (train's, the library's or Python peft's: gives the task, the labels and, without --model, the base model)", { metavar: 'DIR|ID', required: true }),
+  ...ADAPTER_REVISION,
+  text: strings('a text to classify (repeat for several); token-cls splits it on whitespace', { metavar: '"..."' }),
+  data: str('or a file of rows (text column: --text-column; token-cls reads word lists from --tokens-column, else splits the text column)', { metavar: 'FILE' }),
+  output: str('write one JSON line per input instead of printing: {text, label, score, scores} (seq-cls) or {tokens, labels, scores} (token-cls)', { metavar: 'FILE' }),
+  ...MODEL,
+  model: { ...MODEL.model, defaultText: BASE_FROM_ADAPTER },
+  'num-labels': int('classes of an adapter saved with no label names and no classifier head', { min: 1, max: 1 << 20 }),
+  task: oneOf(TASKS, 'the adapter task', { defaultText: "the adapter's label_mapping.json" }),
+  'max-length': int('tokens per text', { min: 1, max: 1 << 20, defaultText: "the adapter's, else 128" }),
+  'batch-size': int('texts per batch', { min: 1, max: 1 << 16, default: 16 }),
+  'text-column': str('text column of --data', { metavar: 'C', default: 'text' }),
+  'tokens-column': str('token-cls: word-list column of --data', { metavar: 'C', defaultText: "the adapter's, else tokens" }),
+  seed: int('seed of a head the adapter does not hold', { min: 0, max: 2 ** 32 - 1, default: 42 }),
+} as const;
 
-  --adapter DIR|ID     adapter folder or Hub id (train's, the library's or Python peft's: gives the task,
-                       the labels and, without --model, the base model)  [required]
-  --text "..."         a text to classify (repeat for several); token-cls splits it on whitespace
-  --data FILE          or a file of rows (text column: --text-column, default text; token-cls reads
-                       word lists from --tokens-column, default tokens, or else splits the text column)
-  --output FILE        write one JSON line per input instead of printing: {text, label, score, scores}
-                       (seq-cls) or {tokens, labels, scores} (token-cls, one label per word)
-  --num-labels N       classes of an adapter saved with no label names and no classifier head
-  --model DIR|ID  --revision REV  --adapter-revision REV (Hub branch, tag or commit)
-  --max-length N (128)  --batch-size N (16)
-  --dtype float32|bfloat16  base weights in bf16 (half the memory; compute stays float32)
-token-cls prints one line per input: word/LABEL for every word (the label of its first sub-token).`;
+export const PREDICT: CommandDef<typeof PREDICT_OPTIONS> = {
+  name: 'predict', summary: 'classify texts (seq-cls) or tag words (token-cls) with a base model + adapter', options: PREDICT_OPTIONS,
+  epilog: 'token-cls prints one line per input: word/LABEL for every word (the label of its first sub-token).',
+};
 
 export interface Prediction { text: string; label: string; score: number; scores: Record<string, number> }
 
@@ -42,6 +50,7 @@ export function classify(model: Classifier, tok: Tokenizer, texts: string[], id2
     ids.forEach((r, b) => { flat.set(r, b * T); mask.fill(1, b * T, b * T + r.length); });
     const logits = tidy(() => noGrad(() => model.forward({ inputIds: tensor(flat, [chunk.length, T]), attentionMask: tensor(mask, [chunk.length, T]) }).logits.toFloat32Array()));
     const C = logits.length / chunk.length;
+    checkFinite(logits, chunk.length);
     const p = softmaxRows(logits, C);
     chunk.forEach((text, b) => {
       const scores: Record<string, number> = {};
@@ -54,27 +63,18 @@ export function classify(model: Classifier, tok: Tokenizer, texts: string[], id2
 }
 
 export async function predictCommand(argv: string[]): Promise<void> {
-  // --text may repeat: collect every value before the generic parser keeps only the last.
-  const texts: string[] = [];
-  const rest: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === '--text') { if (argv[i + 1] === undefined) throw new UsageError('--text needs a value'); texts.push(argv[++i]); }
-    else if (argv[i].startsWith('--text=')) texts.push(argv[i].slice(7));
-    else rest.push(argv[i]);
-  }
-  const flags: Flags = commandFlags(rest, ['help']);
-  if (flags.help) { console.log(PREDICT_HELP); return; }
-  checkKnown(flags, ['adapter', 'data', 'output', 'model', 'maxLength', 'batchSize', 'textColumn', 'tokensColumn', 'task', 'seed', 'dtype', 'numLabels', 'revision', 'adapterRevision'], 'predict');
-  if (!str(flags, 'adapter')) throw new UsageError('predict: --adapter is required (a classifier trained with `peft-ts train`)');
-  const file = str(flags, 'data');
+  const o = parseCommand(PREDICT, argv);
+  if (o.help) { console.log(helpText(PREDICT)); return; }
+  const texts = [...(o.text ?? [])];
+  const file = o.data;
   const ds = file ? load(requireFile(file, '--data')) : null;
   if (!texts.length && !ds) throw new UsageError('predict: give --text "..." (repeatable) or --data FILE');
-  const { model, task, mapping, tokenizer } = await loadWithAdapter(flags, 'seq-cls');
+  const { model, task, mapping, tokenizer } = await loadWithAdapter(o, 'seq-cls');
   if (task === 'causal-lm' || !mapping) throw new UsageError(`predict: the adapter is for ${task}, not a classifier (use generate)`);
   if (task === 'token-cls') {
     const sentences = texts.map((t) => t.split(/\s+/).filter(Boolean));
     if (ds) {
-      const tcol = str(flags, 'tokensColumn') ?? mapping.tokensColumn ?? 'tokens', col = str(flags, 'textColumn', 'text')!;
+      const tcol = o.tokensColumn ?? mapping.tokensColumn ?? 'tokens', col = o.textColumn;
       const useWords = ds.columnNames.includes(tcol);
       if (!useWords) ds.requireColumns([col]);
       ds.rows.forEach((r, i) => {
@@ -84,8 +84,8 @@ export async function predictCommand(argv: string[]): Promise<void> {
       });
     }
     if (!sentences.length) throw new UsageError('predict: give --text "..." (repeatable) or --data FILE');
-    const preds = tagWords(model, tokenizer, sentences, mapping.id2label, num(flags, 'maxLength', mapping.maxLength ?? 128), num(flags, 'batchSize', 16));
-    const output = str(flags, 'output');
+    const preds = tagWords(model, tokenizer, sentences, mapping.id2label, o.maxLength ?? mapping.maxLength ?? 128, o.batchSize);
+    const output = o.output;
     if (output) {
       fs.writeFileSync(output, preds.map((p) => JSON.stringify(p)).join('\n') + '\n');
       console.log(`wrote ${preds.length} predictions to ${output}`);
@@ -95,19 +95,29 @@ export async function predictCommand(argv: string[]): Promise<void> {
     return;
   }
   if (ds) {
-    const col = str(flags, 'textColumn', 'text')!;
+    const col = o.textColumn;
     ds.requireColumns([col]);
     ds.rows.forEach((r, i) => { if (typeof r[col] !== 'string') throw new Error(`${ds.where(i)}: column '${col}' must be text`); texts.push(r[col] as string); });
   }
   if (!texts.length) throw new UsageError('predict: give --text "..." (repeatable) or --data FILE');
-  const preds = classify(model, tokenizer, texts, mapping.id2label, num(flags, 'maxLength', mapping.maxLength ?? 128), num(flags, 'batchSize', 16));
-  const output = str(flags, 'output');
+  const preds = classify(model, tokenizer, texts, mapping.id2label, o.maxLength ?? mapping.maxLength ?? 128, o.batchSize);
+  const output = o.output;
   if (output) {
     fs.writeFileSync(output, preds.map((p) => JSON.stringify(p)).join('\n') + '\n');
     console.log(`wrote ${preds.length} predictions to ${output}`);
     return;
   }
   for (const p of preds) console.log(formatPrediction(p));
+}
+
+/** NaN / Inf logits (non-finite weights, overflow) would print as NaN scores: an error instead. */
+function checkFinite(logits: Float32Array, n: number): void {
+  for (let i = 0; i < logits.length; i++) {
+    if (!Number.isFinite(logits[i])) {
+      throw new Error(`predict: the model produced a non-finite logit (${logits[i]}) for input ${Math.floor(i / (logits.length / n)) + 1} of this batch; `
+        + 'the base model or adapter weights hold NaN / Inf (see the load warnings), or the computation overflowed');
+    }
+  }
 }
 
 export interface WordPrediction { tokens: string[]; labels: string[]; scores: number[] }
@@ -129,6 +139,7 @@ export function tagWords(model: Classifier, tok: Tokenizer, sentences: string[][
     enc.forEach((e, b) => { flat.set(e.ids, b * T); mask.fill(1, b * T, b * T + e.ids.length); });
     const logits = tidy(() => noGrad(() => model.forward({ inputIds: tensor(flat, [chunk.length, T]), attentionMask: tensor(mask, [chunk.length, T]) }).logits.toFloat32Array()));
     const C = logits.length / (chunk.length * T);
+    checkFinite(logits, chunk.length);
     const p = softmaxRows(logits, C);
     chunk.forEach((words, b) => {
       const labels: string[] = words.map(() => id2label['0'] ?? '0'), scores: number[] = words.map(() => 0);

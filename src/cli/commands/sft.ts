@@ -6,44 +6,43 @@ import * as path from 'node:path';
 import type { Row } from '../../data/dataset.js';
 import { formatAlpaca } from '../../data/templates.js';
 import { SFTConfig, SFTConfigInit, SFTTrainer } from '../../train/sft.js';
-import type { SchedulerType } from '../../train/schedulers.js';
 import type { PackingStrategy } from '../../data/sft.js';
-import { UsageError, bool, num, str } from '../args.js';
-import { Flags, checkKnown, commandFlags, dtypeFlag, loadBaseModel, loadTokenizer, loraConfigFrom, modelDir, requireFile } from '../common.js';
+import { type CommandDef, UsageError, flag, helpText, int, num, oneOf, parseCommand, str } from '../args.js';
+import { LORA, MODEL, TRAINING } from '../options.js';
+import { dtypeOf, loadBaseModel, loadTokenizer, loraConfigFrom, modelDir, requireFile } from '../common.js';
 import { load } from '../data.js';
-import { LORA_FLAGS, printMetrics } from './train.js';
+import { printMetrics } from './train.js';
 
-const BOOLEANS = ['packing', 'assistantOnlyLoss', 'gradientCheckpointing', 'useDora', 'useRslora', 'quiet', 'help'];
-const KNOWN = [
-  'model', 'revision', 'data', 'evalData', 'testSize', 'datasetTextField', 'maxLength', 'maxSeqLength', 'packing', 'packingStrategy',
-  'completionOnlyLoss', 'assistantOnlyLoss', 'chatTemplatePath', 'eosToken', 'template', ...LORA_FLAGS,
-  'outputDir', 'epochs', 'maxSteps', 'lr', 'batchSize', 'evalBatchSize', 'gradAccum', 'warmupSteps', 'warmupRatio', 'scheduler',
-  'weightDecay', 'loggingSteps', 'saveSteps', 'seed', 'gradientCheckpointing', 'dtype', 'quiet',
-];
+const S = 'Data (one JSON object per line; the layout picks the loss)';
+const SFT_OPTIONS = {
+  data: str('training data', { metavar: 'FILE', required: true, group: S }),
+  'eval-data': str('evaluation data', { metavar: 'FILE', group: S }),
+  'test-size': num('or split evaluation data off --data: a fraction (< 1) or a row count', { gt: 0, group: S }),
+  'dataset-text-field': str('text column', { metavar: 'C', default: 'text', group: S }),
+  'max-length': str('truncation length / packed block length, or none', { metavar: 'N|none', default: '1024', alias: ['max-seq-length'], group: S }),
+  packing: flag('pack rows into blocks of --max-length', { group: S }),
+  'packing-strategy': oneOf(['bfd', 'bfd_split', 'wrapped'], 'how rows are packed', { default: 'bfd', group: S }),
+  'completion-only-loss': flag('prompt-completion rows: loss on the completion only (default; --no-completion-only-loss: all tokens)', { group: S }),
+  'assistant-only-loss': flag('chat rows: loss on assistant turns only (the template needs {% generation %} markers)', { group: S }),
+  'chat-template-path': str('a .jinja chat template (or tokenizer folder) instead of the tokenizer\'s', { metavar: 'FILE', group: S }),
+  'eos-token': str('token appended to text / completions', { metavar: 'T', defaultText: "the tokenizer's eos", group: S }),
+  template: oneOf(['none', 'alpaca'], 'alpaca: Alpaca instruction rows (found by their columns when not given)', { group: S }),
+  ...MODEL,
+  ...LORA,
+  ...TRAINING,
+  'output-dir': { ...TRAINING['output-dir'], default: 'runs/sft' },
+  'learning-rate': { ...TRAINING['learning-rate'], default: 2e-5 },
+  'per-device-eval-batch-size': { ...TRAINING['per-device-eval-batch-size'], default: 8 },
+  quiet: flag('less output'),
+} as const;
 
-export const SFT_HELP = `peft-ts sft: supervised fine-tuning of a causal LM with LoRA (TRL's SFTTrainer)
-
-Data (one JSON object per line; the layout picks the loss)
-  {"text": ...}                           language modeling, loss on every token
-  {"prompt": ..., "completion": ...}      loss on the completion only (--completion-only-loss false: all)
-  {"instruction", "input", "output"}      Alpaca rows: the Alpaca prompt, loss on the output
-  {"messages": [{"role", "content"}...]}  the tokenizer's chat template; --assistant-only-loss: loss on
-                                          assistant turns only (template needs {% generation %} markers)
-  --model DIR|ID            base causal LM (default: the embedded assets/default-model); --revision R
-  --data FILE  [--eval-data FILE | --test-size F]
-  --dataset-text-field C    text column (text)
-  --max-length N            truncation length / packed block length (1024; alias --max-seq-length)
-  --packing                 pack rows into blocks of --max-length; --packing-strategy bfd|bfd_split|wrapped (bfd)
-  --chat-template-path F    a .jinja chat template (or tokenizer folder) instead of the tokenizer's
-  --eos-token T             token appended to text / completions (default the tokenizer's eos)
-LoRA
-  --r N (8)  --lora-alpha N (16)  --lora-dropout P (0.05)  --target-modules a,b|all-linear  --use-dora  --use-rslora
-Training (SFTConfig: TRL's defaults, lr 2e-5 unless --lr)
-  --output-dir DIR (runs/sft)  --epochs N (3)  --max-steps N  --lr X  --batch-size N (8)  --grad-accum N (1)
-  --warmup-steps N | --warmup-ratio F  --scheduler S  --weight-decay X  --logging-steps N (10)  --save-steps N
-  --seed N (42)  --gradient-checkpointing  --dtype float32|bfloat16  --config FILE.json
-
-Writes the adapter (peft format), tokenizer files and trainer_log.jsonl to the output dir.`;
+export const SFT: CommandDef<typeof SFT_OPTIONS> = {
+  name: 'sft', summary: "supervised fine-tuning of a causal LM with LoRA (TRL's SFTTrainer)", options: SFT_OPTIONS,
+  usage: '--data FILE [--eval-data FILE] [--packing] [flags]',
+  epilog: `Rows: {"text"} language modeling (loss on every token); {"prompt", "completion"} loss on the completion;
+{"instruction", "input", "output"} Alpaca rows (loss on the output); {"messages": [{"role", "content"}...]}
+the tokenizer's chat template. Writes the adapter (peft format), tokenizer files and trainer_log.jsonl.`,
+};
 
 /** Alpaca rows -> prompt / completion, so the loss falls on the response (as Stanford Alpaca trains). */
 function alpacaRows(rows: Row[]): Row[] {
@@ -56,48 +55,46 @@ function alpacaRows(rows: Row[]): Row[] {
 const isAlpaca = (r: Row | undefined) => !!r && 'instruction' in r && 'output' in r && !('text' in r) && !('prompt' in r) && !('messages' in r);
 
 export async function sftCommand(argv: string[]): Promise<void> {
-  const flags: Flags = commandFlags(argv, BOOLEANS);
-  if (flags.help) { console.log(SFT_HELP); return; }
-  checkKnown(flags, KNOWN, 'sft');
-  const log = bool(flags, 'quiet') ? () => {} : (s: string) => console.log(s);
-  const dir = await modelDir(flags);
+  const o = parseCommand(SFT, argv);
+  if (o.help) { console.log(helpText(SFT)); return; }
+  const log = o.quiet ? () => {} : (s: string) => console.log(s);
+  const dir = await modelDir(o);
   const tok = loadTokenizer(dir);
-  let train = load(requireFile(str(flags, 'data'), '--data'));
-  let evalDs = str(flags, 'evalData') ? load(requireFile(str(flags, 'evalData'), '--eval-data')) : undefined;
-  if (!evalDs && flags.testSize !== undefined) {
-    const s = train.trainTestSplit({ testSize: num(flags, 'testSize')!, seed: num(flags, 'seed', 42) });
+  let train = load(requireFile(o.data, '--data'));
+  let evalDs = o.evalData ? load(requireFile(o.evalData, '--eval-data')) : undefined;
+  if (!evalDs && o.testSize !== undefined) {
+    const s = train.trainTestSplit({ testSize: o.testSize, seed: o.seed });
     train = s.train; evalDs = s.test;
   }
-  const template = str(flags, 'template');
-  if (template !== undefined && template !== 'alpaca' && template !== 'none') throw new UsageError(`--template must be alpaca or none, got '${template}'`);
-  if (template === 'alpaca' || (template === undefined && isAlpaca(train.rows[0]))) {
+  if (o.template === 'alpaca' || (o.template === undefined && isAlpaca(train.rows[0]))) {
     log('Alpaca rows: prompt = the Alpaca instruction prompt, loss on the output');
     train = train.map((r) => alpacaRows([r])[0]);
     if (evalDs) evalDs = evalDs.map((r) => alpacaRows([r])[0]);
   }
-  const col = flags.completionOnlyLoss;
-  const completionOnlyLoss = col === undefined ? null : bool(flags, 'completionOnlyLoss');
-  const ml = flags.maxLength ?? flags.maxSeqLength;
-  const maxLength = ml === undefined ? 1024 : ml === 'none' ? null : num({ v: ml }, 'v')!;
+  const completionOnlyLoss = o.given.has('completionOnlyLoss') ? o.completionOnlyLoss : null;
+  let maxLength: number | null = null;
+  if (o.maxLength !== 'none') {
+    maxLength = Number(o.maxLength);
+    if (!Number.isInteger(maxLength) || maxLength < 1) throw new UsageError(`--max-length must be a positive integer or none, got '${o.maxLength}'`);
+  }
   const init: SFTConfigInit = {
-    outputDir: str(flags, 'outputDir', 'runs/sft')!, numTrainEpochs: num(flags, 'epochs', 3), maxSteps: num(flags, 'maxSteps', -1),
-    perDeviceTrainBatchSize: num(flags, 'batchSize', 8), perDeviceEvalBatchSize: num(flags, 'evalBatchSize', 8),
-    gradientAccumulationSteps: num(flags, 'gradAccum', 1), warmupSteps: num(flags, 'warmupSteps', 0), warmupRatio: num(flags, 'warmupRatio', 0),
-    lrSchedulerType: str(flags, 'scheduler', 'linear') as SchedulerType, weightDecay: num(flags, 'weightDecay', 0),
-    loggingSteps: num(flags, 'loggingSteps', 10), evalStrategy: evalDs ? 'epoch' : 'no',
-    saveStrategy: flags.saveSteps !== undefined ? 'steps' : 'no', saveSteps: num(flags, 'saveSteps', 500),
-    seed: num(flags, 'seed', 42), gradientCheckpointing: bool(flags, 'gradientCheckpointing'),
-    datasetTextField: str(flags, 'datasetTextField', 'text'), maxLength, packing: bool(flags, 'packing'),
-    packingStrategy: str(flags, 'packingStrategy', 'bfd') as PackingStrategy, completionOnlyLoss,
-    assistantOnlyLoss: bool(flags, 'assistantOnlyLoss'), chatTemplatePath: str(flags, 'chatTemplatePath') ?? null,
-    eosToken: str(flags, 'eosToken') ?? null, plotCurves: false,
+    outputDir: o.outputDir, overwriteOutputDir: o.overwriteOutputDir, numTrainEpochs: o.numTrainEpochs, maxSteps: o.maxSteps ?? -1,
+    learningRate: o.learningRate, perDeviceTrainBatchSize: o.perDeviceTrainBatchSize, perDeviceEvalBatchSize: o.perDeviceEvalBatchSize,
+    gradientAccumulationSteps: o.gradientAccumulationSteps, warmupSteps: o.warmupSteps, warmupRatio: o.warmupRatio,
+    lrSchedulerType: o.lrSchedulerType, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm,
+    loggingSteps: o.loggingSteps, evalStrategy: evalDs ? 'epoch' : 'no',
+    saveStrategy: o.saveSteps !== undefined ? 'steps' : 'no', saveSteps: o.saveSteps ?? 500,
+    seed: o.seed, gradientCheckpointing: o.gradientCheckpointing, bf16: o.bf16, nonFiniteAction: o.nonFiniteAction,
+    datasetTextField: o.datasetTextField, maxLength, packing: o.packing,
+    packingStrategy: o.packingStrategy as PackingStrategy, completionOnlyLoss,
+    assistantOnlyLoss: o.assistantOnlyLoss, chatTemplatePath: o.chatTemplatePath ?? null,
+    eosToken: o.eosToken ?? null, plotCurves: false,
   };
-  if (flags.lr !== undefined) init.learningRate = num(flags, 'lr');
   const args = new SFTConfig(init);
-  const model = loadBaseModel('causal-lm', dir, { seed: args.seed, dtype: dtypeFlag(flags), quiet: true });
+  const model = loadBaseModel('causal-lm', dir, { seed: args.seed, dtype: dtypeOf(o), quiet: true, load4bit: o.loadIn4bit });
   const trainer = new SFTTrainer({
     model, args, processingClass: tok, trainDataset: train, evalDataset: evalDs,
-    peftConfig: loraConfigFrom(flags, 'causal-lm', model),
+    peftConfig: loraConfigFrom(o, 'causal-lm', model),
   });
   log(`${trainer.trainDataset!.length} training rows${args.packing ? ` (packed, ${args.packingStrategy})` : ''}; loss on ${trainer.completionOnlyLoss ? 'completions' : args.assistantOnlyLoss ? 'assistant turns' : 'every token'}`);
   const pm = trainer.model as unknown as { trainableParametersString?: () => string };
