@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { pipeline } from '../src/generate/pipeline.js';
-import { generateText } from '../src/generate/text.js';
+import { generateTextSync as generateText } from '../src/generate/text.js';
 import { AutoModelForCausalLM, AutoModelForSequenceClassification, AutoModelForTokenClassification } from '../src/models/index.js';
 import { LoraConfig, getPeftModel } from '../src/peft/index.js';
 import { Tokenizer } from '../src/io/tokenizer.js';

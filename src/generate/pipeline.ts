@@ -96,8 +96,8 @@ async function loadFromFolder(taskType: TaskType, where: string, o: PipelineOpti
     opts.numLabels = Object.keys(labels).length;
     opts.configOverrides = { ...o.configOverrides, id2label: labels, label2id: Object.fromEntries(Object.entries(labels).map(([k, v]) => [v, Number(k)])) };
   }
-  let model = autoFor(taskType).fromPretrained(baseDir, opts) as unknown as AnyModel;
-  if (adapterDir) model = PeftModel.fromPretrained(model, adapterDir) as unknown as AnyModel;
+  let model = autoFor(taskType).fromPretrainedSync(baseDir, opts) as unknown as AnyModel;
+  if (adapterDir) model = PeftModel.fromPretrainedSync(model, adapterDir) as unknown as AnyModel;
   return { model, tokenizerDir: adapterDir ? [adapterDir, baseDir] : [baseDir] };
 }
 
@@ -155,7 +155,7 @@ export async function pipeline(task: PipelineTask, model: string | Module, opts:
   } else {
     if (!model || typeof (model as AnyModel).forward !== 'function') throw new TypeError('pipeline: model must be a folder or a loaded model');
     m = model as AnyModel;
-    if (opts.adapter) m = PeftModel.fromPretrained(m, opts.adapter) as unknown as AnyModel;
+    if (opts.adapter) m = PeftModel.fromPretrainedSync(m, opts.adapter) as unknown as AnyModel;
     if (!tokenizer) throw new Error('pipeline: a loaded model needs options.tokenizer');
   }
   const actual = (m as { task?: TaskType }).task ?? baseOf(m).task;

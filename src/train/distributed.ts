@@ -116,6 +116,7 @@ export function setCollective(c: Collective | null): void { current = c; }
 /** Every rank learns root's JSON value (length first, then the bytes). */
 export async function broadcastJson<T>(c: Collective, value: T | undefined, root = 0): Promise<T> {
   if (c.worldSize === 1) return value as T;
+  if (value instanceof Promise) throw new TypeError('broadcastJson: got a Promise; await the value first');
   const bytes = c.rank === root ? new TextEncoder().encode(JSON.stringify(value ?? null)) : new Uint8Array(0);
   const len = new Int32Array([bytes.length]);
   await c.broadcast(len, root);

@@ -146,7 +146,7 @@ function prepare(o: SFTTrainerOptions): Prepared {
   let tokenizer = o.processingClass ?? o.tokenizer;
   if (o.processingClass && o.tokenizer && o.processingClass !== o.tokenizer) throw new Error('SFTTrainer: give processingClass or tokenizer, not both');
   if (typeof o.model === 'string') {
-    model = AutoModelForCausalLM.fromPretrained(o.model, args.modelInitKwargs ?? {}) as unknown as TrainableModel;
+    model = AutoModelForCausalLM.fromPretrainedSync(o.model, args.modelInitKwargs ?? {}) as unknown as TrainableModel;
     tokenizer ??= Tokenizer.fromFile(o.model);
   } else model = o.model;
   if (!tokenizer) throw new Error('SFTTrainer: give processingClass (the tokenizer), or the model as a folder that has one');
