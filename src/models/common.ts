@@ -348,6 +348,17 @@ export function tokenClsLoss(logits: Tensor, labels: Tensor): Tensor {
 export type ProblemType = 'regression' | 'single_label_classification' | 'multi_label_classification';
 
 /**
+ * The decoder classifiers' head (GPT-2, Llama family, parallel decoders, OPT ...ForSequenceClassification):
+ * the `score` Linear on each row's last non-pad token, and seqClsLoss when labels are given.
+ */
+export function lastTokenClassifierHead(m: Module, hidden: Tensor, inputIds: Tensor, labels: Tensor | null | undefined,
+  o: { padTokenId: number | null; numLabels: number; problemType?: unknown }): { logits: Tensor; loss: Tensor | undefined } {
+  const logits = lin(m, 'score', poolLastNonPad(hidden, inputIds, o.padTokenId));
+  const loss = labels ? seqClsLoss(logits, labels, o.numLabels, o.problemType as string | undefined) : undefined;
+  return { logits, loss };
+}
+
+/**
  * Sequence classification loss as transformers picks it: MSE when numLabels is 1,
  * cross-entropy for integer labels, BCE-with-logits for float multi-hot labels
  * (config.problem_type overrides).

@@ -8,8 +8,8 @@ import { Conv1D, Embedding, LayerNorm, Linear, activation } from '../nn/layers.j
 import type { KVCache, ModelConfig, ModelInputs, ModelOutput } from './types.js';
 import { HFModel, withNumLabels, type ModelInitOptions } from './base.js';
 import {
-  Container, appendKv, attentionBias, asModelConfig, bool, cacheLength, kvCapacity, causalLmHead, emb, lin, maybeCheckpoint,
-  mergeHeads, norm, num, poolLastNonPad, positionsFor, seqClsLoss, splitHeads, str, type RawConfig,
+  Container, appendKv, attentionBias, asModelConfig, bool, cacheLength, kvCapacity, causalLmHead, lastTokenClassifierHead, emb, lin, maybeCheckpoint,
+  mergeHeads, norm, num, positionsFor, splitHeads, str, type RawConfig,
 } from './common.js';
 
 abstract class GPT2Base extends HFModel {
@@ -141,9 +141,8 @@ export class GPT2ForSequenceClassification extends GPT2Base {
 
   forward(inputs: ModelInputs): ModelOutput {
     const { hidden, cache } = this.body(inputs);
-    const pooled = poolLastNonPad(hidden, inputs.inputIds, this.padTokenId);
-    const logits = lin(this, 'score', pooled);
-    const loss = inputs.labels ? seqClsLoss(logits, inputs.labels, this.numLabels, this.config.raw.problem_type as string | undefined) : undefined;
+    const { logits, loss } = lastTokenClassifierHead(this, hidden, inputs.inputIds, inputs.labels,
+      { padTokenId: this.padTokenId, numLabels: this.numLabels, problemType: this.config.raw.problem_type });
     return { logits, loss, pastKeyValues: cache };
   }
 }

@@ -13,8 +13,8 @@ import { Embedding, Linear, RMSNorm, activation } from '../nn/layers.js';
 import type { KVCache, ModelConfig, ModelInputs, ModelOutput } from './types.js';
 import { HFModel, withNumLabels, type ModelInitOptions } from './base.js';
 import {
-  Container, appendKv, attentionBias, asModelConfig, bool, cacheLength, kvCapacity, causalLmHead, causalLmLoss, keptPositions, emb, lin, maybeCheckpoint,
-  mergeHeads, norm, num, optNum, poolLastNonPad, positionsFor, seqClsLoss, splitHeads, str, type RawConfig,
+  Container, appendKv, attentionBias, asModelConfig, bool, cacheLength, kvCapacity, causalLmHead, lastTokenClassifierHead, causalLmLoss, keptPositions, emb, lin, maybeCheckpoint,
+  mergeHeads, norm, num, optNum, positionsFor, splitHeads, str, type RawConfig,
 } from './common.js';
 import { RopeCache } from './rope.js';
 import { attend, partialRope, softcap } from './attention.js';
@@ -334,8 +334,8 @@ export class LlamaForSequenceClassification extends DecoderBase {
 
   forward(inputs: ModelInputs): ModelOutput {
     const { hidden, cache } = this.body(inputs);
-    const logits = lin(this, 'score', poolLastNonPad(hidden, inputs.inputIds, this.padTokenId));
-    const loss = inputs.labels ? seqClsLoss(logits, inputs.labels, this.numLabels, this.config.raw.problem_type as string | undefined) : undefined;
+    const { logits, loss } = lastTokenClassifierHead(this, hidden, inputs.inputIds, inputs.labels,
+      { padTokenId: this.padTokenId, numLabels: this.numLabels, problemType: this.config.raw.problem_type });
     return { logits, loss, pastKeyValues: cache };
   }
 }

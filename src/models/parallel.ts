@@ -12,8 +12,8 @@ import { Embedding, LayerNorm, Linear, activation } from '../nn/layers.js';
 import type { KVCache, ModelConfig, ModelInputs, ModelOutput } from './types.js';
 import { HFModel, withNumLabels, type ModelInitOptions } from './base.js';
 import {
-  Container, appendKv, attentionBias, asModelConfig, bool, cacheLength, causalLmHead, emb, kvCapacity, lin, maybeCheckpoint,
-  mergeHeads, norm, num, optNum, poolLastNonPad, positionsFor, seqClsLoss, splitHeads, str, type RawConfig,
+  Container, appendKv, attentionBias, asModelConfig, bool, cacheLength, causalLmHead, lastTokenClassifierHead, emb, kvCapacity, lin, maybeCheckpoint,
+  mergeHeads, norm, num, optNum, positionsFor, splitHeads, str, type RawConfig,
 } from './common.js';
 import { RopeCache } from './rope.js';
 import { alibiBias, attend, deinterleave, partialRope } from './attention.js';
@@ -295,8 +295,8 @@ export class ParallelDecoderForSequenceClassification extends ParallelDecoderBas
 
   forward(inputs: ModelInputs): ModelOutput {
     const { hidden, cache } = this.body(inputs);
-    const logits = lin(this, 'score', poolLastNonPad(hidden, inputs.inputIds, this.padTokenId));
-    const loss = inputs.labels ? seqClsLoss(logits, inputs.labels, this.numLabels, this.config.raw.problem_type as string | undefined) : undefined;
+    const { logits, loss } = lastTokenClassifierHead(this, hidden, inputs.inputIds, inputs.labels,
+      { padTokenId: this.padTokenId, numLabels: this.numLabels, problemType: this.config.raw.problem_type });
     return { logits, loss, pastKeyValues: cache };
   }
 }
