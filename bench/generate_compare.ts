@@ -7,6 +7,7 @@
 //
 //   node dist/bench/generate_compare.js [--batches 1,8] [--prompt P] [--new N] [--threads T] [--reps R]
 //        [--dtypes float32,bfloat16] [--python /opt/pyref/bin/python] [--no-python] [--out file.json]
+//        [--profile] (ours: one run with every backend call timed, on stderr)
 import { execFileSync } from 'node:child_process';
 import { cpus } from 'node:os';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -45,6 +46,13 @@ async function child(dtype: 'float32' | 'bfloat16', batch: number): Promise<Row>
     run(newTokens);
     times.push((performance.now() - t0) / 1e3);
   }
+  if (argv.includes('--profile')) {
+    // to stderr: stdout carries the result line to the parent
+    const { profileCalls } = await import('./profile.js');
+    const log = console.log;
+    console.log = console.error;
+    try { console.error(`\n${dtype} batch ${batch}: first token (prompt pass)`); profileCalls(() => run(1), 15); console.error(`${newTokens} new tokens`); profileCalls(() => run(newTokens), 30); } finally { console.log = log; }
+  }
   const best = Math.min(...times), first = Math.min(...firsts);
   return {
     impl: 'peft-ts', dtype, batch, prompt, new: newTokens, seconds: +best.toFixed(3), tokens_per_s: +((batch * newTokens) / best).toFixed(1),
@@ -56,7 +64,7 @@ async function child(dtype: 'float32' | 'bfloat16', batch: number): Promise<Row>
 
 function ours(dtype: string, batch: number): Row {
   const out = execFileSync(process.execPath, [self, '--child', dtype, String(batch), '--prompt', String(prompt), '--new', String(newTokens),
-    '--threads', String(threads), '--reps', String(reps)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+    '--threads', String(threads), '--reps', String(reps), ...(argv.includes('--profile') ? ['--profile'] : [])], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
   return JSON.parse(out.trim().split('\n').pop()!);
 }
 

@@ -7,7 +7,7 @@
 //        [--baseline path/to/peft_baseline.py] [--out file.json]
 //        [--batch B] [--seq T] [--gradient-checkpointing] [--full-logits] [--no-baseline] [--dtype float32|bfloat16]
 //        [--bf16] [--baseline-dtype float32|bfloat16]
-//        [--baseline-result file.json] [--tiny]
+//        [--baseline-result file.json] [--tiny] [--profile]
 //
 // --baseline-result takes the baseline's JSON line from a file instead of running it here
 // (scripts/gpu/run_all.sh runs it in its own process first, so the two never share the GPU's
@@ -31,6 +31,7 @@ import { fileURLToPath } from 'node:url';
 import { cpus } from 'node:os';
 import { backendName, setNumThreads, nativeInfo } from '../src/backends/index.js';
 import { Rng, tidy, tensor, memoryStats, resetPeakMemory, getBackend, setBackend, autocast } from '../src/tensor/index.js';
+import { profileCalls } from './profile.js';
 import { quantizeModel } from '../src/quant/model.js';
 import { readFileSync } from 'node:fs';
 import { AutoModelForCausalLM, AutoModelForSequenceClassification } from '../src/models/index.js';
@@ -144,6 +145,7 @@ function measureOurs() {
   let loss = 0;
   for (let i = 0; i < steps; i++) loss = step();
   const dt = (performance.now() - t0) / steps / 1000;
+  if (argv.includes('--profile')) profileCalls(() => { step(); });
   const per = unit === 'samples' ? B : B * T;
   return {
     impl: 'peft-ts', backend: backendName(), workload, ...(tiny ? { tiny: true } : {}), dtype: dtype + (bf16 ? ' +autocast bf16' : ''), batch: B, seq: T, threads,

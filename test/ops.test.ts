@@ -111,6 +111,20 @@ for (const [label, skip, C] of TARGETS) {
     assert.ok(same > 400 && same < 600, `masks for two seeds agree on ${same}/1000`);
   });
 
+  test(`dropoutApply: x * dropoutMask's mask in one pass, bit-exact across backends on ${label}`, { skip }, (t) => {
+    if (!C().dropoutApply) { t.skip(`${label} has no dropoutApply (dropout takes the mask path there)`); return; }
+    for (const [n, p, seed] of [[1, 0.5, 1], [33, 0.1, 7], [100003, 0.3, 0xdeadbeef], [200000, 0.05, 12345]] as [number, number, number][]) {
+      const x = rnd(n);
+      x[0] = NaN; if (n > 2) { x[1] = Infinity; x[2] = -0; }
+      const mask = f32(n), viaMask = f32(n), a = f32(n), b = f32(n);
+      R.dropoutMask(mask, p, seed);
+      for (let i = 0; i < n; i++) viaMask[i] = x[i] * mask[i];
+      C().dropoutApply!(x, a, p, seed); R.dropoutApply!(x, b, p, seed);
+      assert.deepEqual(a, viaMask, `cpu dropoutApply n=${n} p=${p}`);
+      assert.deepEqual(b, viaMask, `reference dropoutApply n=${n} p=${p}`);
+    }
+  });
+
   test(`sumMid and maxMid on ${label}`, { skip }, () => {
     const cases: [number, number, number][] = [[1, 1, 1], [3, 7, 1], [1, 257, 1], [2, 33, 7], [5, 1, 33], [1, 100000, 1],
       [3, 4099, 1], [1, 4096, 257], [400, 7, 33], [2, 300, 600]];

@@ -246,27 +246,29 @@ Napi::Value Affine(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// Same hash as dropoutHash in src/backends/reference/math.ts (bit for bit).
-inline uint32_t fmix32(uint32_t h) {
-  h = (h ^ (h >> 16)) * 0x85ebca6bu;
-  h = (h ^ (h >> 13)) * 0xc2b2ae35u;
-  return h ^ (h >> 16);
+// dropoutMask(out, p, seed) and dropoutApply(x, out, p, seed): the counter-based mask of
+// src/backends/reference/math.ts (kernels' dropout), or x times it in one pass.
+void dropoutRun(const float* x, float* out, size_t n, double p, uint32_t seed) {
+  // p < 1, so floor(p * 2^32) fits 32 bits
+  const uint32_t thr = (uint32_t)std::min(std::floor(p * 4294967296.0), 4294967295.0);
+  const float scale = (float)(1.0 / (1.0 - p));
+  const Kernels& K = kernels();
+  parallelFor(n, 16384, [&](size_t b, size_t e) { K.dropout(x ? x + b : nullptr, out + b, b, e - b, seed, thr, scale); });
 }
 
 Napi::Value DropoutMask(const Napi::CallbackInfo& info) {
   size_t n;
   float* out = F(info, 0, n, "out");
-  const double p = Num(info, 1);
-  const uint32_t seed = (uint32_t)(int64_t)Num(info, 2);
-  const uint64_t thr = (uint64_t)std::floor(p * 4294967296.0);
-  const float scale = (float)(1.0 / (1.0 - p));
-  parallelFor(n, 16384, [&](size_t b, size_t e) {
-    for (size_t i = b; i < e; i++) {
-      uint32_t z = fmix32(seed ^ ((uint32_t)(i + 1) * 0x9e3779b9u));
-      z = fmix32(z + seed);
-      out[i] = (uint64_t)z >= thr ? scale : 0.0f;
-    }
-  });
+  dropoutRun(nullptr, out, n, Num(info, 1), (uint32_t)(int64_t)Num(info, 2));
+  return info.Env().Undefined();
+}
+
+Napi::Value DropoutApply(const Napi::CallbackInfo& info) {
+  size_t nx, n;
+  float* x = F(info, 0, nx, "x");
+  float* out = F(info, 1, n, "out");
+  need(info.Env(), n, nx, "out");
+  dropoutRun(x, out, nx, Num(info, 2), (uint32_t)(int64_t)Num(info, 3));
   return info.Env().Undefined();
 }
 
@@ -675,7 +677,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   (void)kernels();
   auto def = [&](const char* name, Napi::Value (*fn)(const Napi::CallbackInfo&)) { exports.Set(name, Napi::Function::New(env, fn, name)); };
   def("matmul", Matmul); def("sgemmRaw", SgemmRaw); def("matmulAutocast", MatmulAutocast); def("bf16Gemm", Bf16Gemm);
-  def("dropoutMask", DropoutMask);
+  def("dropoutMask", DropoutMask); def("dropoutApply", DropoutApply);
   def("unary", Unary); def("unaryBackward", UnaryBackward); def("binary", Binary); def("affine", Affine); def("axpy", Axpy);
   def("sumMid", SumMid); def("maxMid", MaxMid);
   def("permute", Permute); def("stridedCopy", StridedCopy); def("stridedAdd", StridedAdd);

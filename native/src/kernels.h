@@ -44,6 +44,8 @@ struct Kernels {
     float wd, float bc1, float bc2);
   void (*bf16ToF32)(const uint16_t* x, float* y, size_t n);
   void (*f32ToBf16)(const float* x, uint16_t* y, size_t n);
+  // Elements [start, start + n) of the counter-based dropout mask (x null) or of x * mask.
+  void (*dropout)(const float* x, float* y, size_t start, size_t n, uint32_t seed, uint32_t thr, float scale);
 };
 
 const Kernels& kernels();

@@ -385,8 +385,33 @@ static void f32ToBf16(const float* __restrict x, uint16_t* __restrict y, size_t 
   }
 }
 
+// Counter-based dropout, the hash of dropoutHash in src/backends/reference/math.ts (bit for
+// bit): element `start + i` is kept when its hash >= thr. x null: y gets the mask (scale or
+// 0), else y = x * mask (the product the mask path would give, NaN * 0 included).
+static inline uint32_t fmix32(uint32_t h) {
+  h = (h ^ (h >> 16)) * 0x85ebca6bu;
+  h = (h ^ (h >> 13)) * 0xc2b2ae35u;
+  return h ^ (h >> 16);
+}
+static void dropout(const float* __restrict x, float* __restrict y, size_t start, size_t n, uint32_t seed, uint32_t thr,
+  float scale) {
+  if (!x) {
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) {
+      const uint32_t z = fmix32(fmix32(seed ^ ((uint32_t)(start + i + 1) * 0x9e3779b9u)) + seed);
+      y[i] = z >= thr ? scale : 0.0f;
+    }
+    return;
+  }
+#pragma omp simd
+  for (size_t i = 0; i < n; i++) {
+    const uint32_t z = fmix32(fmix32(seed ^ ((uint32_t)(start + i + 1) * 0x9e3779b9u)) + seed);
+    y[i] = x[i] * (z >= thr ? scale : 0.0f);
+  }
+}
+
 static const Kernels table = {
   KERNEL_NAME, unary, unaryBackward, binary, affine, axpy, sumCols, maxCols, sumRow, maxRow,
   softmax, softmaxBackward, logSoftmax, logSoftmaxBackward, crossEntropy, crossEntropyBackward,
-  layerNorm, layerNormBackward, rmsNorm, rmsNormBackward, adamw, bf16ToF32, f32ToBf16,
+  layerNorm, layerNormBackward, rmsNorm, rmsNormBackward, adamw, bf16ToF32, f32ToBf16, dropout,
 };

@@ -15,8 +15,8 @@ export const DIRECT_KERNELS = [
   'layerNorm', 'layerNormBackward', 'rmsNorm', 'rmsNormBackward', 'embedding', 'embeddingBackward', 'rope', 'adamw',
   'bf16ToF32', 'f32ToBf16', 'matmulBf16', 'embeddingBf16', 'dequantizeNF4',
 ] as const;
-/** Direct kernels only some addons have (cpu: matmulAutocast); bound when present. */
-export const OPTIONAL_KERNELS = ['matmulAutocast'] as const;
+/** Direct kernels only some addons have (cpu: matmulAutocast, dropoutApply); bound when present. */
+export const OPTIONAL_KERNELS = ['matmulAutocast', 'dropoutApply'] as const;
 type Optional = (typeof OPTIONAL_KERNELS)[number];
 type Direct = (typeof DIRECT_KERNELS)[number];
 

@@ -71,6 +71,11 @@ export interface Backend {
    * else 0 (reference/math.ts). Counter-based, so every backend makes the same mask.
    */
   dropoutMask(out: F32, p: number, seed: number): void;
+  /**
+   * Optional: out[i] = x[i] * mask[i] with dropoutMask's mask for (p, seed), in one pass and
+   * without storing the mask (dropout's backward makes it again from the seed).
+   */
+  dropoutApply?(x: F32, out: F32, p: number, seed: number): void;
   /** y[i] += alpha * x[i] */
   axpy(alpha: number, x: F32, y: F32): void;
 

@@ -7,9 +7,14 @@ type Buf = Float32Array | Int32Array | Uint16Array;
 
 const pool = new Map<string, Buf[]>();
 let pooledBytes = 0;
-const MAX_POOLED_BYTES = 1 << 30;
+// The pool keeps up to the most bytes ever live at once (at least 1 GiB): a training step
+// that peaks at 3 GiB of activations then reuses them all in the next step, where a fixed
+// 1 GiB cap made it allocate (zero-fill and page-fault) the rest afresh every step. Idle
+// pooled bytes never exceed what the process already held at its peak.
+const MIN_POOL_CAP = 1 << 30;
 let liveBytes = 0;
 let peakLiveBytes = 0;
+let highWaterBytes = 0;
 
 export class Storage {
   refs = 0;
@@ -17,6 +22,7 @@ export class Storage {
     if (pooled) {
       liveBytes += data.byteLength;
       if (liveBytes > peakLiveBytes) peakLiveBytes = liveBytes;
+      if (liveBytes > highWaterBytes) highWaterBytes = liveBytes;
     }
   }
   get length(): number { return this.data.length; }
@@ -24,7 +30,7 @@ export class Storage {
     if (--this.refs > 0) return;
     if (!this.pooled) return;
     liveBytes -= this.data.byteLength;
-    if (pooledBytes + this.data.byteLength > MAX_POOLED_BYTES) return;
+    if (pooledBytes + this.data.byteLength > Math.max(MIN_POOL_CAP, highWaterBytes)) return;
     let list = pool.get(this.key);
     if (!list) { list = []; pool.set(this.key, list); }
     list.push(this.data);

@@ -124,6 +124,11 @@ export const referenceBackend: Backend = {
     for (let i = 0; i < out.length; i++) out[i] = dropoutHash(seed >>> 0, i) >= thr ? scale : 0;
   },
 
+  dropoutApply(x, out, p, seed) {
+    const thr = dropoutThreshold(p), scale = Math.fround(1 / (1 - p));
+    for (let i = 0; i < x.length; i++) out[i] = x[i] * (dropoutHash(seed >>> 0, i) >= thr ? scale : 0);
+  },
+
   affine(x, s, t, out) {
     for (let i = 0; i < x.length; i++) out[i] = x[i] * s + t;
   },

@@ -313,8 +313,20 @@ export function dropout(x: Tensor, p: number, training: boolean, rng: Rng = defa
   if (!training || p === 0) return x;
   if (p < 0 || p >= 1) throw new RangeError(`dropout p must be in [0, 1), got ${p}`);
   // One draw from the Rng seeds a counter-based mask, so a device backend makes it in place.
+  const seed = rng.nextU32(), be = B();
+  if (be.dropoutApply) {
+    // x * mask in one pass; the backward makes the same mask again from the seed, so no
+    // mask is kept for it (336 MB a step for Llama-1B's LoRA inputs at B1 x T256).
+    const out = empty(x.shape, 'float32', false);
+    be.dropoutApply(x.buf, out.buf, p, seed);
+    return result(out, 'dropout', [x], (g) => {
+      const gx = empty(x.shape, 'float32', false);
+      B().dropoutApply!(g.buf, gx.buf, p, seed);
+      return [gx];
+    });
+  }
   const mask = empty(x.shape, 'float32', false);
-  B().dropoutMask(mask.buf, p, rng.nextU32());
+  be.dropoutMask(mask.buf, p, seed);
   return mul(x, mask);
 }
 
