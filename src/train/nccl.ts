@@ -9,7 +9,7 @@ import { gradientBuckets, type Collective, type ReduceBuffer } from './distribut
 export const NCCL_ID_BYTES = 128;
 
 /** The NCCL entry points of the cuda addon. */
-interface NcclAddon {
+export interface NcclAddon {
   /** Loads libnccl.so.2 (once): "<path> (NCCL x.y.z)". Throws, naming PEFT_TS_NCCL_LIB, when it cannot. */
   ncclLibrary(): string;
   ncclUniqueId(): Uint8Array;
