@@ -120,10 +120,11 @@ const skipCuda = deferred || (cuda.available ? false : noCuda);
 const skipOne = deferred || ncclWhy;
 const mpirun = spawnSync('mpirun', ['--version'], { encoding: 'utf8' }).status === 0;
 // Two ranks need two devices: the emulator has as many as PEFT_TS_CUDA_EMU_DEVICES says; on
-// GPUs set PEFT_TS_TEST_NCCL_NP=2 where the machine has two.
-const skipTwo = skipOne || (!mpirun ? 'mpirun not found (apt-get install openmpi-bin libopenmpi-dev)'
-  : !findMpiAddon() ? 'MPI addon not built (npm run build:mpi)'
-    : !emu && process.env.PEFT_TS_TEST_NCCL_NP !== '2' ? 'needs two GPUs (PEFT_TS_TEST_NCCL_NP=2 where there are)' : false);
+// GPUs set PEFT_TS_TEST_NCCL_NP=2 where the machine has two (=1 skips them on the emulator).
+const np = process.env.PEFT_TS_TEST_NCCL_NP || (emu ? '2' : '1');
+const skipTwo = skipOne || (np !== '2' ? 'PEFT_TS_TEST_NCCL_NP=2 runs the 2-rank jobs (two GPUs, or the emulator)'
+  : !mpirun ? 'mpirun not found (apt-get install openmpi-bin libopenmpi-dev)'
+    : !findMpiAddon() ? 'MPI addon not built (npm run build:mpi)' : false);
 if (!cuda.available) process.stdout.write(`# nccl: ${cuda.reason}\n`);
 for (const [what, why] of [['cuda', skipCuda], ['one-process NCCL', skipOne], ['2-rank NCCL', skipTwo]]) {
   if (why) process.stdout.write(`# nccl: ${what} tests not exercised: ${why}\n`);
