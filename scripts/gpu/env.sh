@@ -18,6 +18,15 @@ DRY="${DRY:-0}"
 if [ "$DRY" = 1 ]; then
   export PEFT_TS_CUDA_PATH="$PWD/native/cuda/build-emu/peft_cuda.node"
   export PEFT_TS_CUBLAS_PATH="$PWD/native/cuda/build-emu/libcublas.so.13"
+  export PEFT_TS_NCCL_LIB="$PWD/native/cuda/build-emu/libnccl.so.2"
   # a small emulated card, so the rehearsal runs under the out-of-memory guard
   export PEFT_TS_CUDA_EMU_MEMORY_MB="${PEFT_TS_CUDA_EMU_MEMORY_MB:-4096}"
+fi
+# NCCL (data parallelism): no system package there; torch's wheels ship one (nvidia-nccl-cu*).
+if [ "$DRY" != 1 ] && [ -z "${PEFT_TS_NCCL_LIB:-}" ]; then
+  for d in $(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null) /usr/lib/x86_64-linux-gnu /usr/local/cuda/lib64; do
+    for f in "$d"/nvidia/nccl/lib/libnccl.so.2 "$d"/libnccl.so.2; do
+      if [ -f "$f" ]; then export PEFT_TS_NCCL_LIB="$f"; break 2; fi
+    done
+  done
 fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything a lent GPU is needed for, in one device call of under 10 minutes:
 #   1. scripts/gpu/check.sh: node, the device, rebuild of the cuda addon, the cuda tests;
+#      then test/nccl.test.ts on one GPU (PEFT_TS_NCCL_LIB: env.sh looks in python's site-packages);
 #   2. training throughput of gpt2-clm, llama1b-clm and llama1b-qlora (bench/train.js
 #      --device cuda), each beside Python peft (shared/bench/peft_baseline.py, carried as
 #      .gpu/peft_baseline.py by pack.sh) on the same GPU, in separate processes so that the
@@ -41,6 +42,9 @@ step() {
 if [ "${RUN_ALL_CHECK:-1}" = 1 ]; then
   TAIL=25 step check 270 env CHECK_TEST_TIMEOUT=150 bash scripts/gpu/check.sh
 fi
+# NCCL on one GPU: world size 1 still makes a communicator and calls ncclAllReduce and
+# ncclBroadcast on device buffers (test/nccl.test.ts; the 2-rank jobs need two GPUs and mpirun).
+step nccl 60 env PEFT_TS_TEST_NCCL_NP=1 node --test --test-concurrency=1 dist/test/nccl.test.js
 node --input-type=module -e "
   const m = await import('./dist/src/backends/index.js');
   const s = m.cudaStatus(); if (!s.available) { console.log('cuda unavailable: ' + s.reason); process.exit(3); }

@@ -1,18 +1,20 @@
 // Data-parallel seam of the Trainer: a Collective moves gradients and decisions between the
 // processes of one job. Under mpirun (Open MPI / MPICH / PMIx environment variables) it is the
 // MPI addon (native/mpi, MPI_COMM_WORLD); otherwise a single process with no-op collectives.
-// A CUDA job would plug an NCCL communicator in behind the same interface.
+// On the cuda backend gradients go through NCCL instead (./nccl.ts), bootstrapped over MPI.
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { candidateRoots } from '../backends/cpu/native.js';
+import { backendName } from '../backends/index.js';
+import { ncclCollective } from './nccl.js';
 
 export type ReduceBuffer = Float32Array | Float64Array | Int32Array;
 
 export interface Collective {
   readonly rank: number;
   readonly worldSize: number;
-  /** 'local' (one process) or 'mpi'. */
+  /** 'local' (one process), 'mpi' or 'nccl'. */
   readonly name: string;
   /** In-place sum over every rank. */
   allReduceSum(buf: ReduceBuffer): Promise<void>;
@@ -21,6 +23,11 @@ export interface Collective {
   barrier(): Promise<void>;
   /** Ends the whole job (every rank) with this exit code. */
   abort(code: number): never;
+  /**
+   * allReduceGradients for collectives that keep gradients on the device (NCCL): same contract,
+   * and the arrays are the backend's buffers, handed over without waiting for queued kernels.
+   */
+  averageGradients?(grads: Float32Array[], extra: Float64Array, bucketFloats: number): Promise<void>;
 }
 
 interface MpiAddon {
@@ -88,15 +95,34 @@ class MpiCollective implements Collective {
 }
 
 let current: Collective | null = null;
+let base: Collective | null = null;
 
 /**
  * The job's collective, made on first use: MPI when a launcher started this process with more
- * than one rank (MPI_Init happens here), else the one-process collective.
+ * than one rank (MPI_Init happens here), else the one-process collective; NCCL over that when
+ * the cuda backend is active with more than one rank. PEFT_TS_COLLECTIVE=nccl or mpi chooses.
  */
 export function getCollective(): Collective {
   if (current) return current;
+  const want = process.env.PEFT_TS_COLLECTIVE || 'auto';
+  if (!['auto', 'mpi', 'nccl'].includes(want)) throw new Error(`PEFT_TS_COLLECTIVE must be mpi or nccl (or unset: NCCL on the cuda backend, else MPI), got '${want}'`);
+  const b = bootstrapCollective();
+  if (want === 'nccl' || (want === 'auto' && b.worldSize > 1 && backendName() === 'cuda')) {
+    try {
+      return (current = ncclCollective(b));
+    } catch (e) {
+      if (want === 'nccl') throw e;
+      throw new Error(`${(e as Error).message}. Or average the gradients over MPI through host memory: PEFT_TS_COLLECTIVE=mpi`);
+    }
+  }
+  return (current = b);
+}
+
+/** MPI under a launcher with more than one rank, else the one-process collective: what NCCL bootstraps over. */
+export function bootstrapCollective(): Collective {
+  if (base) return base;
   const world = launcherWorld();
-  if (!world || world.size === 1) return (current = new LocalCollective());
+  if (!world || world.size === 1) return (base = new LocalCollective());
   const file = findMpiAddon();
   if (!file) {
     throw new Error(`distributed: started by mpirun with ${world.size} ranks, but the MPI addon is not built ` +
@@ -107,10 +133,10 @@ export function getCollective(): Collective {
   if (c.worldSize !== world.size || c.rank !== world.rank) {
     throw new Error(`distributed: MPI says rank ${c.rank} of ${c.worldSize}, the launcher said ${world.rank} of ${world.size}`);
   }
-  return (current = c);
+  return (base = c);
 }
 
-/** Replaces the job's collective (tests, or a communicator made by the caller, e.g. NCCL). */
+/** Replaces the job's collective (tests, or a communicator made by the caller). */
 export function setCollective(c: Collective | null): void { current = c; }
 
 /** Every rank learns root's JSON value (length first, then the bytes). */
@@ -134,12 +160,12 @@ export const BUCKET_FLOATS = (25 << 20) / 4;
  * and token counts) rides along in the last bucket and comes back summed, not averaged.
  */
 export async function allReduceGradients(c: Collective, grads: Float32Array[], extra: Float64Array, bucketFloats = BUCKET_FLOATS): Promise<void> {
+  if (c.averageGradients) return c.averageGradients(grads, extra, bucketFloats);
   if (c.worldSize === 1) return;
   const inv = 1 / c.worldSize;
-  let i = 0;
-  while (i < grads.length) {
-    let n = 0, j = i;
-    while (j < grads.length && (n === 0 || n + grads[j].length <= bucketFloats)) n += grads[j++].length;
+  for (const [i, j] of gradientBuckets(grads, bucketFloats)) {
+    let n = 0;
+    for (let k = i; k < j; k++) n += grads[k].length;
     const bucket = new Float32Array(n);
     let o = 0;
     for (let k = i; k < j; k++) { bucket.set(grads[k], o); o += grads[k].length; }
@@ -150,9 +176,20 @@ export async function allReduceGradients(c: Collective, grads: Float32Array[], e
       for (let e = 0; e < g.length; e++) g[e] = bucket[o + e] * inv;
       o += g.length;
     }
-    i = j;
   }
   if (extra.length) await c.allReduceSum(extra);
+}
+
+/** Consecutive runs [i, j) of grads holding at most bucketFloats floats (or one bigger array). */
+export function gradientBuckets(grads: Float32Array[], bucketFloats: number): [number, number][] {
+  const out: [number, number][] = [];
+  for (let i = 0; i < grads.length;) {
+    let n = 0, j = i;
+    while (j < grads.length && (n === 0 || n + grads[j].length <= bucketFloats)) n += grads[j++].length;
+    out.push([i, j]);
+    i = j;
+  }
+  return out;
 }
 
 /**

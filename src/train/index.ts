@@ -8,5 +8,6 @@ export * from './curves.js';
 export * from './trainer.js';
 export * from './seqeval.js';
 export * from './sft.js';
-export { getCollective, setCollective, launcherWorld, broadcastJson, shardOrder, MPI_BUILD_HINT } from './distributed.js';
+export { getCollective, setCollective, bootstrapCollective, launcherWorld, broadcastJson, shardOrder, MPI_BUILD_HINT } from './distributed.js';
+export { ncclCollective, NcclCollective } from './nccl.js';
 export type { Collective, ReduceBuffer } from './distributed.js';

@@ -385,7 +385,9 @@ export class Trainer extends EventEmitter<TrainerEvents> {
         if (worldSize > 1) {
           // The non-finite flag travels with the gradients, so every rank takes the same decision.
           const extra = new Float64Array([groupTokens, badLoss === null ? 0 : 1]);
-          await allReduceGradients(this.collective, tensors.map((p) => (p.grad ??= zeros(p.shape)).data), extra);
+          // A device collective (NCCL) takes the buffers in stream order: no wait for the backward.
+          const grads = tensors.map((p) => (p.grad ??= zeros(p.shape)));
+          await allReduceGradients(this.collective, grads.map((g) => (this.collective.averageGradients ? g.buf : g.data)), extra);
           groupTokens = extra[0];
           if (extra[1] > 0 && badLoss === null) badLoss = NaN;
         }

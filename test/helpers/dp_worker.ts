@@ -21,7 +21,8 @@ const rows = tokenizeClassification(new Dataset(raw.map((l) => JSON.parse(l) as 
 
 const model = AutoModelForSequenceClassification.fromPretrainedSync(modelDir, { numLabels: 4 });
 const peft = getPeftModel(model, new LoraConfig({ r: 4, loraAlpha: 8, loraDropout: 0, taskType: 'SEQ_CLS', targetModules: ['c_attn'] }));
-const rank = getCollective().rank;
+const { rank, worldSize, name } = getCollective();
+console.log(`dp-worker rank ${rank}/${worldSize} collective ${name}`);
 const die: TrainerCallback = {
   onStepBegin: ({ state }) => {
     if (!job.die || job.die.rank !== rank || state.globalStep + 1 !== job.die.step) return;

@@ -2,7 +2,8 @@
 # Builds the CUDA addon against a CPU emulator instead of the GPU, for testing on machines
 # without one: native/cuda/build-emu/peft_cuda.node (the real addon.cc, device.cc, alloc.cc;
 # the .cu kernels rewritten so that each <<<...>>> launch calls emu::launch; a fake CUDA
-# runtime) and build-emu/libcublas.so.13 (a fake cuBLAS). Needs only g++, the CUDA and
+# runtime), build-emu/libcublas.so.13 (a fake cuBLAS) and build-emu/libnccl.so.2 (a fake NCCL
+# over shared memory between the ranks of one machine). Needs only g++, the CUDA and
 # cuBLAS headers and the Node-API headers (found as native/cuda/build.sh finds them).
 # Used by `npm run test:cuda-emu`.
 set -euo pipefail
@@ -69,7 +70,8 @@ for f in "$gen"/*.cc "$cuda"/src/*.cc "$here/emu_runtime.cc"; do
   compile "$CXX" "${flags[@]}" -c "$f" -o "$out/obj/$(basename "$f" .cc).o"
 done
 compile "$CXX" -std=c++17 -O2 -fPIC -shared "$here/fake_cublas.cc" -o "$out/libcublas.so.13"
+compile "$CXX" -std=c++17 -O2 -fPIC -Wall -shared "$here/fake_nccl.cc" -o "$out/libnccl.so.2" -lrt
 ok=1; for p in "${pids[@]}"; do wait "$p" || ok=0; done
 [ "$ok" = 1 ] || die "compilation failed"
 "$CXX" -shared -o "$out/peft_cuda.node" "$out"/obj/*.o -ldl -lpthread
-echo "emu build: wrote $out/peft_cuda.node and $out/libcublas.so.13"
+echo "emu build: wrote $out/peft_cuda.node, $out/libcublas.so.13 and $out/libnccl.so.2"

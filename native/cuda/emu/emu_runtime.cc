@@ -173,12 +173,19 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
     case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
     case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
     default: return "cudaError (emulator)";
   }
 }
 const char* cudaGetErrorString(cudaError_t e) { return e == cudaSuccess ? "no error" : "emulated CUDA error"; }
-cudaError_t cudaGetDeviceCount(int* n) { *n = 1; return cudaSuccess; }
-cudaError_t cudaSetDevice(int) { return cudaSuccess; }
+// PEFT_TS_CUDA_EMU_DEVICES (default 1) identical devices, so that each rank of a 2-rank test
+// job takes its own one as on a multi-GPU machine.
+static int emuDevices() {
+  const char* s = std::getenv("PEFT_TS_CUDA_EMU_DEVICES");
+  return s && *s ? std::atoi(s) : 1;
+}
+cudaError_t cudaGetDeviceCount(int* n) { *n = emuDevices(); return cudaSuccess; }
+cudaError_t cudaSetDevice(int d) { return d >= 0 && d < emuDevices() ? cudaSuccess : cudaErrorInvalidDevice; }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) {
   std::memset(p, 0, sizeof *p);
   std::snprintf(p->name, sizeof p->name, "peft-ts CUDA emulator (CPU)");

@@ -14,6 +14,7 @@
 
 #include "device.h"
 #include "kernels.h"
+#include "nccl.h"
 #include "walk.h"
 #ifndef PEFT_CUDA_EMU  // the emulator build has no attention kernels (they have their own: attention/emu)
 #include "../attention/attention.h"
@@ -806,6 +807,71 @@ Napi::Value SetTf32(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// ---------- NCCL (data-parallel training; src/train/nccl.ts) ----------
+
+Napi::Value NcclLibrary(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), ncclLibrary()); }
+
+Napi::Value NcclUniqueId(const Napi::CallbackInfo& info) {
+  const std::vector<uint8_t> id = ncclUniqueId();
+  Napi::Uint8Array a = Napi::Uint8Array::New(info.Env(), id.size());
+  std::memcpy(a.Data(), id.data(), id.size());
+  return a;
+}
+
+// ncclInit(id: Uint8Array(128), nranks, rank) -> { device, library }
+Napi::Value NcclInit(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  View id = U8(info, 0, "id");
+  if (id.n != kNcclIdBytes) fail(env, "ncclInit: id must hold " + std::to_string(kNcclIdBytes) + " bytes");
+  const int64_t nranks = Int(info, 1), rank = Int(info, 2);
+  if (nranks < 1 || rank >= nranks) fail(env, "ncclInit: rank " + std::to_string(rank) + " of " + std::to_string(nranks));
+  Device& d = device();
+  ncclInit(d, id.as<uint8_t>(), (int)nranks, (int)rank);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("device", d.id);
+  o.Set("library", ncclLibrary());
+  return o;
+}
+
+// ncclAllReduce(bufs: Float32Array[], factor): in place, bufs = factor * (sum over ranks).
+Napi::Value NcclAllReduce(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsArray()) fail(env, "ncclAllReduce: argument 0 must be an array of Float32Arrays");
+  auto arr = info[0].As<Napi::Array>();
+  const double factor = Num(info, 1);
+  Device& d = device();
+  std::vector<float*> bufs;
+  std::vector<size_t> counts;
+  std::vector<bool> host;
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Value v = arr.Get(i);
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+      fail(env, "ncclAllReduce: element " + std::to_string(i) + " is not a Float32Array");
+    auto ta = v.As<Napi::TypedArray>();
+    float* p = reinterpret_cast<float*>(static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset());
+    bufs.push_back(p);
+    counts.push_back(ta.ElementLength());
+    host.push_back(ta.ElementLength() > 0 && !d.cache->contains(p, ta.ByteLength()));
+  }
+  ncclAllReduceScaled(d, bufs, counts, host, (float)factor);
+  return env.Undefined();
+}
+
+// ncclBroadcast(buf: Float32Array, root)
+Napi::Value NcclBroadcast(const Napi::CallbackInfo& info) {
+  View v = F(info, 0, "buf");
+  const int64_t root = Int(info, 1);
+  Device& d = device();
+  ncclBroadcast(d, v.as<float>(), v.n, v.n > 0 && d.cache->contains(v.p, v.bytes), (int)root);
+  return info.Env().Undefined();
+}
+
+// ncclFinish(abort): ncclCommDestroy, or ncclCommAbort after a failure elsewhere.
+Napi::Value NcclFinish(const Napi::CallbackInfo& info) {
+  ncclFinish(Bool(info, 0));
+  return info.Env().Undefined();
+}
+
 #ifndef PEFT_CUDA_EMU
 // attention(q, k, v, bias|null, shape, out, lse) and attentionBackward(q, k, v, bias|null, shape, out,
 // lse, gOut, gq, gk, gv): the fused kernels of ../attention (AttentionShape as in backend.ts).
@@ -902,6 +968,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   DEF("dequantizeNF4", DequantizeNF4); DEF("dequantizeAbsmax", DequantizeAbsmax);
   DEF("matmulBf16", MatmulBf16); DEF("embeddingBf16", EmbeddingBf16);
   DEF("alloc", Alloc); DEF("fill", Fill); DEF("synchronize", Synchronize); DEF("isDeviceArray", IsDeviceArray);
+  DEF("ncclLibrary", NcclLibrary); DEF("ncclUniqueId", NcclUniqueId); DEF("ncclInit", NcclInit);
+  DEF("ncclAllReduce", NcclAllReduce); DEF("ncclBroadcast", NcclBroadcast); DEF("ncclFinish", NcclFinish);
   DEF("stats", Stats); DEF("resetPeak", ResetPeak); DEF("emptyCache", EmptyCache); DEF("status", Status); DEF("info", Info); DEF("setTf32", SetTf32);
 #undef DEF
   return exports;

@@ -110,9 +110,20 @@ void init() {
         cudaGetErrorString(e) + ")");
     }
     if (count == 0) throw CudaError("no CUDA device found");
-    if (const char* s = std::getenv("PEFT_TS_CUDA_DEVICE")) d->id = std::atoi(s);
+    // Under an MPI launcher each rank takes the GPU of its local rank (torchrun's LOCAL_RANK ->
+    // cuda:LOCAL_RANK), so that NCCL gets one device per rank; PEFT_TS_CUDA_DEVICE overrides.
+    std::string how = "PEFT_TS_CUDA_DEVICE";
+    if (const char* s = std::getenv("PEFT_TS_CUDA_DEVICE")) {
+      d->id = std::atoi(s);
+    } else {
+      for (const char* v : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMI_LOCAL_RANK"}) {
+        const char* s = std::getenv(v);
+        if (s && *s) { d->id = std::atoi(s); how = std::string("the launcher's local rank (") + v + ")"; break; }
+      }
+    }
     if (d->id < 0 || d->id >= count)
-      throw CudaError("PEFT_TS_CUDA_DEVICE=" + std::to_string(d->id) + " but there are " + std::to_string(count) + " device(s)");
+      throw CudaError(how + " is " + std::to_string(d->id) + " but there are " + std::to_string(count) + " device(s)" +
+        (how == "PEFT_TS_CUDA_DEVICE" ? "" : ": start at most one rank per GPU on each machine, or set PEFT_TS_CUDA_DEVICE"));
     check(cudaSetDevice(d->id), "cudaSetDevice");
     check(cudaGetDeviceProperties(&d->prop, d->id), "cudaGetDeviceProperties");
     check(cudaDriverGetVersion(&d->driverVersion), "cudaDriverGetVersion");
