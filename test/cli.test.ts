@@ -147,6 +147,11 @@ test('train --dtype bfloat16: LoRA on bf16 base weights saves an ordinary adapte
   const g = cli('generate', '--adapter', out, '--dtype', 'bfloat16', '--prompt', 'In the beginning', '--max-new-tokens', '4', '--no-stream');
   assert.equal(g.code, 0, g.stderr);
   assert.ok(g.stdout.trim().length > 'In the beginning'.length, g.stdout);
+  // --bf16: every decoding step under autocast (bf16-rounded activations in the GEMMs).
+  const g16 = cli('generate', '--adapter', out, '--dtype', 'bfloat16', '--bf16', '--prompt', 'In the beginning', '--max-new-tokens', '4', '--no-stream');
+  assert.equal(g16.code, 0, g16.stderr);
+  assert.ok(g16.stdout.startsWith('In the beginning') && g16.stdout.trim().length > 'In the beginning'.length, g16.stdout);
+  assert.match(cli('generate', '--help').stdout, /--bf16\s+mixed precision/);
   const badEval = cli('eval', '--data', clmTrain, '--adapter', out, '--dtype', 'float16');
   assert.equal(badEval.code, 2, badEval.stderr);
   assert.match(badEval.stderr, /--dtype must be float32 or bfloat16/);

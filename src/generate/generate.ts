@@ -11,6 +11,7 @@ import type { Streamer } from './streamer.js';
 import { beamSearch, disposeCache, forwardStep, replaceCache } from './beam.js';
 import { generateSeq2Seq, isEncoderDecoder } from './seq2seq.js';
 import { throwIfAborted, yieldToEventLoop } from '../tensor/yield.js';
+import { type AutocastDtype, autocast, autocastDtype } from '../tensor/autocast.js';
 
 /** What generate() needs from a model: PreTrainedModel satisfies it. */
 export interface CausalLM {
@@ -58,6 +59,14 @@ export interface GenerateOptions extends ProcessorOptions {
   decoderStartTokenId?: number;
   /** A Streamer (batch 1: gets the prompt, each new id, then end()), or a function called with each step's new ids (one per row). */
   streamer?: Streamer | ((tokenIds: number[]) => void);
+  /**
+   * Mixed precision for every decoding step, as a transformers user running under
+   * torch.autocast('cpu', dtype=torch.bfloat16) or a bf16 model: the GEMMs take bf16-rounded
+   * activations (and weights) with float32 accumulation; norms, softmax and the logits
+   * processors stay float32. null: off. Default: the autocast setting in force when
+   * generate / generateAsync / generateText is called.
+   */
+  autocast?: AutocastDtype | null;
 }
 
 /**
@@ -67,8 +76,19 @@ export interface GenerateOptions extends ProcessorOptions {
  * [B * numReturnSequences, 1 + n], starting with its decoder start token, as transformers.
  */
 export function generate(model: CausalLM, inputIds: Tensor, opts: GenerateOptions = {}): Tensor {
-  const it = decodeSteps(model, inputIds, opts);
-  for (;;) { const r = it.next(); if (r.done) return r.value; }
+  const step = stepper(decodeSteps(model, inputIds, opts), opts);
+  for (;;) { const r = step(); if (r.done) return r.value; }
+}
+
+/**
+ * it.next() under the autocast setting chosen at the call (opts.autocast, else the caller's):
+ * each step sets it for its own synchronous run, so an async generate keeps it across its
+ * awaits, and code running between the steps does not see it.
+ */
+function stepper(it: Generator<void, Tensor>, opts: GenerateOptions): () => IteratorResult<void, Tensor> {
+  const ac = opts.autocast !== undefined ? opts.autocast : autocastDtype();
+  if (ac !== null && ac !== 'bfloat16') throw new Error(`generate: autocast must be 'bfloat16' or null, got ${JSON.stringify(ac)}`);
+  return () => autocast(ac, () => it.next());
 }
 
 /**
@@ -77,10 +97,11 @@ export function generate(model: CausalLM, inputIds: Tensor, opts: GenerateOption
  */
 export async function generateAsync(model: CausalLM, inputIds: Tensor, opts: GenerateOptions & { signal?: AbortSignal } = {}): Promise<Tensor> {
   const it = decodeSteps(model, inputIds, opts);
+  const step = stepper(it, opts);
   try {
     for (;;) {
       throwIfAborted(opts.signal, 'generate');
-      const r = it.next();
+      const r = step();
       if (r.done) return r.value;
       await yieldToEventLoop();
     }

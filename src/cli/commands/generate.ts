@@ -23,6 +23,7 @@ const GENERATE_OPTIONS = {
   'top-p': num('nucleus sampling: keep the smallest set of tokens with probability >= P', { gt: 0, max: 1, group: G }),
   'no-repeat-ngram-size': int('never repeat an n-gram of this size (0: off)', { min: 0, group: G }),
   'repetition-penalty': num('penalty on tokens already present (1: none)', { gt: 0, max: 1e6, group: G }),
+  bf16: flag("mixed precision, as torch.autocast bfloat16: the GEMMs take bf16-rounded activations (faster with --dtype bfloat16 weights)", { group: G }),
   seed: int('sampling seed (same seed, same text)', { min: 0, max: 2 ** 32 - 1, default: 0, group: G }),
   stream: flag('stream the text as it is generated', { default: true }),
   'skip-prompt': flag('do not echo the prompt'),
@@ -53,6 +54,7 @@ export async function generateCommand(argv: string[]): Promise<void> {
     noRepeatNgramSize: o.noRepeatNgramSize, repetitionPenalty: o.repetitionPenalty,
     seed: o.seed, eosTokenId: tokenizer.eosTokenId, padTokenId: tokenizer.padTokenId,
     streamer: numBeams === 1 ? streamer : undefined,
+    autocast: o.bf16 ? 'bfloat16' : null,
   });
   if (numBeams > 1) {
     // The same text the streamer would have written: the row up to its first eos.
