@@ -4,9 +4,12 @@
 // shared/bench/transformers_generate.py), each in its own process (so that its peak RSS is
 // its own), interleaved per batch size so that the ratios come from the same minutes of a
 // shared machine. Prints a table, writes JSON to bench/results/.
+// Our rows: 'float32'; 'bfloat16' (bf16 weights, float32 activations: each GEMM widens W);
+// 'bfloat16+autocast' (bf16 weights and generate's autocast: activations rounded to bf16 in
+// the GEMMs, as transformers runs a bf16 model). transformers' 'bfloat16' row is its bf16 model.
 //
 //   node dist/bench/generate_compare.js [--batches 1,8] [--prompt P] [--new N] [--threads T] [--reps R]
-//        [--dtypes float32,bfloat16] [--python /opt/pyref/bin/python] [--no-python] [--out file.json]
+//        [--dtypes float32,bfloat16,bfloat16+autocast] [--python /opt/pyref/bin/python] [--no-python] [--out file.json]
 //        [--profile] (ours: one run with every backend call timed, on stderr)
 import { execFileSync } from 'node:child_process';
 import { cpus } from 'node:os';
@@ -24,7 +27,9 @@ const root = (() => { let d = dirname(self); while (!existsSync(join(d, 'package
 interface Row { impl: string; dtype: string; batch: number; prompt: number; new: number; seconds: number; tokens_per_s: number; peak_rss_MiB: number; step_ms?: number }
 
 /** One configuration of ours, run in this process (the parent spawns one per configuration). */
-async function child(dtype: 'float32' | 'bfloat16', batch: number): Promise<Row> {
+async function child(config: string, batch: number): Promise<Row> {
+  const dtype = config.startsWith('bfloat16') ? 'bfloat16' : 'float32';
+  const ac = config.endsWith('+autocast') ? 'bfloat16' as const : null;
   const { setNumThreads } = await import('../src/backends/index.js');
   const { Rng, tensor } = await import('../src/tensor/index.js');
   const { AutoModelForCausalLM } = await import('../src/models/index.js');
@@ -35,7 +40,7 @@ async function child(dtype: 'float32' | 'bfloat16', batch: number): Promise<Row>
     { rng: new Rng(0), dtype });
   model.train(false);
   const ids = tensor(Int32Array.from({ length: batch * prompt }, (_, i) => 1 + ((i * 37) % 50000)), [batch, prompt], { dtype: 'int32' });
-  const run = (n: number) => generate(model, ids, { maxNewTokens: n, eosTokenId: null }).dispose();
+  const run = (n: number) => generate(model, ids, { maxNewTokens: n, eosTokenId: null, autocast: ac }).dispose();
   run(newTokens); // warm-up, as the Python script does
   const times: number[] = [], firsts: number[] = [];
   for (let r = 0; r < reps; r++) {
@@ -51,11 +56,11 @@ async function child(dtype: 'float32' | 'bfloat16', batch: number): Promise<Row>
     const { profileCalls } = await import('./profile.js');
     const log = console.log;
     console.log = console.error;
-    try { console.error(`\n${dtype} batch ${batch}: first token (prompt pass)`); profileCalls(() => run(1), 15); console.error(`${newTokens} new tokens`); profileCalls(() => run(newTokens), 30); } finally { console.log = log; }
+    try { console.error(`\n${config} batch ${batch}: first token (prompt pass)`); profileCalls(() => run(1), 15); console.error(`${newTokens} new tokens`); profileCalls(() => run(newTokens), 30); } finally { console.log = log; }
   }
   const best = Math.min(...times), first = Math.min(...firsts);
   return {
-    impl: 'peft-ts', dtype, batch, prompt, new: newTokens, seconds: +best.toFixed(3), tokens_per_s: +((batch * newTokens) / best).toFixed(1),
+    impl: 'peft-ts', dtype: config, batch, prompt, new: newTokens, seconds: +best.toFixed(3), tokens_per_s: +((batch * newTokens) / best).toFixed(1),
     // A decoding step without the prompt pass: (whole run - prompt pass and first token) / (N - 1).
     step_ms: +(((best - first) / Math.max(1, newTokens - 1)) * 1e3).toFixed(2),
     peak_rss_MiB: +(process.resourceUsage().maxRSS / 1024).toFixed(0),
@@ -87,11 +92,13 @@ function transformers(py: string, script: string, dtype: string, batch: number):
 async function main(): Promise<void> {
   const ci = argv.indexOf('--child');
   if (ci >= 0) {
-    console.log(JSON.stringify(await child(argv[ci + 1] as 'float32' | 'bfloat16', Number(argv[ci + 2]))));
+    console.log(JSON.stringify(await child(argv[ci + 1], Number(argv[ci + 2]))));
     return;
   }
   const batches = flag('batches', '1,8')!.split(',').map(Number);
-  const dtypes = flag('dtypes', 'float32,bfloat16')!.split(',');
+  const dtypes = flag('dtypes', 'float32,bfloat16,bfloat16+autocast')!.split(',');
+  const bad = dtypes.filter((d) => !['float32', 'bfloat16', 'bfloat16+autocast'].includes(d));
+  if (bad.length) throw new Error(`--dtypes: unknown ${bad.join(', ')} (float32, bfloat16, bfloat16+autocast)`);
   const py = flag('python', process.env.PEFT_BASELINE_PYTHON ?? (existsSync('/opt/pyref/bin/python') ? '/opt/pyref/bin/python' : 'python3'))!;
   const script = flag('baseline', ['../shared/bench/transformers_generate.py', '../../shared/bench/transformers_generate.py', 'shared/bench/transformers_generate.py']
     .map((p) => resolve(root, p)).find(existsSync));
@@ -100,7 +107,7 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   for (const b of batches) {
     for (const dt of dtypes) { const r = ours(dt, b); rows.push(r); console.error(JSON.stringify(r)); }
-    if (withPy) for (const dt of dtypes) { const r = transformers(py, script!, dt, b); if (r) { rows.push(r); console.error(JSON.stringify(r)); } }
+    if (withPy) for (const dt of dtypes.filter((d) => !d.includes('+'))) { const r = transformers(py, script!, dt, b); if (r) { rows.push(r); console.error(JSON.stringify(r)); } }
   }
   const { nativeInfo } = await import('../src/backends/index.js');
   console.log(`\ngreedy decode, GPT-2 124M shape (random init), prompt ${prompt}, ${newTokens} new tokens, ${threads} threads, best of ${reps}`);

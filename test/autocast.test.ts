@@ -123,6 +123,58 @@ for (const [isa, want] of [['AVX512_CORE_BF16', 'avx512_core_bf16'], ['AVX512_CO
   });
 }
 
+const SKIP_SMALL = !hasCpu ? 'native addon not built' : nativeInfo().simd === 'avx512' ? false
+  : `small-m kernels need AVX-512 (simd ${nativeInfo().simd}): m <= 8 autocast GEMMs go to oneDNN / the fallback here`;
+
+/** Bit-for-bit equality, NaN matching NaN. */
+function sameBits(x: Float32Array, y: Float32Array, msg: string): void {
+  assert.equal(x.length, y.length, msg);
+  for (let i = 0; i < x.length; i++) {
+    if (!(Object.is(x[i], y[i]) || (Number.isNaN(x[i]) && Number.isNaN(y[i])))) assert.fail(`${msg}: [${i}] ${x[i]} vs ${y[i]}`);
+  }
+}
+/** [rows, cols] row-major -> [cols, rows]. */
+const transpose = (x: Float32Array, rows: number, cols: number) => Float32Array.from({ length: x.length }, (_, i) => x[(i % rows) * cols + Math.floor(i / rows)]);
+
+test('autocast GEMMs with m <= 8 (decoding): the small-m kernels on rounded operands, bit for bit, and the reference emulation', { skip: SKIP_SMALL }, () => {
+  const C = cpuBackend();
+  // B holds round-to-nearest-even ties, overflow to inf, inf and NaN: the kernel rounds W as it loads it.
+  const special = [1 + 2 ** -8, 1 + 3 * 2 ** -8, -(1 + 2 ** -8), 3.3999999e38, Infinity, -Infinity, NaN];
+  for (const [batch, m, n, k, bA, bB] of [[1, 1, 37, 33, false, false], [1, 8, 70, 100, false, false], [6, 3, 19, 17, false, false],
+    [12, 1, 40, 64, false, false], [5, 7, 9, 31, true, false], [4, 2, 33, 15, false, true], [1, 5, 1, 1, false, false]] as const) {
+    for (const tA of [false, true]) for (const tB of [false, true]) for (const [alpha, beta] of [[1, 0], [0.5, 0.25]]) {
+      const sA = bA ? 0 : m * k, sB = bB ? 0 : k * n;
+      const a = rnd((bA ? 1 : batch) * m * k), b = rnd((bB ? 1 : batch) * k * n);
+      if (batch === 1 && m === 8) special.forEach((v, i) => { b[i * 7 + 3] = v; });
+      const c1 = rnd(batch * m * n), c2 = c1.slice(), c3 = c1.slice();
+      C.matmulAutocast!(a, b, c1, batch, m, n, k, tA, tB, sA, sB, alpha, beta);
+      // The same kernel (float32 matmul's m <= 8 path) on operands rounded beforehand, A untransposed.
+      const ra = round(a);
+      const aPlain = tA ? Float32Array.from({ length: ra.length }, (_, i) => {
+        const item = Math.floor(i / (m * k)), j = i % (m * k);
+        return transpose(ra.subarray(item * m * k, (item + 1) * m * k), k, m)[j];
+      }) : ra;
+      C.matmul(aPlain, round(b), c2, batch, m, n, k, false, tB, sA, sB, alpha, beta);
+      const what = `${batch}x${m}x${n}x${k} tA=${tA} tB=${tB} bcast=${bA}/${bB} alpha=${alpha} beta=${beta}`;
+      sameBits(c1, c2, what);
+      if (batch === 1 && m === 8) continue; // inf - inf: the emulation's sums differ in where NaN appears first
+      R.matmulAutocast!(a, b, c3, batch, m, n, k, tA, tB, sA, sB, alpha, beta);
+      assertClose(c1, c3, { ...tol(k, c3), msg: what });
+    }
+  }
+  // A frozen bf16 W with the activation rounded: bit for bit the small kernel on round(a).
+  for (const [m, n, k] of [[1, 50, 40], [8, 33, 70], [5, 130, 17]]) for (const tB of [true, false]) {
+    const a = rnd(m * k), w = new Uint16Array(n * k);
+    f32ToBf16(rnd(n * k), w);
+    const c1 = rnd(m * n), c2 = c1.slice(), c3 = c1.slice();
+    C.matmulBf16!(a, w, c1, m, n, k, tB, 1, 0.5, true);
+    C.matmulBf16!(round(a), w, c2, m, n, k, tB, 1, 0.5, false);
+    sameBits(c1, c2, `matmulBf16 roundA ${m}x${n}x${k} tB=${tB}`);
+    R.matmulBf16!(a, w, c3, m, n, k, tB, 1, 0.5, true);
+    assertClose(c1, c3, { ...tol(k, c3), msg: `matmulBf16 roundA ${m}x${n}x${k} tB=${tB} vs reference` });
+  }
+});
+
 test('without libdnnl at run time the cpu backend takes the fp32 fallback, says why, and gives the same numbers', { skip: SKIP_CPU }, () => {
   const r = spawnSync(process.execPath, [child], { env: { ...process.env, PEFT_TS_DNNL_LIB: 'libdnnl-missing.so.9', PEFT_TS_BACKEND: 'cpu' }, encoding: 'utf8', timeout: 60_000 });
   assert.equal(r.status, 0, r.stderr);

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "bf16.h"
+#include "gemv.h"
 #include "kernels.h"
 #include "pool.h"
 
@@ -279,12 +280,44 @@ bool useDnnl() { return !gForceFallback && loadDnnl(); }
 bool useDnnl() { return false; }
 #endif
 
+// A few rows (m <= kSmallRows: decoding, attention over the KV cache): each A rounded into
+// scratch (transposed when tA), B rounded in registers as the small-m kernels stream it once
+// (gemv.cc). oneDNN's skinny-m kernels are slower, and it would build a primitive for every
+// cache length. Items split across the pool when there are many (attention heads), as
+// Matmul does. False (c untouched) where the small kernels do not run.
+bool smallMixed(const float* a, const float* b, float* c, int64_t batch, int64_t m, int64_t n, int64_t k, bool tA,
+  bool tB, int64_t sA, int64_t sB, float alpha, float beta) {
+  if (m > kSmallRows || !smallMatmulAvailable()) return false;
+  const int64_t na = sA == 0 ? 1 : batch;
+  float* af = grow(gAf, (size_t)(na * m * k));
+  for (int64_t i = 0; i < na; i++) {
+    const float* ai = a + i * sA;
+    float* o = af + i * m * k;
+    if (tA) {  // A stored [k, m]
+      for (int64_t r = 0; r < m; r++) for (int64_t p = 0; p < k; p++) o[r * k + p] = ai[p * m + r];
+      roundBf16(o, o, (size_t)(m * k));
+    } else {
+      roundBf16(ai, o, (size_t)(m * k));
+    }
+  }
+  auto item = [&](int64_t i) {
+    smallMatmulRoundW(af + (na == 1 ? 0 : i * m * k), b + i * sB, c + i * m * n, m, n, k, tB, alpha, beta);
+  };
+  if (batch >= 2 * poolThreads() && poolThreads() > 1) {
+    parallelFor((size_t)batch, 1, [&](size_t b0, size_t b1) { for (size_t i = b0; i < b1; i++) item((int64_t)i); });
+  } else {
+    for (int64_t i = 0; i < batch; i++) item(i);
+  }
+  return true;
+}
+
 }  // namespace
 
 void matmulMixed(const float* a, const float* b, float* c, int64_t batch, int64_t m, int64_t n, int64_t k, bool tA,
   bool tB, int64_t sA, int64_t sB, float alpha, float beta) {
   if (batch == 0 || m == 0 || n == 0) return;
   if (k == 0) { scaleC(c, batch * m * n, beta); return; }
+  if (smallMixed(a, b, c, batch, m, n, k, tA, tB, sA, sB, alpha, beta)) return;
 #ifdef PEFT_DNNL
   if (useDnnl()) {
     const bool aB = sA != 0 && batch > 1, bB = sB != 0 && batch > 1;
@@ -304,8 +337,15 @@ void matmulBf16RoundA(const float* a, const uint16_t* w, float* c, int64_t m, in
   float alpha, float beta) {
   if (m == 0 || n == 0) return;
   if (k == 0) { scaleC(c, m * n, beta); return; }
+  // A few rows: A rounded into scratch, then the small-m kernels (W read once; see smallMixed).
+  float* af = nullptr;
+  if (m <= kSmallRows && smallMatmulAvailable()) {
+    af = grow(gAf, (size_t)(m * k));
+    roundBf16(a, af, (size_t)(m * k));
+    if (smallMatmulBf16(af, w, c, m, n, k, transB, alpha, beta)) return;
+  }
 #ifdef PEFT_DNNL
-  if (useDnnl()) {
+  if (!af && useDnnl()) {
     if (Prim* p = primitive(1, false, false, m, n, k, false, transB, alpha, beta)) {
       uint16_t* a16 = grow(gA16, (size_t)(m * k));
       toBf16(a, a16, (size_t)(m * k));
@@ -313,8 +353,10 @@ void matmulBf16RoundA(const float* a, const uint16_t* w, float* c, int64_t m, in
     }
   }
 #endif
-  float* af = grow(gAf, (size_t)(m * k));
-  roundBf16(a, af, (size_t)(m * k));
+  if (!af) {
+    af = grow(gAf, (size_t)(m * k));
+    roundBf16(a, af, (size_t)(m * k));
+  }
   matmulBf16(af, w, c, m, n, k, transB, alpha, beta);
 }
 

@@ -39,6 +39,19 @@ inline __m512 ldm(const float* p, __mmask16 mk) { return _mm512_maskz_loadu_ps(m
 inline __m512 ldm(const uint16_t* p, __mmask16 mk) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mk, p)), 16));
 }
+// float32 W rounded to bf16 values as it is loaded (autocast's second operand, never copied):
+// the f32ToBf16 kernel's rule (nearest even; a NaN stays a quiet NaN), then widened exactly.
+struct F32AsBf16 { float v; };
+inline __m512 roundBf16(__m512 x) {
+  const __m512i b = _mm512_castps_si512(x), hi = _mm512_set1_epi32((int)0xffff0000u);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
+  const __m512i r = _mm512_and_si512(_mm512_add_epi32(b, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb)), hi);
+  const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+  const __m512i q = _mm512_and_si512(_mm512_or_si512(b, _mm512_set1_epi32(0x400000)), hi);
+  return _mm512_castsi512_ps(_mm512_mask_mov_epi32(r, nan, q));
+}
+inline __m512 ld(const F32AsBf16* p) { return roundBf16(_mm512_loadu_ps(&p->v)); }
+inline __m512 ldm(const F32AsBf16* p, __mmask16 mk) { return roundBf16(_mm512_maskz_loadu_ps(mk, &p->v)); }
 inline __mmask16 tailMask(int64_t r) { return (__mmask16)((1u << r) - 1u); }
 
 // transB: c[i, j..j+R) from rows j..j+R-1 of W [n,k].
@@ -189,5 +202,12 @@ bool smallMatmulBf16(const float* a, const uint16_t* w, float* c, int64_t m, int
   float alpha, float beta) {
   return smallMatmul(a, w, c, m, n, k, transB, alpha, beta);
 }
+
+bool smallMatmulRoundW(const float* a, const float* w, float* c, int64_t m, int64_t n, int64_t k, bool transB,
+  float alpha, float beta) {
+  return smallMatmul(a, reinterpret_cast<const F32AsBf16*>(w), c, m, n, k, transB, alpha, beta);
+}
+
+bool smallMatmulAvailable() { return useAvx512(); }
 
 }  // namespace peft

@@ -22,4 +22,15 @@ bool smallMatmulF32(const float* a, const float* w, float* c, int64_t m, int64_t
 bool smallMatmulBf16(const float* a, const uint16_t* w, float* c, int64_t m, int64_t n, int64_t k, bool transB,
   float alpha, float beta);
 
+/**
+ * smallMatmulF32 with each element of W rounded to its bf16 value as it is loaded (autocast's
+ * W operand, never copied): the same sums as smallMatmulBf16 on f32ToBf16(W). a is taken as
+ * given (round it first for autocast).
+ */
+bool smallMatmulRoundW(const float* a, const float* w, float* c, int64_t m, int64_t n, int64_t k, bool transB,
+  float alpha, float beta);
+
+/** Whether the smallMatmul* kernels run on this CPU (AVX-512 and not PEFT_TS_SIMD=avx2). */
+bool smallMatmulAvailable();
+
 }  // namespace peft
