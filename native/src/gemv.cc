@@ -54,19 +54,47 @@ inline __m512 ld(const F32AsBf16* p) { return roundBf16(_mm512_loadu_ps(&p->v));
 inline __m512 ldm(const F32AsBf16* p, __mmask16 mk) { return roundBf16(_mm512_maskz_loadu_ps(mk, &p->v)); }
 inline __mmask16 tailMask(int64_t r) { return (__mmask16)((1u << r) - 1u); }
 
-// transB: c[i, j..j+R) from rows j..j+R-1 of W [n,k].
+// Horizontal sums of up to 16 vectors at once: v[x] ends in lane 4 * (x % 4) + x / 4 of the
+// result (missing vectors count as zero). Each lane pairs its elements as
+// _mm512_reduce_add_ps does (l + l+8, then + l+4, + l+2, + l+1), so the sums are bit for bit
+// those of 16 separate reductions, in 15 shuffle-and-add steps instead of ~8 each.
+template <int N>
+inline __m512 sum16(const __m512* v) {
+  __m512 u[8], w[4], z[2];
+  auto vx = [&](int x) { return x < N ? v[x] : _mm512_setzero_ps(); };
+  for (int p = 0; p < 8; p++) {  // lanes l, l+8 of v[2p] -> low half, of v[2p+1] -> high half
+    const __m512 a = vx(2 * p), b = vx(2 * p + 1);
+    u[p] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
+  }
+  for (int q = 0; q < 4; q++) {  // + l+4: block b of w[q] is v[4q + b]
+    const __m512 a = u[2 * q], b = u[2 * q + 1];
+    w[q] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x88), _mm512_shuffle_f32x4(a, b, 0xDD));
+  }
+  for (int s = 0; s < 2; s++) {  // + l+2 within each block
+    const __m512 a = w[2 * s], b = w[2 * s + 1];
+    z[s] = _mm512_add_ps(_mm512_shuffle_ps(a, b, 0x44), _mm512_shuffle_ps(a, b, 0xEE));
+  }
+  // + l+1
+  return _mm512_add_ps(_mm512_shuffle_ps(z[0], z[1], 0x88), _mm512_shuffle_ps(z[0], z[1], 0xDD));
+}
+
+// transB: c[i, j..j+R) from rows j..j+R-1 of W [n,k]. Each row of a is loaded once per
+// 16-wide step into a register (the compiler would otherwise fold the load into every FMA
+// that uses it: R loads instead of one).
 template <int M, int R, class W>
 inline void dotRows(const float* a, const W* w, float* c, int64_t n, int64_t k, int64_t j, float alpha, float beta) {
-  __m512 acc[M][R];
-  for (int i = 0; i < M; i++) for (int r = 0; r < R; r++) acc[i][r] = _mm512_setzero_ps();
+  static_assert(M * R <= 16, "M * R accumulators, one sum16");
+  __m512 acc[M * R];
+  for (int x = 0; x < M * R; x++) acc[x] = _mm512_setzero_ps();
   const W* wr = w + j * k;
   int64_t p = 0;
   for (; p + 16 <= k; p += 16) {
     __m512 wv[R];
     for (int r = 0; r < R; r++) wv[r] = ld(wr + r * k + p);
     for (int i = 0; i < M; i++) {
-      const __m512 av = _mm512_loadu_ps(a + i * k + p);
-      for (int r = 0; r < R; r++) acc[i][r] = _mm512_fmadd_ps(av, wv[r], acc[i][r]);
+      __m512 av = _mm512_loadu_ps(a + i * k + p);
+      __asm__("" : "+v"(av));
+      for (int r = 0; r < R; r++) acc[i * R + r] = _mm512_fmadd_ps(av, wv[r], acc[i * R + r]);
     }
   }
   if (p < k) {
@@ -75,13 +103,16 @@ inline void dotRows(const float* a, const W* w, float* c, int64_t n, int64_t k, 
     for (int r = 0; r < R; r++) wv[r] = ldm(wr + r * k + p, mk);
     for (int i = 0; i < M; i++) {
       const __m512 av = _mm512_maskz_loadu_ps(mk, a + i * k + p);
-      for (int r = 0; r < R; r++) acc[i][r] = _mm512_fmadd_ps(av, wv[r], acc[i][r]);
+      for (int r = 0; r < R; r++) acc[i * R + r] = _mm512_fmadd_ps(av, wv[r], acc[i * R + r]);
     }
   }
+  alignas(64) float s[16];
+  _mm512_store_ps(s, sum16<M * R>(acc));
   for (int i = 0; i < M; i++) {
     for (int r = 0; r < R; r++) {
+      const int x = i * R + r;
       float* o = c + i * n + j + r;
-      *o = outVal(_mm512_reduce_add_ps(acc[i][r]), alpha, beta, o);
+      *o = outVal(s[4 * (x % 4) + x / 4], alpha, beta, o);
     }
   }
 }
