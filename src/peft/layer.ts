@@ -251,7 +251,10 @@ export class LoraLinear extends LoraLayerBase implements LinearLike {
       const drop = this.loraDropout.get(name)!;
       const s = this.scaling[name];
       if (!this.useDora[name]) {
-        result = add(result, mulScalar(B.forward(A.forward(drop.forward(x))), s));
+        const h = A.forward(drop.forward(x));
+        // The scaling rides in the GEMM's alpha (and its gradients'): no pass of its own.
+        const delta = B.constructor === Linear && !B.bias && B.weight.dtype === 'float32' ? linear(h, B.weight, null, s) : mulScalar(B.forward(h), s);
+        result = add(result, delta);
       } else {
         result = add(result, this.doraDelta(name, x, result, A, B, drop, s));
       }

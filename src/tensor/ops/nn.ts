@@ -13,17 +13,21 @@ const B = () => getBackend();
 
 /** mixed: autocast's bf16 operands (the flag the op saw in its forward). */
 function gemm(a: Float32Array, b: Float32Array, c: Float32Array, batch: number, m: number, n: number, k: number,
-  tA: boolean, tB: boolean, sA: number, sB: number, beta = 0, mixed = false): void {
-  if (mixed) matmulAutocast(B(), a, b, c, batch, m, n, k, tA, tB, sA, sB, 1, beta);
-  else B().matmul(a, b, c, batch, m, n, k, tA, tB, sA, sB, 1, beta);
+  tA: boolean, tB: boolean, sA: number, sB: number, beta = 0, mixed = false, alpha = 1): void {
+  if (mixed) matmulAutocast(B(), a, b, c, batch, m, n, k, tA, tB, sA, sB, alpha, beta);
+  else B().matmul(a, b, c, batch, m, n, k, tA, tB, sA, sB, alpha, beta);
 }
 
 /**
  * Batched matmul of [..., m, k] @ [..., k, n] (transA/transB read the last two dims of
- * a or b transposed). Batch dims broadcast; a 2-D b is shared by every batch.
+ * a or b transposed). Batch dims broadcast; a 2-D b is shared by every batch. alpha scales
+ * the product inside the GEMM (and its gradients), e.g. LoRA's scaling without a pass of its own.
  */
-export function matmul(a: Tensor, b: Tensor, transA = false, transB = false): Tensor {
-  if (b.dtype === 'bfloat16' && !transA && a.dtype === 'float32') return matmulBf16(a, b, transB);
+export function matmul(a: Tensor, b: Tensor, transA = false, transB = false, alpha = 1): Tensor {
+  if (b.dtype === 'bfloat16' && !transA && a.dtype === 'float32') {
+    if (alpha !== 1) throw new Error('matmul: alpha is not supported with a bfloat16 operand');
+    return matmulBf16(a, b, transB);
+  }
   for (const t of [a, b]) if (t.dtype !== 'float32') throw new TypeError(`matmul: ${t.label()} is ${t.dtype}; only a frozen bfloat16 right operand is supported (else use toFloat32)`);
   if (a.ndim < 2 || b.ndim < 2) throw new Error(`matmul needs 2+ dims, got ${shapeStr(a.shape)} and ${shapeStr(b.shape)}`);
   const [am, ak] = transA ? [a.shape[a.ndim - 1], a.shape[a.ndim - 2]] : [a.shape[a.ndim - 2], a.shape[a.ndim - 1]];
@@ -33,7 +37,7 @@ export function matmul(a: Tensor, b: Tensor, transA = false, transB = false): Te
   if (b.ndim === 2 && !transA && a.ndim > 2) {
     const lead = a.shape.slice(0, -1);
     const a2 = reshape(a, [numel(lead), ak]);
-    const y = matmul(a2, b, false, transB);
+    const y = matmul(a2, b, false, transB, alpha);
     return reshape(y, [...lead, bn]);
   }
   const ba = a.shape.slice(0, -2), bb = b.shape.slice(0, -2);
@@ -57,7 +61,7 @@ export function matmul(a: Tensor, b: Tensor, transA = false, transB = false): Te
   const [be, sB] = prep(b, bb);
   const out = empty([...batchShape, am, bn], 'float32', false);
   const mx = autocastDtype() === 'bfloat16';
-  gemm(ae.buf, be.buf, out.buf, batch, am, bn, ak, transA, transB, sA, sB, 0, mx);
+  gemm(ae.buf, be.buf, out.buf, batch, am, bn, ak, transA, transB, sA, sB, 0, mx, alpha);
   return result(out, 'matmul', [ae, be], (g) => {
     let ga: Tensor | null = null, gb: Tensor | null = null;
     if (ae.requiresGrad) {
@@ -68,11 +72,11 @@ export function matmul(a: Tensor, b: Tensor, transA = false, transB = false): Te
         fillTensor(ga, 0);
         for (let i = 0; i < batch; i++) {
           const gi = g.buf.subarray(i * am * bn, (i + 1) * am * bn), bi = be.buf.subarray(i * sB, i * sB + bk * bn);
-          if (!transA) gemm(gi, bi, ga.buf, 1, am, ak, bn, false, !transB, 0, 0, 1, mx);
-          else gemm(bi, gi, ga.buf, 1, ak, am, bn, transB, true, 0, 0, 1, mx);
+          if (!transA) gemm(gi, bi, ga.buf, 1, am, ak, bn, false, !transB, 0, 0, 1, mx, alpha);
+          else gemm(bi, gi, ga.buf, 1, ak, am, bn, transB, true, 0, 0, 1, mx, alpha);
         }
-      } else if (!transA) gemm(g.buf, be.buf, ga.buf, batch, am, ak, bn, false, !transB, am * bn, sB, 0, mx);
-      else gemm(be.buf, g.buf, ga.buf, batch, ak, am, bn, transB, true, sB, am * bn, 0, mx);
+      } else if (!transA) gemm(g.buf, be.buf, ga.buf, batch, am, ak, bn, false, !transB, am * bn, sB, 0, mx, alpha);
+      else gemm(be.buf, g.buf, ga.buf, batch, ak, am, bn, transB, true, sB, am * bn, 0, mx, alpha);
     }
     if (be.requiresGrad) {
       // d op(B) = op(A)^T @ g ; when transB, B = g^T @ op(A)
@@ -81,19 +85,23 @@ export function matmul(a: Tensor, b: Tensor, transA = false, transB = false): Te
         fillTensor(gb, 0);
         for (let i = 0; i < batch; i++) {
           const gi = g.buf.subarray(i * am * bn, (i + 1) * am * bn), ai = ae.buf.subarray(i * sA, i * sA + am * ak);
-          if (!transB) gemm(ai, gi, gb.buf, 1, ak, bn, am, !transA, false, 0, 0, 1, mx);
-          else gemm(gi, ai, gb.buf, 1, bn, ak, am, true, transA, 0, 0, 1, mx);
+          if (!transB) gemm(ai, gi, gb.buf, 1, ak, bn, am, !transA, false, 0, 0, 1, mx, alpha);
+          else gemm(gi, ai, gb.buf, 1, bn, ak, am, true, transA, 0, 0, 1, mx, alpha);
         }
-      } else if (!transB) gemm(ae.buf, g.buf, gb.buf, batch, ak, bn, am, !transA, false, sA, am * bn, 0, mx);
-      else gemm(g.buf, ae.buf, gb.buf, batch, bn, ak, am, true, transA, am * bn, sA, 0, mx);
+      } else if (!transB) gemm(ae.buf, g.buf, gb.buf, batch, ak, bn, am, !transA, false, sA, am * bn, 0, mx, alpha);
+      else gemm(g.buf, ae.buf, gb.buf, batch, bn, ak, am, true, transA, am * bn, sA, 0, mx, alpha);
     }
     return [ga, gb];
   });
 }
 
-/** y = x @ W^T + b, W stored [out, in] as in torch.nn.Linear (float32, or a frozen bfloat16 W). */
-export function linear(x: Tensor, w: Tensor, b: Tensor | null = null): Tensor {
-  const y = w.dtype === 'bfloat16' ? matmulBf16(x, w, true) : matmul(x, w, false, true);
+/**
+ * y = alpha * x @ W^T + b, W stored [out, in] as in torch.nn.Linear (float32, or a frozen
+ * bfloat16 W with alpha 1).
+ */
+export function linear(x: Tensor, w: Tensor, b: Tensor | null = null, alpha = 1): Tensor {
+  if (w.dtype === 'bfloat16' && alpha !== 1) throw new Error('linear: alpha is not supported with a bfloat16 weight');
+  const y = w.dtype === 'bfloat16' ? matmulBf16(x, w, true) : matmul(x, w, false, true, alpha);
   return b ? add(y, b) : y;
 }
 
