@@ -106,18 +106,38 @@ void sgemm1(bool tA, bool tB, int64_t m, int64_t n, int64_t k, float alpha, cons
     a, (int)(tA ? m : k), b, (int)(tB ? k : n), beta, c, (int)n);
 }
 
-Napi::Value Matmul(const Napi::CallbackInfo& info) {
+// Backend.matmul's arguments (a, b, c, batch, m, n, k, transA, transB, strideA, strideB,
+// alpha, beta), with the buffer lengths checked; shared by matmul and matmulAutocast.
+struct MatmulArgs {
+  float *a, *b, *c;
+  int64_t batch, m, n, k, sA, sB;
+  bool tA, tB;
+  float alpha, beta;
+};
+MatmulArgs matmulArgs(const Napi::CallbackInfo& info, const std::string& name) {
   Napi::Env env = info.Env();
   size_t na, nb, nc;
-  float* a = F(info, 0, na, "a"); float* b = F(info, 1, nb, "b"); float* c = F(info, 2, nc, "c");
-  const int64_t batch = Int(info, 3), m = Int(info, 4), n = Int(info, 5), k = Int(info, 6);
-  const bool tA = Bool(info, 7), tB = Bool(info, 8);
-  const int64_t sA = Int(info, 9), sB = Int(info, 10);
-  const float alpha = (float)Num(info, 11), beta = (float)Num(info, 12);
+  MatmulArgs x;
+  x.a = F(info, 0, na, "a"); x.b = F(info, 1, nb, "b"); x.c = F(info, 2, nc, "c");
+  x.batch = Int(info, 3); x.m = Int(info, 4); x.n = Int(info, 5); x.k = Int(info, 6);
+  x.tA = Bool(info, 7); x.tB = Bool(info, 8);
+  x.sA = Int(info, 9); x.sB = Int(info, 10);
+  x.alpha = (float)Num(info, 11); x.beta = (float)Num(info, 12);
+  if (x.batch == 0) return x;
+  need(env, na, (x.batch - 1) * x.sA + x.m * x.k, (name + " a").c_str());
+  need(env, nb, (x.batch - 1) * x.sB + x.k * x.n, (name + " b").c_str());
+  need(env, nc, x.batch * x.m * x.n, (name + " c").c_str());
+  return x;
+}
+
+Napi::Value Matmul(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const MatmulArgs x = matmulArgs(info, "matmul");
+  float *a = x.a, *b = x.b, *c = x.c;
+  const int64_t batch = x.batch, m = x.m, n = x.n, k = x.k, sA = x.sA, sB = x.sB;
+  const bool tA = x.tA, tB = x.tB;
+  const float alpha = x.alpha, beta = x.beta;
   if (batch == 0) return env.Undefined();
-  need(env, na, (batch - 1) * sA + m * k, "matmul a");
-  need(env, nb, (batch - 1) * sB + k * n, "matmul b");
-  need(env, nc, batch * m * n, "matmul c");
   // Many small products (attention heads): one single-threaded GEMM per pool thread beats
   // OpenBLAS splitting each small one.
   const double flops = 2.0 * m * n * k;
@@ -143,18 +163,9 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
 
 // matmulAutocast: Matmul's arguments, bf16-rounded operands (bf16_gemm.cc).
 Napi::Value MatmulAutocast(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  size_t na, nb, nc;
-  float* a = F(info, 0, na, "a"); float* b = F(info, 1, nb, "b"); float* c = F(info, 2, nc, "c");
-  const int64_t batch = Int(info, 3), m = Int(info, 4), n = Int(info, 5), k = Int(info, 6);
-  const bool tA = Bool(info, 7), tB = Bool(info, 8);
-  const int64_t sA = Int(info, 9), sB = Int(info, 10);
-  if (batch == 0) return env.Undefined();
-  need(env, na, (batch - 1) * sA + m * k, "matmulAutocast a");
-  need(env, nb, (batch - 1) * sB + k * n, "matmulAutocast b");
-  need(env, nc, batch * m * n, "matmulAutocast c");
-  matmulMixed(a, b, c, batch, m, n, k, tA, tB, sA, sB, (float)Num(info, 11), (float)Num(info, 12));
-  return env.Undefined();
+  const MatmulArgs x = matmulArgs(info, "matmulAutocast");
+  if (x.batch != 0) matmulMixed(x.a, x.b, x.c, x.batch, x.m, x.n, x.k, x.tA, x.tB, x.sA, x.sB, x.alpha, x.beta);
+  return info.Env().Undefined();
 }
 
 // bf16Gemm(mode?): mode 'auto' | 'fallback' sets it; returns { path, whyNot }.
