@@ -10,21 +10,13 @@ import * as path from 'node:path';
 import { Trainer, TrainingAbortedError, TrainProgress } from '../src/train/trainer.js';
 import { TrainerCallback, formatLogValue } from '../src/train/callbacks.js';
 import { AbortError } from '../src/tensor/yield.js';
-import { Row } from '../src/data/dataset.js';
-import { ToyClassifier } from './fixtures/train/toys.js';
+import { ToyClassifier, paramValues, toyRows } from './fixtures/train/toys.js';
 
 const tmp = (n: string) => fs.mkdtempSync(path.join(os.tmpdir(), `async-${n}-`));
 const quiet = { write: () => true, isTTY: false };
 
-function rows(n: number, T = 6, seed = 1): Row[] {
-  let s = seed;
-  const r = () => ((s = (s * 1103515245 + 12345) >>> 0) >>> 8) % 10;
-  return [...Array(n)].map(() => {
-    const ids = [...Array(T)].map(() => r());
-    return { inputIds: ids, attentionMask: ids.map(() => 1), labels: ids.includes(7) ? 1 : 0 };
-  });
-}
-const params = (m: ToyClassifier) => new Map([...m.namedParameters()].map(([n, p]) => [n, Array.from(p.data)]));
+const rows = toyRows;
+const params = paramValues;
 
 /** Stands in for real compute: each optimizer step holds the thread for `ms` milliseconds. */
 const busy = (ms: number): TrainerCallback => ({

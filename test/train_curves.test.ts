@@ -8,17 +8,9 @@ import * as path from 'node:path';
 import { Trainer } from '../src/train/trainer.js';
 import { classificationMetrics } from '../src/train/metrics.js';
 import { trainingCurvesSvg } from '../src/train/curves.js';
-import { Row } from '../src/data/dataset.js';
-import { ToyClassifier } from './fixtures/train/toys.js';
+import { ToyClassifier, toyRows } from './fixtures/train/toys.js';
 
-function rows(n: number): Row[] {
-  let s = 3;
-  const r = () => ((s = (s * 1103515245 + 12345) >>> 0) >>> 8) % 10;
-  return [...Array(n)].map(() => {
-    const ids = [...Array(6)].map(() => r());
-    return { inputIds: ids, attentionMask: ids.map(() => 1), labels: ids.includes(7) ? 1 : 0 };
-  });
-}
+const rows = (n: number) => toyRows(n, 6, 3);
 
 const attr = (el: string, name: string) => Number(new RegExp(`\\b${name}="([-\\d.]+)"`).exec(el)![1]);
 

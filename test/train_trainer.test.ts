@@ -9,25 +9,17 @@ import { lastCheckpoint, listCheckpoints } from '../src/train/checkpoint.js';
 import { classificationMetrics } from '../src/train/metrics.js';
 import { readSafetensors } from '../src/io/safetensors.js';
 import { memoryStats } from '../src/tensor/index.js';
-import { Dataset, Row } from '../src/data/dataset.js';
+import { Dataset } from '../src/data/dataset.js';
 import { tokenizeCausalLM } from '../src/data/tokenize.js';
 import { DataCollatorForLanguageModeling } from '../src/data/collators.js';
-import { ToyCausalLM, ToyClassifier, ToyTokenizer } from './fixtures/train/toys.js';
+import { ToyCausalLM, ToyClassifier, ToyTokenizer, paramValues, toyRows } from './fixtures/train/toys.js';
 
 const tmp = (n: string) => fs.mkdtempSync(path.join(os.tmpdir(), `h5-${n}-`));
 const quiet = { write: () => true, isTTY: false };
 
-/** Fixed-length rows; label = whether token 7 occurs. */
-function rows(n: number, T = 6, seed = 1): Row[] {
-  let s = seed;
-  const r = () => ((s = (s * 1103515245 + 12345) >>> 0) >>> 8) % 10;
-  return [...Array(n)].map(() => {
-    const ids = [...Array(T)].map(() => r());
-    return { inputIds: ids, attentionMask: ids.map(() => 1), labels: ids.includes(7) ? 1 : 0 };
-  });
-}
+const rows = toyRows;
 
-const params = (m: ToyClassifier) => new Map([...m.namedParameters()].map(([n, p]) => [n, Array.from(p.data)]));
+const params = paramValues;
 
 test('gradient accumulation 2x4 equals one batch of 8 (mean loss, equal batches)', async () => {
   const data = rows(16);
