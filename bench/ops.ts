@@ -8,12 +8,12 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { cpus } from 'node:os';
-import type { Backend } from '../src/backends/backend.js';
 import { cpuBackend, nativeInfo } from '../src/backends/index.js';
 import { loadNative } from '../src/backends/cpu/native.js';
 import * as T from '../src/tensor/index.js';
 import { Rng, Tensor, registerBackend, setBackend, tidy } from '../src/tensor/index.js';
 import { LayerNorm, Linear } from '../src/nn/layers.js';
+import { timedBackend } from './profile.js';
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
@@ -100,16 +100,8 @@ if (bf16 && base.matmulAutocast) {
 // Every backend call is timed by name: GEMM time, other-kernel time, and what is left is
 // the framework (graph, allocation, JS glue).
 const kernelMs = new Map<string, number>();
-const timed: Record<string, unknown> = {};
-for (const [k, f] of Object.entries(base)) {
-  if (typeof f !== 'function') continue;
-  timed[k] = (...xs: unknown[]) => {
-    const t0 = performance.now();
-    try { return (f as (...y: unknown[]) => unknown).apply(base, xs); } finally { kernelMs.set(k, (kernelMs.get(k) ?? 0) + performance.now() - t0); }
-  };
-}
-const timedBackend = { ...base, ...timed, name: 'cpu' } as Backend;
-registerBackend('cpu-timed', () => timedBackend);
+const timed = { ...timedBackend(base, (k, _xs, ms) => kernelMs.set(k, (kernelMs.get(k) ?? 0) + ms)), name: 'cpu' };
+registerBackend('cpu-timed', () => timed);
 
 const [B, Tn, C, H] = [4, 256, 768, 12];
 const D = C / H;

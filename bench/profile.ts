@@ -4,6 +4,7 @@
 import { getBackend, setBackend } from '../src/tensor/index.js';
 import { registerBackend } from '../src/tensor/registry.js';
 import { backendName } from '../src/backends/index.js';
+import type { Backend } from '../src/backends/backend.js';
 
 export interface ProfileRow { call: string; calls: number; ms: number }
 export interface Profile { totalMs: number; insideMs: number; rows: ProfileRow[] }
@@ -20,22 +21,28 @@ function key(name: string, xs: unknown[]): string {
   return name;
 }
 
-export function profileCalls(fn: () => void, top = 40): Profile {
-  const base = getBackend();
-  const acc = new Map<string, ProfileRow>();
+/** base with every method timed: record(name, args, ms) after each call. */
+export function timedBackend(base: Backend, record: (name: string, args: unknown[], ms: number) => void): Backend {
   const timed: Record<string, unknown> = {};
   for (const [name, f] of Object.entries(base)) {
     if (typeof f !== 'function') continue;
     timed[name] = (...xs: unknown[]) => {
       const t0 = performance.now();
-      try { return (f as (...y: unknown[]) => unknown).apply(base, xs); } finally {
-        const k = key(name, xs);
-        const e = acc.get(k) ?? { call: k, calls: 0, ms: 0 };
-        e.ms += performance.now() - t0; e.calls++; acc.set(k, e);
-      }
+      try { return (f as (...y: unknown[]) => unknown).apply(base, xs); } finally { record(name, xs, performance.now() - t0); }
     };
   }
-  registerBackend('profiled', () => ({ ...base, ...timed } as typeof base));
+  return { ...base, ...timed } as Backend;
+}
+
+export function profileCalls(fn: () => void, top = 40): Profile {
+  const base = getBackend();
+  const acc = new Map<string, ProfileRow>();
+  const timed = timedBackend(base, (name, xs, ms) => {
+    const k = key(name, xs);
+    const e = acc.get(k) ?? { call: k, calls: 0, ms: 0 };
+    e.ms += ms; e.calls++; acc.set(k, e);
+  });
+  registerBackend('profiled', () => timed);
   const prev = backendName();
   setBackend('profiled');
   const t0 = performance.now();
