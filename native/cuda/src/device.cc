@@ -53,6 +53,19 @@ void sym(Cublas& cb, F& fn, const char* name) {
   if (!fn) throw CudaError(std::string("cuBLAS at ") + cb.path + " has no symbol " + name);
 }
 
+}  // namespace
+
+void* dlopenFirst(const std::vector<std::string>& tries, std::string& path, std::string& errors) {
+  for (const auto& t : tries) {
+    if (void* h = dlopen(t.c_str(), RTLD_NOW | RTLD_LOCAL)) { path = t; return h; }
+    const char* e = dlerror();
+    errors += "\n  " + t + ": " + (e ? e : "not found");
+  }
+  return nullptr;
+}
+
+namespace {
+
 // PEFT_TS_CUBLAS_PATH, then the loader's own search (LD_LIBRARY_PATH, ld.so.cache), then
 // the usual CUDA install places.
 Cublas* loadCublas(cudaStream_t stream) {
@@ -66,12 +79,7 @@ Cublas* loadCublas(cudaStream_t stream) {
   tries.push_back("/usr/lib/x86_64-linux-gnu/libcublas.so.13");
   std::string errors;
   auto* cb = new Cublas();
-  for (const auto& t : tries) {
-    cb->lib = dlopen(t.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (cb->lib) { cb->path = t; break; }
-    const char* e = dlerror();
-    errors += "\n  " + t + ": " + (e ? e : "not found");
-  }
+  cb->lib = dlopenFirst(tries, cb->path, errors);
   if (!cb->lib) {
     delete cb;
     throw CudaError("cuBLAS (libcublas.so.13) could not be loaded; set PEFT_TS_CUBLAS_PATH or LD_LIBRARY_PATH. Tried:" + errors);

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "alloc.h"
 
@@ -59,6 +60,12 @@ struct Device {
   void* growPool(size_t bytes);
   std::string cublasInfo() const;
 };
+
+/**
+ * dlopen (RTLD_NOW | RTLD_LOCAL) of the first of `tries` that loads; `path` is set to it.
+ * Null when none does, with `errors` listing each try and dlerror's reason (cuBLAS, NCCL).
+ */
+void* dlopenFirst(const std::vector<std::string>& tries, std::string& path, std::string& errors);
 
 /** The context, created on first use. Throws CudaError with the reason when unusable. */
 Device& device();

@@ -60,12 +60,7 @@ Nccl& lib() {
   }
   auto* n = new Nccl();
   std::string errors;
-  for (const auto& t : tries) {
-    n->lib = dlopen(t.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (n->lib) { n->path = t; break; }
-    const char* e = dlerror();
-    errors += "\n  " + t + ": " + (e ? e : "not found");
-  }
+  n->lib = dlopenFirst(tries, n->path, errors);
   if (!n->lib) {
     delete n;
     throw CudaError(std::string("NCCL (libnccl.so.2) could not be loaded") +
