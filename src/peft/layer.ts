@@ -253,7 +253,8 @@ export class LoraLinear extends LoraLayerBase implements LinearLike {
       if (!this.useDora[name]) {
         const h = A.forward(drop.forward(x));
         // The scaling rides in the GEMM's alpha (and its gradients'): no pass of its own.
-        const delta = B.constructor === Linear && !B.bias && B.weight.dtype === 'float32' ? linear(h, B.weight, null, s) : mulScalar(B.forward(h), s);
+        // lora_B is a bias-free Linear; a bf16 copy (inference casts) takes the plain path.
+        const delta = B.weight.dtype === 'float32' ? linear(h, B.weight, null, s) : mulScalar(B.forward(h), s);
         result = add(result, delta);
       } else {
         result = add(result, this.doraDelta(name, x, result, A, B, drop, s));
