@@ -113,6 +113,9 @@ test('a bf16 weight cannot require grad; a bf16 left operand is refused', () => 
   assert.throws(() => embedding(w, tensor(Int32Array.from([0]), [1])), /frozen/);
   w.requiresGrad = false;
   assert.throws(() => matmul(w, tensor(rnd(8), [4, 2])), /only a frozen bfloat16 right operand/);
+  // alpha (LoRA's scaling in the GEMM) is for float32 operands only
+  assert.throws(() => linear(tensor(rnd(8), [2, 4]), w, null, 2), /linear: alpha is not supported with a bfloat16 weight/);
+  assert.throws(() => matmul(tensor(rnd(6), [2, 3]), w, false, false, 2), /matmul: alpha is not supported with a bfloat16 operand/);
   // no gradient ever reaches the weight: backward gives x its gradient and nothing else
   const x = tensor(rnd(8), [2, 4], { requiresGrad: true });
   sum(linear(x, w)).backward();
