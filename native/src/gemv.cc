@@ -52,6 +52,8 @@ inline __m512 roundBf16(__m512 x) {
 }
 inline __m512 ld(const F32AsBf16* p) { return roundBf16(_mm512_loadu_ps(&p->v)); }
 inline __m512 ldm(const F32AsBf16* p, __mmask16 mk) { return roundBf16(_mm512_maskz_loadu_ps(mk, &p->v)); }
+template <class W>
+inline void prefetchLine(const W* p) { _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0); }
 inline __mmask16 tailMask(int64_t r) { return (__mmask16)((1u << r) - 1u); }
 
 // Horizontal sums of up to 16 vectors at once: v[x] ends in lane 4 * (x % 4) + x / 4 of the
@@ -91,6 +93,9 @@ inline void dotRows(const float* a, const W* w, float* c, int64_t n, int64_t k, 
   for (; p + 16 <= k; p += 16) {
     __m512 wv[R];
     for (int r = 0; r < R; r++) wv[r] = ld(wr + r * k + p);
+    // The same place in the next group of rows: the hardware prefetcher alone reaches only
+    // ~9 GB/s on one core here once the kernel computes between loads (m = 8).
+    if ((p * sizeof(W)) % 64 == 0) for (int r = 0; r < R; r++) prefetchLine(wr + (R + r) * k + p);
     for (int i = 0; i < M; i++) {
       __m512 av = _mm512_loadu_ps(a + i * k + p);
       __asm__("" : "+v"(av));
@@ -155,7 +160,12 @@ void colsN(const float* a, const W* w, float* c, int64_t n, int64_t k, int64_t j
           _mm512_store_ps(s, v);
         }
       };
-      for (; q < full; q += 16) step(ld(w0 + q), ld(w1 + q), ld(w2 + q), ld(w3 + q));
+      const W* nx = w3 + n;  // the next pass's rows, prefetched a line at a time
+      const bool pf = p + 8 <= k;
+      for (; q < full; q += 16) {
+        if (pf && (q * sizeof(W)) % 64 == 0) for (int r = 0; r < 4; r++) prefetchLine(nx + r * n + q);
+        step(ld(w0 + q), ld(w1 + q), ld(w2 + q), ld(w3 + q));
+      }
       if (q < cols) step(ldm(w0 + q, mk), ldm(w1 + q, mk), ldm(w2 + q, mk), ldm(w3 + q, mk));
     }
     for (; p < k; p++) {
