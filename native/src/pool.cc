@@ -70,33 +70,37 @@ struct Pool {
   }
 };
 
+// One parallel job at a time (Node's worker threads can call in too); held while the pool is
+// replaced, so a job never sees a pool or thread count that changes under it.
+std::mutex runMu;
 Pool* pool = nullptr;
-int nThreads = 1;
-std::mutex runMu;  // one parallel job at a time (worker threads of Node could call in)
+std::atomic<int> nThreads{1};
 
 }  // namespace
 
 void poolInit(int threads) {
   if (threads < 1) threads = 1;
+  std::lock_guard<std::mutex> run(runMu);
   if (pool && nThreads == threads) return;
   delete pool;
   pool = new Pool();
   nThreads = threads;
-  for (int i = 1; i < threads; i++) pool->workers.emplace_back([i] { pool->work(i); });
+  for (int i = 1; i < threads; i++) pool->workers.emplace_back([p = pool, i] { p->work(i); });
 }
 
 int poolThreads() { return nThreads; }
 
 void parallelFor(size_t n, size_t minPerThread, const std::function<void(size_t, size_t)>& fn) {
   if (n == 0) return;
-  size_t parts = nThreads;
-  if (minPerThread > 0 && n / minPerThread < parts) parts = n / minPerThread;
-  if (parts <= 1 || !pool) { fn(0, n); return; }
+  if (nThreads <= 1 || (minPerThread > 0 && n / minPerThread < 2)) { fn(0, n); return; }
   std::unique_lock<std::mutex> run(runMu, std::try_to_lock);
-  if (!run.owns_lock()) { fn(0, n); return; }  // nested or concurrent call: run inline
+  if (!run.owns_lock() || !pool) { fn(0, n); return; }  // nested or concurrent call: run inline
+  const int threads = nThreads;
+  size_t parts = threads;
+  if (minPerThread > 0 && n / minPerThread < parts) parts = n / minPerThread;
   // Every worker has finished the previous job (pending reached 0), so none reads these now.
   pool->job = &fn; pool->n = n; pool->parts = parts;
-  pool->pending.store(nThreads - 1, std::memory_order_relaxed);
+  pool->pending.store(threads - 1, std::memory_order_relaxed);
   {
     std::lock_guard<std::mutex> lk(pool->mu);  // a worker checking its wait predicate sees gen before or after, whole
     pool->gen.fetch_add(1, std::memory_order_release);
