@@ -19,6 +19,7 @@
 #include "layout.h"
 #include "nf4.h"
 #include "pool.h"
+#include "sgemm.h"
 
 using namespace peft;
 
@@ -96,16 +97,6 @@ int defaultThreads() {
 
 // ---------- GEMM ----------
 
-void sgemm1(bool tA, bool tB, int64_t m, int64_t n, int64_t k, float alpha, const float* a, const float* b, float beta, float* c) {
-  if (m == 0 || n == 0) return;
-  if (k == 0) {  // BLAS wants lda >= 1; the product is empty, so C = beta*C
-    for (int64_t i = 0; i < m * n; i++) c[i] = beta == 0 ? 0.0f : beta * c[i];
-    return;
-  }
-  cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k, alpha,
-    a, (int)(tA ? m : k), b, (int)(tB ? k : n), beta, c, (int)n);
-}
-
 // Backend.matmul's arguments (a, b, c, batch, m, n, k, transA, transB, strideA, strideB,
 // alpha, beta), with the buffer lengths checked; shared by matmul and matmulAutocast.
 struct MatmulArgs {
@@ -131,34 +122,9 @@ MatmulArgs matmulArgs(const Napi::CallbackInfo& info, const std::string& name) {
 }
 
 Napi::Value Matmul(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
   const MatmulArgs x = matmulArgs(info, "matmul");
-  float *a = x.a, *b = x.b, *c = x.c;
-  const int64_t batch = x.batch, m = x.m, n = x.n, k = x.k, sA = x.sA, sB = x.sB;
-  const bool tA = x.tA, tB = x.tB;
-  const float alpha = x.alpha, beta = x.beta;
-  if (batch == 0) return env.Undefined();
-  // Many small products (attention heads): one single-threaded GEMM per pool thread beats
-  // OpenBLAS splitting each small one.
-  const double flops = 2.0 * m * n * k;
-  if (batch >= gThreads * 2 && gThreads > 1 && flops < 6e7) {
-    openblas_set_num_threads(1);
-    parallelFor(batch, 1, [&](size_t b0, size_t b1) {
-      for (size_t i = b0; i < b1; i++) {
-        // (gemv.cc's own parallelFor runs inline here: one item per thread already.)
-        if (!tA && smallMatmulF32(a + i * sA, b + i * sB, c + i * m * n, m, n, k, tB, alpha, beta)) continue;
-        sgemm1(tA, tB, m, n, k, alpha, a + i * sA, b + i * sB, beta, c + i * m * n);
-      }
-    });
-    openblas_set_num_threads(gThreads);
-  } else {
-    for (int64_t i = 0; i < batch; i++) {
-      // A few rows (decoding): stream B once at memory speed (gemv.cc), else OpenBLAS.
-      if (!tA && smallMatmulF32(a + i * sA, b + i * sB, c + i * m * n, m, n, k, tB, alpha, beta)) continue;
-      sgemm1(tA, tB, m, n, k, alpha, a + i * sA, b + i * sB, beta, c + i * m * n);
-    }
-  }
-  return env.Undefined();
+  if (x.batch != 0) matmulF32(x.a, x.b, x.c, x.batch, x.m, x.n, x.k, x.tA, x.tB, x.sA, x.sB, x.alpha, x.beta);
+  return info.Env().Undefined();
 }
 
 // matmulAutocast: Matmul's arguments, bf16-rounded operands (bf16_gemm.cc).

@@ -7,7 +7,6 @@
 // transposition, alpha and beta runs on oneDNN's OpenMP threads (held to the addon's count).
 #include "bf16_gemm.h"
 
-#include <cblas.h>
 #include <dlfcn.h>
 #include <cpuid.h>
 
@@ -22,6 +21,7 @@
 #include "gemv.h"
 #include "kernels.h"
 #include "pool.h"
+#include "sgemm.h"
 
 #if defined(__has_include) && !defined(PEFT_NO_DNNL)  // PEFT_NO_DNNL: build as if the headers were missing
 #if __has_include(<oneapi/dnnl/dnnl.h>)
@@ -85,12 +85,8 @@ void fallbackMixed(const float* a, const float* b, float* c, int64_t batch, int6
   float* bf = grow(gBf, (size_t)((sB == 0 ? 1 : batch) * k * n));
   const int64_t na = pack(a, batch, m * k, sA, af, roundBf16);
   const int64_t nb = pack(b, batch, k * n, sB, bf, roundBf16);
-  for (int64_t i = 0; i < batch; i++) {
-    const float* ai = af + (na == 1 ? 0 : i * m * k);
-    const float* bi = bf + (nb == 1 ? 0 : i * k * n);
-    cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k,
-      alpha, ai, (int)(tA ? m : k), bi, (int)(tB ? k : n), beta, c + i * m * n, (int)n);
-  }
+  // float32 matmul's own batching: many small items (attention heads) one per pool thread.
+  matmulF32(af, bf, c, batch, m, n, k, tA, tB, na == 1 ? 0 : m * k, nb == 1 ? 0 : k * n, alpha, beta);
 }
 
 bool cpuHasBf16() {
