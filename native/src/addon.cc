@@ -13,7 +13,6 @@
 #include <vector>
 
 #include "bf16.h"
-#include "gemv.h"
 #include "bf16_gemm.h"
 #include "kernels.h"
 #include "layout.h"

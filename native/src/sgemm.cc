@@ -6,7 +6,9 @@
 #include "pool.h"
 
 namespace peft {
+namespace {
 
+// One C = alpha * op(A) op(B) + beta * C through cblas_sgemm.
 void sgemm1(bool tA, bool tB, int64_t m, int64_t n, int64_t k, float alpha, const float* a, const float* b, float beta,
   float* c) {
   if (m == 0 || n == 0) return;
@@ -17,6 +19,8 @@ void sgemm1(bool tA, bool tB, int64_t m, int64_t n, int64_t k, float alpha, cons
   cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k, alpha,
     a, (int)(tA ? m : k), b, (int)(tB ? k : n), beta, c, (int)n);
 }
+
+}  // namespace
 
 void matmulF32(const float* a, const float* b, float* c, int64_t batch, int64_t m, int64_t n, int64_t k, bool tA,
   bool tB, int64_t sA, int64_t sB, float alpha, float beta) {

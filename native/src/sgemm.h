@@ -4,10 +4,6 @@
 
 namespace peft {
 
-/** One C = alpha * op(A) op(B) + beta * C through cblas_sgemm (k = 0: C = beta * C). */
-void sgemm1(bool tA, bool tB, int64_t m, int64_t n, int64_t k, float alpha, const float* a, const float* b, float beta,
-  float* c);
-
 /**
  * Backend.matmul: `batch` products, item i reading a + i * sA and b + i * sB (stride 0: one
  * shared operand), writing c + i * m * n. Many small products (attention heads) run one
