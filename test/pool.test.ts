@@ -2,12 +2,14 @@
 // back-to-back parallel calls of every size, with 2 to 4 threads on whatever cores the machine
 // has, give exactly the single-thread result (a worker reading a stale or half-published job
 // would not); and calls from several Node worker threads at once (the pool runs one job at a
-// time, the others inline) do too.
+// time, the others inline) give the same bits on every repeat, while the main thread, beside
+// them, gets the one-thread result and changes the thread count under them.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { SKIP_CPU } from './helpers/backends.js';
+import { assertSameBits } from './helpers/compare.js';
 import { cpuBackend, getNumThreads, setNumThreads } from '../src/backends/index.js';
 import { Rng } from '../src/tensor/index.js';
 
@@ -27,10 +29,7 @@ function run(xs: Float32Array[]): Float32Array[] {
 }
 
 function sameBits(a: Float32Array[], b: Float32Array[], what: string): void {
-  for (let i = 0; i < a.length; i++) {
-    const ua = new Uint32Array(a[i].buffer), ub = new Uint32Array(b[i].buffer);
-    for (let j = 0; j < ua.length; j++) if (ua[j] !== ub[j]) assert.fail(`${what}: call ${i} [${j}] ${a[i][j]} != ${b[i][j]}`);
-  }
+  a.forEach((x, i) => assertSameBits(x, b[i], `${what}: call ${i}`));
 }
 
 test('pool: back-to-back parallel calls of every size give the one-thread result, 2 to 4 threads', { skip: SKIP_CPU }, () => {
@@ -46,7 +45,7 @@ test('pool: back-to-back parallel calls of every size give the one-thread result
   } finally { setNumThreads(prev); }
 });
 
-test('pool: calls from several Node worker threads at once give the one-thread result', { skip: SKIP_CPU }, async () => {
+test('pool: calls from several Node worker threads at once: the same bits every repeat, the main thread the one-thread result', { skip: SKIP_CPU }, async () => {
   const prev = getNumThreads();
   const self = fileURLToPath(new URL('./helpers/pool_worker.js', import.meta.url));
   try {

@@ -6,16 +6,11 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { SKIP_CPU } from './helpers/backends.js';
+import { assertSameBits } from './helpers/compare.js';
 import { cpuBackend, nativeInfo, referenceBackend, setNumThreads, getNumThreads } from '../src/backends/index.js';
 import { Rng, getBackend, randn, registerBackend, withBackend } from '../src/tensor/index.js';
 import { NF4_CODE, blockScales, dequantizeAbsmax, dequantizeNF4Range, quantizeNF4 } from '../src/quant/nf4.js';
 import { Linear4bit, setLinear4bitTileElements } from '../src/quant/linear4bit.js';
-
-function sameBits(a: Float32Array, b: Float32Array, what: string): void {
-  assert.equal(a.length, b.length, `${what}: length`);
-  const ua = new Uint32Array(a.buffer, a.byteOffset, a.length), ub = new Uint32Array(b.buffer, b.byteOffset, b.length);
-  for (let i = 0; i < a.length; i++) if (ua[i] !== ub[i]) assert.fail(`${what}[${i}]: ${a[i]} != ${b[i]}`);
-}
 
 /** Random packed codes, scales of both signs and magnitudes, and a code map. */
 function randomCase(n: number, bs: number, seed: number, code: Float32Array = NF4_CODE as Float32Array) {
@@ -42,7 +37,7 @@ function check(be: { dequantizeNF4?: typeof referenceBackend.dequantizeNF4 }, la
       const want = new Float32Array(count), got = new Float32Array(count + 3).fill(7);
       referenceBackend.dequantizeNF4!(packed, scales, bs, code, start, count, want);
       be.dequantizeNF4!(packed, scales, bs, code, start, count, got);
-      sameBits(got.subarray(0, count), want, `${label} n=${n} bs=${bs} [${start}, +${count})`);
+      assertSameBits(got.subarray(0, count), want, `${label} n=${n} bs=${bs} [${start}, +${count})`);
       assert.deepEqual([...got.subarray(count)], [7, 7, 7], 'nothing written past count');
     }
   });
@@ -57,7 +52,7 @@ test('reference dequantizeNF4 equals the TypeScript path of Linear4bit (dequanti
       const b0 = Math.floor(s / 64), b1 = Math.ceil(e / 64);
       const got = new Float32Array(e - s);
       referenceBackend.dequantizeNF4!(q.packed, blockScales(q.state, b0, b1, new Float32Array(b1 - b0)), 64, q.state.code, s, e - s, got);
-      sameBits(got, want, `nested=${compressStatistics} [${s}, ${e})`);
+      assertSameBits(got, want, `nested=${compressStatistics} [${s}, ${e})`);
     }
   }
 });
@@ -68,7 +63,7 @@ test('reference dequantizeAbsmax gives the scales of a double-quantized state (d
   const st = q.state, nested = st.nested!, nb = st.absmax.length;
   const got = new Float32Array(nb);
   referenceBackend.dequantizeAbsmax!(st.absmax as Uint8Array, nested.absmax, nested.blocksize, nested.code, nested.offset, nb, got);
-  sameBits(got, dequantizeAbsmax(st), 'scales');
+  assertSameBits(got, dequantizeAbsmax(st), 'scales');
 });
 
 test('native dequantizeNF4 is bit-exact with the reference on odd and unaligned ranges', { skip: SKIP_CPU }, () => {
@@ -122,7 +117,7 @@ test('Linear4bit gives the same bits through the backend kernel as through the T
       return { y: y.data.slice(), gx: x.grad!.data.slice() };
     });
     const a = run('cpu'), b = run('cpu-without-nf4');
-    sameBits(a.y, b.y, 'forward');
-    sameBits(a.gx, b.gx, 'input gradient');
+    assertSameBits(a.y, b.y, 'forward');
+    assertSameBits(a.gx, b.gx, 'input gradient');
   } finally { setLinear4bitTileElements(prev); }
 });

@@ -29,6 +29,13 @@ export function assertClose(a: ArrayLike<number>, b: ArrayLike<number>, opts: Cl
   }
 }
 
+/** a and b hold the same float32 bit patterns (NaN payloads and signed zeros included). */
+export function assertSameBits(a: Float32Array, b: Float32Array, what: string): void {
+  assert.equal(a.length, b.length, `${what}: length`);
+  const ua = new Uint32Array(a.buffer, a.byteOffset, a.length), ub = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  for (let i = 0; i < a.length; i++) if (ua[i] !== ub[i]) assert.fail(`${what}[${i}]: ${a[i]} != ${b[i]}`);
+}
+
 /** Max |x| of an array (to scale an absolute tolerance). */
 export function maxAbs(a: ArrayLike<number>): number {
   let m = 0;
